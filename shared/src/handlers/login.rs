@@ -1,0 +1,81 @@
+//! `POST /login {"code"}`: exchanges a `wx.login` code for our own login token.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{json_response, parse_json_body, require_method};
+use crate::session::now_unix;
+use crate::wechat::WechatError;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct LoginResponse<'a> {
+    token: &'a str,
+    expires_in: u64,
+    openid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unionid: Option<&'a str>,
+}
+
+/// wx.login codes are short printable tokens; anything else never reaches WeChat.
+fn validate_code(code: &str) -> Result<&str, ApiError> {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 128 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "code must be the non-empty code returned by wx.login (at most 128 printable ASCII characters)",
+        ));
+    }
+    Ok(code)
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    super::respond(login(state, &req).await)
+}
+
+async fn login(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    require_method(req, Method::POST)?;
+    let body: LoginRequest = parse_json_body(req)?;
+    let code = validate_code(&body.code)?;
+
+    let secrets = state.secrets.get().await?;
+    let exchanged = match state.wechat.jscode2session(&secrets.app_secret, code).await {
+        // WeChat checks the credentials before it looks at the code, so the code is still
+        // unused: after a secret rotation, one more exchange with the new secret is safe. Every
+        // other failure is final, since a code is single-use.
+        Err(WechatError::InvalidAppSecret) => {
+            match state.secrets.refresh_after_rejection(&secrets).await? {
+                Some(fresh) => state.wechat.jscode2session(&fresh.app_secret, code).await,
+                None => Err(WechatError::InvalidAppSecret),
+            }
+        }
+        other => other,
+    }?;
+
+    let issued = state
+        .sessions
+        .create(
+            &exchanged.openid,
+            exchanged.unionid.as_deref(),
+            &exchanged.session_key,
+            state.config.session_ttl,
+        )
+        .await?;
+    tracing::info!(openid = %exchanged.openid, "login ok");
+    Ok(json_response(
+        StatusCode::OK,
+        &LoginResponse {
+            token: issued.token.expose(),
+            expires_in: issued.expires_at.saturating_sub(now_unix()),
+            openid: &exchanged.openid,
+            unionid: exchanged.unionid.as_deref(),
+        },
+    ))
+}

@@ -1,0 +1,239 @@
+//! Request parsing and response building shared by every handler.
+
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// Request bodies are small JSON objects; anything larger is refused before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
+    // Serializing our own plain structs cannot fail; fall back to an empty object regardless.
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Answers 405 unless the request uses `method`.
+pub fn require_method(req: &Request, method: Method) -> Result<(), ApiError> {
+    if req.method() == method {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {method} for this route, not {}", req.method()),
+        ))
+    }
+}
+
+/// Parses a JSON request body into `T`: at most [`MAX_BODY_BYTES`], UTF-8, `application/json`
+/// when a content type is given.
+pub fn parse_json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with content-type: application/json",
+            ));
+        }
+    }
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                bytes.len()
+            ),
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "missing_body",
+            "the request needs a JSON body",
+        ));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is not valid UTF-8",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(req: &Request) -> Result<&str, ApiError> {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing_token",
+            "send the login token as Authorization: Bearer <token>",
+        )
+    })?;
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthorized(
+            "invalid_token",
+            "the Authorization header is not valid text",
+        )
+    })?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the Authorization header must be: Bearer <token>",
+        ));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Body1 {
+        code: String,
+    }
+
+    fn request(content_type: Option<&str>, body: Body) -> Request {
+        let mut builder = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/login");
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        builder.body(body).unwrap()
+    }
+
+    #[test]
+    fn parses_json_with_or_without_content_type() {
+        let ok: Body1 = parse_json_body(&request(
+            Some("application/json; charset=utf-8"),
+            r#"{"code":"a"}"#.into(),
+        ))
+        .unwrap();
+        assert_eq!(ok.code, "a");
+        let ok: Body1 =
+            parse_json_body(&request(None, Body::Binary(br#"{"code":"b"}"#.to_vec()))).unwrap();
+        assert_eq!(ok.code, "b");
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_distinct_codes() {
+        let cases: Vec<(Option<&str>, Body, StatusCode, &str)> = vec![
+            (
+                Some("text/plain"),
+                r#"{"code":"a"}"#.into(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (None, Body::Empty, StatusCode::BAD_REQUEST, "missing_body"),
+            (None, "  \n".into(), StatusCode::BAD_REQUEST, "missing_body"),
+            (
+                None,
+                Body::Binary(vec![b'"', 0xff, b'"']),
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+            ),
+            (
+                None,
+                "{code:1}".into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+            ),
+            (
+                None,
+                r#"{"code":1}"#.into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+            ),
+            (
+                None,
+                r#"{"code":"a","x":1}"#.into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+            ),
+            (
+                None,
+                Body::Text(format!(r#"{{"code":"{}"}}"#, "a".repeat(MAX_BODY_BYTES))),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+        ];
+        for (ct, body, status, code) in cases {
+            let err = parse_json_body::<Body1>(&request(ct, body)).unwrap_err();
+            assert_eq!((err.status, err.code), (status, code), "{err}");
+        }
+    }
+
+    #[test]
+    fn bearer_token_extraction() {
+        let with = |v: &str| {
+            lambda_http::http::Request::builder()
+                .header("authorization", v)
+                .body(Body::Empty)
+                .unwrap()
+        };
+        assert_eq!(bearer_token(&with("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&with("bearer  abc ")).unwrap(), "abc");
+        assert_eq!(
+            bearer_token(&with("Basic abc")).unwrap_err().code,
+            "invalid_token"
+        );
+        assert_eq!(
+            bearer_token(&with("Bearer ")).unwrap_err().code,
+            "invalid_token"
+        );
+        let none = lambda_http::http::Request::builder()
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(bearer_token(&none).unwrap_err().code, "missing_token");
+    }
+
+    #[test]
+    fn error_response_has_the_documented_shape() {
+        let response = ApiError::unauthorized("missing_token", "log in first").into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let Body::Text(text) = response.body() else {
+            panic!("text body expected")
+        };
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "missing_token", "message": "log in first"}})
+        );
+    }
+}

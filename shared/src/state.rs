@@ -1,0 +1,67 @@
+//! What a container builds once at init and every invocation reuses.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use lambda_http::Request;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::http::bearer_token;
+use crate::secrets::SecretCache;
+use crate::session::{Session, SessionStore};
+use crate::token::AccessTokenCache;
+use crate::wechat::WechatClient;
+
+pub struct AppState {
+    pub config: Config,
+    pub wechat: WechatClient,
+    pub secrets: Arc<SecretCache>,
+    pub tokens: AccessTokenCache,
+    pub sessions: SessionStore,
+}
+
+impl AppState {
+    /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
+    /// first use, so init stays fast and a Secrets Manager outage is not cached by a cold start.
+    pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        let wechat = WechatClient::new(
+            &config.wechat_api_base,
+            &config.app_id,
+            config.wechat_timeout,
+        );
+        let secrets = Arc::new(SecretCache::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            &config.secret_id,
+            config.secret_cache_ttl,
+        ));
+        let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
+        let sessions =
+            SessionStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.sessions_table);
+        Self {
+            config,
+            wechat,
+            secrets,
+            tokens,
+            sessions,
+        }
+    }
+
+    /// Reads the config from the environment and the AWS settings the Lambda runtime provides.
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let config = Config::from_env()?;
+        let sdk = crate::aws::sdk_config_from_env().await;
+        Ok(Self::new(config, &sdk))
+    }
+
+    /// The session of the request's `Authorization: Bearer` token: one DynamoDB read.
+    pub async fn authenticate(&self, req: &Request) -> Result<Session, ApiError> {
+        let token = bearer_token(req)?;
+        self.sessions.get(token).await?.ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the login token is unknown or expired: log in again",
+            )
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! The access token cache, shared by every function that calls a token-protected WeChat API.
+//!
+//! It uses `cgi-bin/stable_token` in normal mode, so every container receives the same current
+//! token instead of knocking the others' out as `cgi-bin/token` would, and it never asks for
+//! `force_refresh` (20 a day, and it invalidates every other container's token).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::secret::Secret;
+use crate::secrets::{SecretCache, SecretsError};
+use crate::wechat::{WechatClient, WechatError};
+
+/// Refresh this long before WeChat says the token expires: WeChat issues the next token about
+/// five minutes before expiry and both work during the overlap.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Attempts at fetching a token when WeChat is busy or unreachable (the call is idempotent).
+const FETCH_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Wechat(#[from] WechatError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+struct CachedToken {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+pub struct AccessTokenCache {
+    wechat: WechatClient,
+    secrets: Arc<SecretCache>,
+    cached: Mutex<Option<CachedToken>>,
+}
+
+impl AccessTokenCache {
+    pub fn new(wechat: WechatClient, secrets: Arc<SecretCache>) -> Self {
+        Self {
+            wechat,
+            secrets,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current token, fetched when missing or close to expiry. Concurrent callers share one
+    /// fetch.
+    pub async fn get(&self) -> Result<Secret, TokenError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+            return Ok(c.token.clone());
+        }
+        let (token, expires_in) = self.fetch().await?;
+        let lifetime = Duration::from_secs(expires_in);
+        let usable = if lifetime > REFRESH_MARGIN * 2 {
+            lifetime - REFRESH_MARGIN
+        } else {
+            lifetime / 2
+        };
+        *cached = Some(CachedToken {
+            token: token.clone(),
+            refresh_at: Instant::now() + usable,
+        });
+        Ok(token)
+    }
+
+    /// Forgets `stale` after WeChat rejected it (40001/40014/42001), so the next [`get`] fetches
+    /// the current one. A token another caller already replaced is left alone.
+    ///
+    /// [`get`]: Self::get
+    pub async fn invalidate(&self, stale: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token == *stale) {
+            *cached = None;
+        }
+    }
+
+    /// Runs `call` with the current token; when WeChat rejects the token, fetches the current
+    /// one and runs `call` once more. Bounded: at most two calls.
+    pub async fn with_token<T, F, Fut>(&self, call: F) -> Result<T, TokenError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: Future<Output = Result<T, WechatError>>,
+    {
+        let token = self.get().await?;
+        match call(token.clone()).await {
+            Err(WechatError::InvalidAccessToken(_)) => {
+                self.invalidate(&token).await;
+                let fresh = self.get().await?;
+                Ok(call(fresh).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn fetch(&self) -> Result<(Secret, u64), TokenError> {
+        let mut secrets = self.secrets.get().await?;
+        let mut rotated_once = false;
+        let mut attempt = 1;
+        loop {
+            match self.wechat.stable_token(&secrets.app_secret).await {
+                Ok(t) => return Ok((t.access_token, t.expires_in)),
+                Err(WechatError::InvalidAppSecret) if !rotated_once => {
+                    rotated_once = true;
+                    match self.secrets.refresh_after_rejection(&secrets).await? {
+                        Some(fresh) => secrets = fresh,
+                        None => return Err(WechatError::InvalidAppSecret.into()),
+                    }
+                }
+                Err(e) if e.is_transient() && attempt < FETCH_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

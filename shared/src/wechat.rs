@@ -1,0 +1,280 @@
+//! The WeChat server API client: one `reqwest::Client` per container, a timeout on every call,
+//! and every documented errcode turned into a typed [`WechatError`].
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::Sha256;
+
+use crate::secret::Secret;
+
+/// A WeChat API failure, classified by what the caller should do about it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum WechatError {
+    #[error("WeChat rejected the login code as invalid or expired (40029)")]
+    InvalidCode,
+    #[error("the login code was already used (40163)")]
+    CodeUsed,
+    #[error("WeChat blocked this code: high-risk user (40226)")]
+    CodeBlocked,
+    #[error("WeChat rate limit reached (45011)")]
+    RateLimited,
+    #[error("WeChat is busy (-1)")]
+    Busy,
+    #[error("WeChat rejected the AppID ({0})")]
+    InvalidAppId(i64),
+    #[error("WeChat rejected the app secret (40125)")]
+    InvalidAppSecret,
+    #[error("WeChat says the AppSecret is frozen (40243)")]
+    AppSecretFrozen,
+    #[error("this server's IP is not in the app's WeChat API IP whitelist (40164)")]
+    IpNotWhitelisted,
+    #[error("WeChat says a required parameter is missing ({0})")]
+    MissingParameter(i64),
+    #[error("WeChat rejected the access token ({0})")]
+    InvalidAccessToken(i64),
+    #[error("WeChat rejected the session signature (87009)")]
+    InvalidSignature,
+    #[error("WeChat error {errcode}: {errmsg}")]
+    Other { errcode: i64, errmsg: String },
+    #[error("WeChat did not answer within the timeout")]
+    Timeout,
+    #[error("WeChat could not be reached: {0}")]
+    Unreachable(String),
+    #[error("WeChat answered with something unexpected: {0}")]
+    BadResponse(String),
+}
+
+impl WechatError {
+    /// Classifies a non-zero `errcode` from any WeChat JSON API.
+    pub fn from_errcode(errcode: i64, errmsg: &str) -> Self {
+        match errcode {
+            40029 => Self::InvalidCode,
+            40163 => Self::CodeUsed,
+            40226 => Self::CodeBlocked,
+            45011 => Self::RateLimited,
+            -1 => Self::Busy,
+            40013 | 41002 => Self::InvalidAppId(errcode),
+            40125 | 41004 => Self::InvalidAppSecret,
+            40243 => Self::AppSecretFrozen,
+            40164 => Self::IpNotWhitelisted,
+            41008 => Self::MissingParameter(errcode),
+            40001 | 40014 | 42001 => Self::InvalidAccessToken(errcode),
+            87009 => Self::InvalidSignature,
+            _ => Self::Other {
+                errcode,
+                errmsg: errmsg.to_owned(),
+            },
+        }
+    }
+
+    /// Faults worth one more try for a call that is safe to repeat (never `jscode2session`).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Busy | Self::Timeout | Self::Unreachable(_) | Self::BadResponse(_)
+        )
+    }
+}
+
+/// What `jscode2session` returns. The session key stays wrapped in [`Secret`].
+#[derive(Debug, Deserialize)]
+pub struct CodeSession {
+    pub openid: String,
+    pub session_key: Secret,
+    #[serde(default)]
+    pub unionid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccessToken {
+    pub access_token: Secret,
+    pub expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+#[derive(Clone)]
+pub struct WechatClient {
+    http: reqwest::Client,
+    base: String,
+    app_id: String,
+}
+
+impl WechatClient {
+    pub fn new(base: &str, app_id: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .expect("reqwest client builds with rustls");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            app_id: app_id.to_owned(),
+        }
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Exchanges a `wx.login` code. Called exactly once per code: a code is single-use, so a
+    /// retry after a lost response would only earn 40163.
+    pub async fn jscode2session(
+        &self,
+        secret: &Secret,
+        code: &str,
+    ) -> Result<CodeSession, WechatError> {
+        let request = self
+            .http
+            .get(format!("{}/sns/jscode2session", self.base))
+            .query(&[
+                ("appid", self.app_id.as_str()),
+                ("secret", secret.expose()),
+                ("js_code", code),
+                ("grant_type", "authorization_code"),
+            ]);
+        send(request).await
+    }
+
+    /// `cgi-bin/stable_token` in normal mode: every container gets the same current token.
+    pub async fn stable_token(&self, secret: &Secret) -> Result<AccessToken, WechatError> {
+        let body = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": self.app_id,
+            "secret": secret.expose(),
+            "force_refresh": false,
+        });
+        send(
+            self.http
+                .post(format!("{}/cgi-bin/stable_token", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `wxa/checksession`: whether WeChat still holds `session_key` as the user's current key.
+    pub async fn check_session(
+        &self,
+        access_token: &Secret,
+        openid: &str,
+        session_key: &Secret,
+    ) -> Result<bool, WechatError> {
+        let signature = session_signature(session_key);
+        let request = self
+            .http
+            .get(format!("{}/wxa/checksession", self.base))
+            .query(&[
+                ("access_token", access_token.expose()),
+                ("openid", openid),
+                ("signature", signature.as_str()),
+                ("sig_method", "hmac_sha256"),
+            ]);
+        match send::<Envelope>(request).await {
+            Ok(_) => Ok(true),
+            Err(WechatError::InvalidSignature) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")), as checksession and
+/// resetusersessionkey expect.
+pub fn session_signature(session_key: &Secret) -> String {
+    let mac = Hmac::<Sha256>::new_from_slice(session_key.expose().as_bytes())
+        .expect("HMAC takes any key length");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Sends a request and decodes a WeChat JSON answer: errors come back as HTTP 200 with a
+/// non-zero `errcode`, success either without `errcode` or with `errcode: 0`.
+async fn send<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T, WechatError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(transport_error)?;
+    if !status.is_success() {
+        return Err(WechatError::BadResponse(format!("HTTP {status}")));
+    }
+    let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|_| {
+        WechatError::BadResponse(format!("HTTP {status} with a body that is not JSON"))
+    })?;
+    if envelope.errcode != 0 {
+        return Err(WechatError::from_errcode(
+            envelope.errcode,
+            &envelope.errmsg,
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| WechatError::BadResponse(format!("unexpected JSON: {e}")))
+}
+
+fn transport_error(e: reqwest::Error) -> WechatError {
+    if e.is_timeout() {
+        WechatError::Timeout
+    } else {
+        // Without the URL: it carries the app secret in its query string.
+        WechatError::Unreachable(e.without_url().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_errcode_has_a_type() {
+        let table = [
+            (40029, WechatError::InvalidCode),
+            (40163, WechatError::CodeUsed),
+            (40226, WechatError::CodeBlocked),
+            (45011, WechatError::RateLimited),
+            (-1, WechatError::Busy),
+            (40013, WechatError::InvalidAppId(40013)),
+            (41002, WechatError::InvalidAppId(41002)),
+            (40125, WechatError::InvalidAppSecret),
+            (41004, WechatError::InvalidAppSecret),
+            (41008, WechatError::MissingParameter(41008)),
+            (40001, WechatError::InvalidAccessToken(40001)),
+            (40014, WechatError::InvalidAccessToken(40014)),
+            (42001, WechatError::InvalidAccessToken(42001)),
+            (40164, WechatError::IpNotWhitelisted),
+            (40243, WechatError::AppSecretFrozen),
+            (87009, WechatError::InvalidSignature),
+        ];
+        for (code, expected) in table {
+            assert_eq!(
+                WechatError::from_errcode(code, "x"),
+                expected,
+                "errcode {code}"
+            );
+        }
+        assert_eq!(
+            WechatError::from_errcode(89503, "risky"),
+            WechatError::Other {
+                errcode: 89503,
+                errmsg: "risky".into()
+            }
+        );
+    }
+
+    #[test]
+    fn session_signature_is_hmac_of_the_empty_message_keyed_by_the_base64_text() {
+        // Computed with Python: hmac.new(b"tiihtNczf5v6AKRyjwEUhQ==", b"", hashlib.sha256).hexdigest()
+        let sig = session_signature(&Secret::new("tiihtNczf5v6AKRyjwEUhQ=="));
+        assert_eq!(
+            sig,
+            "7154f9f8b4b76b92f541cbf0e37d48840fa06e5e42da92a6f80168a1516a4735"
+        );
+        assert_eq!(sig.len(), 64);
+    }
+}

@@ -1,0 +1,186 @@
+//! `/__sim/*`: the mini-program's side of the protocol and the test controls.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::api::rotate_session_key;
+use crate::crypto::{encrypt as aes_encrypt, random_bytes};
+use crate::state::{Code, Fault, random_text};
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    openid: String,
+    #[serde(default)]
+    unionid: Option<String>,
+    #[serde(default)]
+    session_key: Option<String>,
+}
+
+/// `wx.login`: mints a single-use code for `openid` and rotates the user's session key.
+pub async fn login(State(state): State<Shared>, Json(body): Json<LoginBody>) -> Response {
+    if body.openid.is_empty() {
+        return bad_request("openid must not be empty");
+    }
+    if let Some(key) = &body.session_key
+        && STANDARD.decode(key).map(|k| k.len()) != Ok(16)
+    {
+        return bad_request("session_key must be base64 of 16 bytes");
+    }
+    let mut sim = state.lock().unwrap();
+    rotate_session_key(&mut sim, &body.openid, body.session_key, body.unionid);
+    let code = random_text(32);
+    let issued_at = sim.now();
+    sim.codes.insert(
+        code.clone(),
+        Code {
+            openid: body.openid,
+            issued_at,
+            used: false,
+        },
+    );
+    Json(json!({ "code": code })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptBody {
+    openid: String,
+    data: Value,
+    /// Replaces the generated `{appid, timestamp}` watermark (tests of foreign or stale data).
+    #[serde(default)]
+    watermark: Option<Value>,
+    /// Encrypts under this key instead of the user's current one (tests of a rotated key).
+    #[serde(default)]
+    session_key: Option<String>,
+}
+
+/// What the WeChat client does for getPhoneNumber / getWeRunData / getShareInfo: adds a
+/// watermark and encrypts the JSON under the user's current session key.
+pub async fn encrypt(State(state): State<Shared>, Json(body): Json<EncryptBody>) -> Response {
+    let sim = state.lock().unwrap();
+    let Value::Object(mut data) = body.data else {
+        return bad_request("data must be a JSON object");
+    };
+    let session_key = match (body.session_key, sim.users.get(&body.openid)) {
+        (Some(key), _) => key,
+        (None, Some(user)) => user.session_key.clone(),
+        (None, None) => {
+            return bad_request(format!(
+                "unknown openid {}: mint a code for it first",
+                body.openid
+            ));
+        }
+    };
+    let watermark = body
+        .watermark
+        .unwrap_or_else(|| json!({ "appid": sim.config.app_id, "timestamp": sim.now() }));
+    data.insert("watermark".into(), watermark);
+    let iv = random_bytes::<16>();
+    let plaintext = serde_json::to_vec(&data).expect("JSON serializes");
+    match aes_encrypt(&session_key, &iv, &plaintext) {
+        Ok(encrypted) => {
+            Json(json!({ "encryptedData": encrypted, "iv": STANDARD.encode(iv) })).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+/// The user's current session key, for tests to check what the server stored.
+pub async fn user(
+    State(state): State<Shared>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let sim = state.lock().unwrap();
+    let openid = params.get("openid").cloned().unwrap_or_default();
+    match sim.users.get(&openid) {
+        Some(user) => Json(
+            json!({ "openid": openid, "unionid": user.unionid, "session_key": user.session_key }),
+        )
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "unknown openid" })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn add_fault(State(state): State<Shared>, Json(fault): Json<Fault>) -> Response {
+    if fault.errcode.is_some() && fault.http_status.is_some() {
+        return bad_request("give errcode or http_status, not both");
+    }
+    state.lock().unwrap().faults.push_back(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+pub async fn clear_faults(State(state): State<Shared>) -> Response {
+    state.lock().unwrap().faults.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Every call received, and a count per API.
+pub async fn requests(State(state): State<Shared>) -> Response {
+    let sim = state.lock().unwrap();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &sim.log {
+        *counts.entry(r.api.as_str()).or_default() += 1;
+    }
+    Json(json!({ "counts": counts, "requests": sim.log })).into_response()
+}
+
+pub async fn clear_requests(State(state): State<Shared>) -> Response {
+    state.lock().unwrap().log.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceBody {
+    advance_secs: i64,
+}
+
+/// Moves the simulator's clock forward (code and token expiry without waiting).
+pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceBody>) -> Response {
+    let mut sim = state.lock().unwrap();
+    sim.clock_offset_secs += body.advance_secs;
+    Json(json!({ "now": sim.now() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppBody {
+    secret: String,
+}
+
+/// Rotates the app secret, as an operator resetting it in the WeChat console would.
+pub async fn set_app_secret(State(state): State<Shared>, Json(body): Json<AppBody>) -> Response {
+    state.lock().unwrap().config.app_secret = body.secret;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Makes every issued access token stale (answers 40001 from now on).
+pub async fn invalidate_tokens(State(state): State<Shared>) -> Response {
+    let mut sim = state.lock().unwrap();
+    sim.stable_current = None;
+    sim.stable_previous = None;
+    sim.cgi_token = None;
+    StatusCode::NO_CONTENT.into_response()
+}

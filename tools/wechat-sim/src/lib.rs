@@ -1,0 +1,81 @@
+//! A local simulator of the WeChat server APIs a mini-program backend calls, behaving as
+//! `../shared/reference/wechat-server-api.md` describes the real ones: errors are HTTP 200 with
+//! an `errcode`, login codes live 5 minutes and work once, each new code rotates the user's
+//! session_key, `cgi-bin/token` invalidates the previous token while `stable_token` shares one.
+//!
+//! Admin endpoints under `/__sim/` play the mini-program side (mint codes, encrypt open data)
+//! and let tests inject faults, move the clock and count the calls made.
+
+mod admin;
+mod api;
+pub mod crypto;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use state::{Fault, SimState};
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub app_id: String,
+    pub app_secret: String,
+}
+
+pub type Shared = Arc<Mutex<SimState>>;
+
+pub fn router(config: SimConfig) -> Router {
+    let state: Shared = Arc::new(Mutex::new(SimState::new(config)));
+    Router::new()
+        .route("/sns/jscode2session", get(api::jscode2session))
+        .route("/cgi-bin/token", get(api::token))
+        .route("/cgi-bin/stable_token", post(api::stable_token))
+        .route("/wxa/checksession", get(api::checksession))
+        .route("/__sim/login", post(admin::login))
+        .route("/__sim/encrypt", post(admin::encrypt))
+        .route("/__sim/user", get(admin::user))
+        .route(
+            "/__sim/faults",
+            post(admin::add_fault).delete(admin::clear_faults),
+        )
+        .route(
+            "/__sim/requests",
+            get(admin::requests).delete(admin::clear_requests),
+        )
+        .route("/__sim/time", post(admin::advance_time))
+        .route("/__sim/app", post(admin::set_app_secret))
+        .route("/__sim/invalidate-tokens", post(admin::invalidate_tokens))
+        .with_state(state)
+}
+
+/// A running simulator; dropping it stops the server.
+pub struct SimServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(config);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -63,15 +63,9 @@ impl Config {
                 }
             },
         };
-        let session_ttl =
-            Duration::from_secs(number("SESSION_TTL_SECS", DEFAULT_SESSION_TTL_SECS, 60));
-        let secret_cache_ttl = Duration::from_secs(number(
-            "SECRET_CACHE_TTL_SECS",
-            DEFAULT_SECRET_CACHE_TTL_SECS,
-            0,
-        ));
-        let wechat_timeout =
-            Duration::from_millis(number("WECHAT_TIMEOUT_MS", DEFAULT_WECHAT_TIMEOUT_MS, 100));
+        let session_ttl = Duration::from_secs(number("SESSION_TTL_SECS", DEFAULT_SESSION_TTL_SECS, 60));
+        let secret_cache_ttl = Duration::from_secs(number("SECRET_CACHE_TTL_SECS", DEFAULT_SECRET_CACHE_TTL_SECS, 0));
+        let wechat_timeout = Duration::from_millis(number("WECHAT_TIMEOUT_MS", DEFAULT_WECHAT_TIMEOUT_MS, 100));
 
         let wechat_api_base = lookup("WECHAT_API_BASE")
             .map(|v| v.trim().trim_end_matches('/').to_owned())
@@ -114,10 +108,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -166,12 +157,7 @@ mod tests {
 
     #[test]
     fn malformed_app_id_is_rejected() {
-        let err = load(&[
-            ("APP_ID", "my-app"),
-            ("SESSIONS_TABLE", "s"),
-            ("SECRET_ID", "x"),
-        ])
-        .unwrap_err();
+        let err = load(&[("APP_ID", "my-app"), ("SESSIONS_TABLE", "s"), ("SECRET_ID", "x")]).unwrap_err();
         assert!(err.to_string().contains("APP_ID must look like"), "{err}");
     }
 }

@@ -31,11 +31,7 @@ impl ApiError {
     }
 
     pub fn misconfigured(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_misconfigured",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_misconfigured", message)
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -45,9 +41,7 @@ impl ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::SERVICE_UNAVAILABLE
-        {
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -56,13 +50,7 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -76,9 +64,7 @@ impl From<crate::wechat::WechatError> for ApiError {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_credentials_rejected",
-                format!(
-                    "{what}: the operator must check APP_ID and the app_secret in the configured secret"
-                ),
+                format!("{what}: the operator must check APP_ID and the app_secret in the configured secret"),
             )
         };
         match e {
@@ -110,11 +96,9 @@ impl From<crate::wechat::WechatError> for ApiError {
                 "wechat_timeout",
                 "WeChat did not answer in time",
             ),
-            W::Unreachable(_) | W::BadResponse(_) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "wechat_unavailable",
-                format!("{e}"),
-            ),
+            W::Unreachable(_) | W::BadResponse(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "wechat_unavailable", format!("{e}"))
+            }
             W::InvalidAppId(code) => operator(&format!("WeChat rejected the AppID ({code})")),
             W::InvalidAppSecret => operator("WeChat rejected the app secret (40125)"),
             W::AppSecretFrozen => operator("WeChat says the AppSecret is frozen (40243)"),

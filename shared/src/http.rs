@@ -16,10 +16,7 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Res
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -73,10 +70,7 @@ pub fn parse_json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError
         ));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "missing_body",
-            "the request needs a JSON body",
-        ));
+        return Err(ApiError::bad_request("missing_body", "the request needs a JSON body"));
     }
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::bad_request(
@@ -95,17 +89,11 @@ pub fn parse_json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(req: &Request) -> Result<&str, ApiError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_token",
-            "send the login token as Authorization: Bearer <token>",
-        )
+        ApiError::unauthorized("missing_token", "send the login token as Authorization: Bearer <token>")
     })?;
-    let value = value.to_str().map_err(|_| {
-        ApiError::unauthorized(
-            "invalid_token",
-            "the Authorization header is not valid text",
-        )
-    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("invalid_token", "the Authorization header is not valid text"))?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
@@ -128,9 +116,7 @@ mod tests {
     }
 
     fn request(content_type: Option<&str>, body: Body) -> Request {
-        let mut builder = lambda_http::http::Request::builder()
-            .method("POST")
-            .uri("/login");
+        let mut builder = lambda_http::http::Request::builder().method("POST").uri("/login");
         if let Some(ct) = content_type {
             builder = builder.header("content-type", ct);
         }
@@ -145,8 +131,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.code, "a");
-        let ok: Body1 =
-            parse_json_body(&request(None, Body::Binary(br#"{"code":"b"}"#.to_vec()))).unwrap();
+        let ok: Body1 = parse_json_body(&request(None, Body::Binary(br#"{"code":"b"}"#.to_vec()))).unwrap();
         assert_eq!(ok.code, "b");
     }
 
@@ -167,18 +152,8 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
             ),
-            (
-                None,
-                "{code:1}".into(),
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-            ),
-            (
-                None,
-                r#"{"code":1}"#.into(),
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-            ),
+            (None, "{code:1}".into(), StatusCode::BAD_REQUEST, "invalid_json"),
+            (None, r#"{"code":1}"#.into(), StatusCode::BAD_REQUEST, "invalid_json"),
             (
                 None,
                 r#"{"code":"a","x":1}"#.into(),
@@ -208,17 +183,9 @@ mod tests {
         };
         assert_eq!(bearer_token(&with("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(&with("bearer  abc ")).unwrap(), "abc");
-        assert_eq!(
-            bearer_token(&with("Basic abc")).unwrap_err().code,
-            "invalid_token"
-        );
-        assert_eq!(
-            bearer_token(&with("Bearer ")).unwrap_err().code,
-            "invalid_token"
-        );
-        let none = lambda_http::http::Request::builder()
-            .body(Body::Empty)
-            .unwrap();
+        assert_eq!(bearer_token(&with("Basic abc")).unwrap_err().code, "invalid_token");
+        assert_eq!(bearer_token(&with("Bearer ")).unwrap_err().code, "invalid_token");
+        let none = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
         assert_eq!(bearer_token(&none).unwrap_err().code, "missing_token");
     }
 

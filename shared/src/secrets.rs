@@ -36,9 +36,7 @@ pub enum SecretsError {
 impl From<SecretsError> for ApiError {
     fn from(e: SecretsError) -> Self {
         match e {
-            SecretsError::NotFound(_) | SecretsError::Malformed { .. } => {
-                ApiError::misconfigured(e.to_string())
-            }
+            SecretsError::NotFound(_) | SecretsError::Malformed { .. } => ApiError::misconfigured(e.to_string()),
             SecretsError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "secrets_unavailable",
@@ -74,10 +72,7 @@ impl SecretCache {
     /// read rather than each calling Secrets Manager.
     pub async fn get(&self) -> Result<Arc<AppSecrets>, SecretsError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached
-            .as_ref()
-            .filter(|c| c.fetched_at.elapsed() < self.ttl)
-        {
+        if let Some(c) = cached.as_ref().filter(|c| c.fetched_at.elapsed() < self.ttl) {
             return Ok(c.secrets.clone());
         }
         let secrets = Arc::new(self.fetch().await?);
@@ -117,9 +112,7 @@ impl SecretCache {
             .await
             .map_err(|e| match e {
                 SdkError::ServiceError(ref service) => match service.err() {
-                    GetSecretValueError::ResourceNotFoundException(_) => {
-                        SecretsError::NotFound(self.secret_id.clone())
-                    }
+                    GetSecretValueError::ResourceNotFoundException(_) => SecretsError::NotFound(self.secret_id.clone()),
                     other if other.meta().code() == Some("AccessDeniedException") => {
                         SecretsError::NotFound(self.secret_id.clone())
                     }
@@ -127,12 +120,10 @@ impl SecretCache {
                 },
                 other => SecretsError::Unavailable(other.to_string()),
             })?;
-        let text = output
-            .secret_string()
-            .ok_or_else(|| SecretsError::Malformed {
-                id: self.secret_id.clone(),
-                reason: "it has no SecretString".into(),
-            })?;
+        let text = output.secret_string().ok_or_else(|| SecretsError::Malformed {
+            id: self.secret_id.clone(),
+            reason: "it has no SecretString".into(),
+        })?;
         serde_json::from_str(text).map_err(|e| SecretsError::Malformed {
             id: self.secret_id.clone(),
             reason: describe_json_error(&e),
@@ -146,11 +137,6 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     if message.starts_with("missing field") {
         message
     } else {
-        format!(
-            "{:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
+        format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
     }
 }

@@ -58,9 +58,7 @@ pub enum StoreError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::TableMissing(_) | StoreError::Malformed(_) => {
-                ApiError::misconfigured(e.to_string())
-            }
+            StoreError::TableMissing(_) | StoreError::Malformed(_) => ApiError::misconfigured(e.to_string()),
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "session_store_unavailable",
@@ -128,28 +126,16 @@ impl SessionStore {
                 attr::TOKEN_HASH.to_owned(),
                 AttributeValue::S(token_hash(token.expose())),
             ),
-            (
-                attr::OPENID.to_owned(),
-                AttributeValue::S(openid.to_owned()),
-            ),
+            (attr::OPENID.to_owned(), AttributeValue::S(openid.to_owned())),
             (
                 attr::SESSION_KEY.to_owned(),
                 AttributeValue::S(session_key.expose().to_owned()),
             ),
-            (
-                attr::CREATED_AT.to_owned(),
-                AttributeValue::N(created_at.to_string()),
-            ),
-            (
-                attr::EXPIRES_AT.to_owned(),
-                AttributeValue::N(expires_at.to_string()),
-            ),
+            (attr::CREATED_AT.to_owned(), AttributeValue::N(created_at.to_string())),
+            (attr::EXPIRES_AT.to_owned(), AttributeValue::N(expires_at.to_string())),
         ]);
         if let Some(unionid) = unionid {
-            item.insert(
-                attr::UNIONID.to_owned(),
-                AttributeValue::S(unionid.to_owned()),
-            );
+            item.insert(attr::UNIONID.to_owned(), AttributeValue::S(unionid.to_owned()));
         }
         self.client
             .put_item()
@@ -187,10 +173,7 @@ impl SessionStore {
         Ok((session.expires_at > now_unix()).then_some(session))
     }
 
-    fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
-        &self,
-        e: SdkError<E, R>,
-    ) -> StoreError {
+    fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
         let code = e.code().unwrap_or_default();
         if code == "ResourceNotFoundException" {
             StoreError::TableMissing(self.table.clone())
@@ -198,7 +181,7 @@ impl SessionStore {
             let detail = e
                 .message()
                 .map(str::to_owned)
-                .unwrap_or_else(|| format!("{}", aws_error_kind(&e)));
+                .unwrap_or_else(|| aws_error_kind(&e).to_string());
             StoreError::Unavailable(format!("{code} {detail}").trim().to_owned())
         }
     }
@@ -225,9 +208,7 @@ fn session_from_item(item: &HashMap<String, AttributeValue>) -> Result<Session, 
     Ok(Session {
         openid: s(attr::OPENID).ok_or(StoreError::Malformed(attr::OPENID))?,
         unionid: s(attr::UNIONID),
-        session_key: Secret::new(
-            s(attr::SESSION_KEY).ok_or(StoreError::Malformed(attr::SESSION_KEY))?,
-        ),
+        session_key: Secret::new(s(attr::SESSION_KEY).ok_or(StoreError::Malformed(attr::SESSION_KEY))?),
         created_at: n(attr::CREATED_AT).ok_or(StoreError::Malformed(attr::CREATED_AT))?,
         expires_at: n(attr::EXPIRES_AT).ok_or(StoreError::Malformed(attr::EXPIRES_AT))?,
     })

@@ -25,19 +25,14 @@ impl AppState {
     /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
     /// first use, so init stays fast and a Secrets Manager outage is not cached by a cold start.
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        let wechat = WechatClient::new(
-            &config.wechat_api_base,
-            &config.app_id,
-            config.wechat_timeout,
-        );
+        let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, config.wechat_timeout);
         let secrets = Arc::new(SecretCache::new(
             aws_sdk_secretsmanager::Client::new(sdk),
             &config.secret_id,
             config.secret_cache_ttl,
         ));
         let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
-        let sessions =
-            SessionStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.sessions_table);
+        let sessions = SessionStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.sessions_table);
         Self {
             config,
             wechat,
@@ -58,10 +53,7 @@ impl AppState {
     pub async fn authenticate(&self, req: &Request) -> Result<Session, ApiError> {
         let token = bearer_token(req)?;
         self.sessions.get(token).await?.ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_token",
-                "the login token is unknown or expired: log in again",
-            )
+            ApiError::unauthorized("invalid_token", "the login token is unknown or expired: log in again")
         })
     }
 }

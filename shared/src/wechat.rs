@@ -130,20 +130,13 @@ impl WechatClient {
 
     /// Exchanges a `wx.login` code. Called exactly once per code: a code is single-use, so a
     /// retry after a lost response would only earn 40163.
-    pub async fn jscode2session(
-        &self,
-        secret: &Secret,
-        code: &str,
-    ) -> Result<CodeSession, WechatError> {
-        let request = self
-            .http
-            .get(format!("{}/sns/jscode2session", self.base))
-            .query(&[
-                ("appid", self.app_id.as_str()),
-                ("secret", secret.expose()),
-                ("js_code", code),
-                ("grant_type", "authorization_code"),
-            ]);
+    pub async fn jscode2session(&self, secret: &Secret, code: &str) -> Result<CodeSession, WechatError> {
+        let request = self.http.get(format!("{}/sns/jscode2session", self.base)).query(&[
+            ("appid", self.app_id.as_str()),
+            ("secret", secret.expose()),
+            ("js_code", code),
+            ("grant_type", "authorization_code"),
+        ]);
         send(request).await
     }
 
@@ -171,15 +164,12 @@ impl WechatClient {
         session_key: &Secret,
     ) -> Result<bool, WechatError> {
         let signature = session_signature(session_key);
-        let request = self
-            .http
-            .get(format!("{}/wxa/checksession", self.base))
-            .query(&[
-                ("access_token", access_token.expose()),
-                ("openid", openid),
-                ("signature", signature.as_str()),
-                ("sig_method", "hmac_sha256"),
-            ]);
+        let request = self.http.get(format!("{}/wxa/checksession", self.base)).query(&[
+            ("access_token", access_token.expose()),
+            ("openid", openid),
+            ("signature", signature.as_str()),
+            ("sig_method", "hmac_sha256"),
+        ]);
         match send::<Envelope>(request).await {
             Ok(_) => Ok(true),
             Err(WechatError::InvalidSignature) => Ok(false),
@@ -191,8 +181,7 @@ impl WechatClient {
 /// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")), as checksession and
 /// resetusersessionkey expect.
 pub fn session_signature(session_key: &Secret) -> String {
-    let mac = Hmac::<Sha256>::new_from_slice(session_key.expose().as_bytes())
-        .expect("HMAC takes any key length");
+    let mac = Hmac::<Sha256>::new_from_slice(session_key.expose().as_bytes()).expect("HMAC takes any key length");
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -205,17 +194,12 @@ async fn send<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T
     if !status.is_success() {
         return Err(WechatError::BadResponse(format!("HTTP {status}")));
     }
-    let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|_| {
-        WechatError::BadResponse(format!("HTTP {status} with a body that is not JSON"))
-    })?;
+    let envelope: Envelope = serde_json::from_slice(&bytes)
+        .map_err(|_| WechatError::BadResponse(format!("HTTP {status} with a body that is not JSON")))?;
     if envelope.errcode != 0 {
-        return Err(WechatError::from_errcode(
-            envelope.errcode,
-            &envelope.errmsg,
-        ));
+        return Err(WechatError::from_errcode(envelope.errcode, &envelope.errmsg));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| WechatError::BadResponse(format!("unexpected JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| WechatError::BadResponse(format!("unexpected JSON: {e}")))
 }
 
 fn transport_error(e: reqwest::Error) -> WechatError {
@@ -252,11 +236,7 @@ mod tests {
             (87009, WechatError::InvalidSignature),
         ];
         for (code, expected) in table {
-            assert_eq!(
-                WechatError::from_errcode(code, "x"),
-                expected,
-                "errcode {code}"
-            );
+            assert_eq!(WechatError::from_errcode(code, "x"), expected, "errcode {code}");
         }
         assert_eq!(
             WechatError::from_errcode(89503, "risky"),
@@ -271,10 +251,7 @@ mod tests {
     fn session_signature_is_hmac_of_the_empty_message_keyed_by_the_base64_text() {
         // Computed with Python: hmac.new(b"tiihtNczf5v6AKRyjwEUhQ==", b"", hashlib.sha256).hexdigest()
         let sig = session_signature(&Secret::new("tiihtNczf5v6AKRyjwEUhQ=="));
-        assert_eq!(
-            sig,
-            "7154f9f8b4b76b92f541cbf0e37d48840fa06e5e42da92a6f80168a1516a4735"
-        );
+        assert_eq!(sig, "7154f9f8b4b76b92f541cbf0e37d48840fa06e5e42da92a6f80168a1516a4735");
         assert_eq!(sig.len(), 64);
     }
 }

@@ -11,13 +11,7 @@ fn login_body(code: &str) -> String {
 }
 
 async fn login_with(stack: &Stack, code: &str) -> (u16, Value) {
-    read(
-        &login::handle(
-            &stack.state,
-            event_with_body("login.json", &login_body(code)),
-        )
-        .await,
-    )
+    read(&login::handle(&stack.state, event_with_body("login.json", &login_body(code))).await)
 }
 
 #[tokio::test]
@@ -31,12 +25,7 @@ async fn login_issues_a_token_and_stores_only_its_hash() {
     assert_eq!(body["openid"], "o_alice");
     let expires_in = body["expires_in"].as_u64().unwrap();
     assert!((604_790..=604_800).contains(&expires_in), "{expires_in}");
-    assert!(
-        body.get("session_key").is_none()
-            && !body
-                .to_string()
-                .contains(&stack.sim_session_key("o_alice").await)
-    );
+    assert!(body.get("session_key").is_none() && !body.to_string().contains(&stack.sim_session_key("o_alice").await));
 
     let items = stack.session_items().await;
     assert_eq!(items.len(), 1);
@@ -74,13 +63,7 @@ async fn login_issues_a_token_and_stores_only_its_hash() {
     );
 
     // The token authenticates.
-    let session = stack
-        .state
-        .sessions
-        .get(token)
-        .await
-        .unwrap()
-        .expect("session found");
+    let session = stack.state.sessions.get(token).await.unwrap().expect("session found");
     assert_eq!(session.openid, "o_alice");
 }
 
@@ -100,18 +83,12 @@ async fn the_unchanged_event_file_reaches_wechat_and_gets_invalid_code() {
 async fn unionid_is_returned_and_stored_when_wechat_sends_it() {
     let stack = Stack::start().await;
     let minted = stack
-        .sim_post(
-            "/__sim/login",
-            json!({"openid": "o_bob", "unionid": "u_bob"}),
-        )
+        .sim_post("/__sim/login", json!({"openid": "o_bob", "unionid": "u_bob"}))
         .await;
     let (status, body) = login_with(&stack, minted["code"].as_str().unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["unionid"], "u_bob");
-    assert_eq!(
-        stack.session_items().await[0]["unionid"].as_s().unwrap(),
-        "u_bob"
-    );
+    assert_eq!(stack.session_items().await[0]["unionid"].as_s().unwrap(), "u_bob");
 }
 
 #[tokio::test]
@@ -123,10 +100,7 @@ async fn a_reused_code_is_refused_and_never_retried() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_login_code");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("wx.login"),
+        body["error"]["message"].as_str().unwrap().contains("wx.login"),
         "{body}"
     );
     assert_eq!(
@@ -141,9 +115,7 @@ async fn a_reused_code_is_refused_and_never_retried() {
 async fn an_expired_or_unknown_code_is_refused() {
     let stack = Stack::start().await;
     let code = stack.mint_code("o_alice").await;
-    stack
-        .sim_post("/__sim/time", json!({"advance_secs": 301}))
-        .await;
+    stack.sim_post("/__sim/time", json!({"advance_secs": 301})).await;
     let (status, body) = login_with(&stack, &code).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -162,13 +134,9 @@ async fn an_expired_or_unknown_code_is_refused() {
 #[tokio::test]
 async fn a_second_login_rotates_the_session_key() {
     let stack = Stack::start().await;
-    let first = login_with(&stack, &stack.mint_code("o_alice").await)
-        .await
-        .1;
+    let first = login_with(&stack, &stack.mint_code("o_alice").await).await.1;
     let first_key = stack.sim_session_key("o_alice").await;
-    let second = login_with(&stack, &stack.mint_code("o_alice").await)
-        .await
-        .1;
+    let second = login_with(&stack, &stack.mint_code("o_alice").await).await.1;
     let second_key = stack.sim_session_key("o_alice").await;
     assert_ne!(first_key, second_key);
     assert_ne!(first["token"], second["token"]);
@@ -192,8 +160,7 @@ async fn a_second_login_rotates_the_session_key() {
 
 /// Injects one fault into jscode2session and checks the answer and that nothing retried.
 async fn with_fault(fault: Value, expected_status: u16, expected_code: &str) {
-    let stack =
-        Stack::start_with(|c| c.wechat_timeout = std::time::Duration::from_millis(400)).await;
+    let stack = Stack::start_with(|c| c.wechat_timeout = std::time::Duration::from_millis(400)).await;
     let code = stack.mint_code("o_alice").await;
     let mut fault = fault;
     fault["api"] = json!("jscode2session");
@@ -240,8 +207,7 @@ async fn a_hung_wechat_is_504_within_the_timeout() {
 #[tokio::test]
 async fn unreachable_wechat_is_502() {
     let closed = testkit::free_port();
-    let stack =
-        Stack::start_with(|c| c.wechat_api_base = format!("http://127.0.0.1:{closed}")).await;
+    let stack = Stack::start_with(|c| c.wechat_api_base = format!("http://127.0.0.1:{closed}")).await;
     let (status, body) = login_with(&stack, "0c3Hk1000FCqkV1Znp200f6Cg02Hk10T").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -268,13 +234,8 @@ async fn a_wrong_app_secret_is_502_for_the_operator_without_the_secret() {
         (502, Some("wechat_credentials_rejected")),
         "{body}"
     );
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("40125"),
-        "{body}"
-    );
-    assert!(
-        !body.to_string().contains("not-the-real-secret") && !body.to_string().contains(APP_SECRET)
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("40125"), "{body}");
+    assert!(!body.to_string().contains("not-the-real-secret") && !body.to_string().contains(APP_SECRET));
     assert_eq!(
         stack.sim_calls("jscode2session").await,
         1,
@@ -286,16 +247,9 @@ async fn a_wrong_app_secret_is_502_for_the_operator_without_the_secret() {
 async fn a_rotated_app_secret_is_picked_up_without_failing_the_login() {
     let stack = Stack::start().await;
     // Warm the cache with the current secret.
-    assert_eq!(
-        login_with(&stack, &stack.mint_code("o_alice").await)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(login_with(&stack, &stack.mint_code("o_alice").await).await.0, 200);
     // The operator resets the secret in WeChat and stores the new one.
-    stack
-        .sim_post("/__sim/app", json!({"secret": "rotated-secret"}))
-        .await;
+    stack.sim_post("/__sim/app", json!({"secret": "rotated-secret"})).await;
     stack
         .secretsmanager()
         .put_secret_value()
@@ -337,27 +291,15 @@ async fn bad_requests_get_4xx_json_and_never_reach_wechat() {
     let huge = format!(r#"{{"code":"{}"}}"#, "a".repeat(20_000));
     let cases: Vec<(lambda_http::Request, u16, &str)> = vec![
         (event_with_body("login.json", ""), 400, "missing_body"),
-        (
-            event_with_body("login.json", "code=abc"),
-            400,
-            "invalid_json",
-        ),
+        (event_with_body("login.json", "code=abc"), 400, "invalid_json"),
         (event_with_body("login.json", "{}"), 400, "invalid_json"),
-        (
-            event_with_body("login.json", r#"{"code": 42}"#),
-            400,
-            "invalid_json",
-        ),
+        (event_with_body("login.json", r#"{"code": 42}"#), 400, "invalid_json"),
         (
             event_with_body("login.json", r#"{"code": "abc", "extra": 1}"#),
             400,
             "invalid_json",
         ),
-        (
-            event_with_body("login.json", r#"{"code": ""}"#),
-            400,
-            "invalid_request",
-        ),
+        (event_with_body("login.json", r#"{"code": ""}"#), 400, "invalid_request"),
         (
             event_with_body("login.json", r#"{"code": "has space"}"#),
             400,
@@ -367,8 +309,7 @@ async fn bad_requests_get_4xx_json_and_never_reach_wechat() {
         (
             {
                 let mut r = event("login.json");
-                r.headers_mut()
-                    .insert("content-type", "text/plain".parse().unwrap());
+                r.headers_mut().insert("content-type", "text/plain".parse().unwrap());
                 r
             },
             415,
@@ -391,11 +332,7 @@ async fn bad_requests_get_4xx_json_and_never_reach_wechat() {
             (expected_status, Some(expected_code)),
             "{body}"
         );
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(stack.sim_calls("jscode2session").await, 0);
 }

@@ -50,12 +50,10 @@ async fn login(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
         // WeChat checks the credentials before it looks at the code, so the code is still
         // unused: after a secret rotation, one more exchange with the new secret is safe. Every
         // other failure is final, since a code is single-use.
-        Err(WechatError::InvalidAppSecret) => {
-            match state.secrets.refresh_after_rejection(&secrets).await? {
-                Some(fresh) => state.wechat.jscode2session(&fresh.app_secret, code).await,
-                None => Err(WechatError::InvalidAppSecret),
-            }
-        }
+        Err(WechatError::InvalidAppSecret) => match state.secrets.refresh_after_rejection(&secrets).await? {
+            Some(fresh) => state.wechat.jscode2session(&fresh.app_secret, code).await,
+            None => Err(WechatError::InvalidAppSecret),
+        },
         other => other,
     }?;
 

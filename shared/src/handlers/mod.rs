@@ -16,11 +16,7 @@ pub(crate) fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body
             if error.status.is_server_error() {
                 tracing::error!(status = error.status.as_u16(), code = error.code, message = %error.message, "request failed");
             } else {
-                tracing::info!(
-                    status = error.status.as_u16(),
-                    code = error.code,
-                    "request refused"
-                );
+                tracing::info!(status = error.status.as_u16(), code = error.code, "request refused");
             }
             error.into_response()
         }

@@ -47,6 +47,7 @@ fn venv_bin(name: &str) -> PathBuf {
 pub struct Moto {
     pub endpoint: String,
     _child: Child,
+    _watchdog: Child,
 }
 
 /// The moto server of this test binary, started on first use on a free port. A watchdog stops
@@ -66,7 +67,7 @@ pub fn moto() -> &'static Moto {
             parent = std::process::id(),
             moto = child.id()
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", &watchdog])
             .stdin(Stdio::null())
             .spawn()
@@ -85,6 +86,7 @@ pub fn moto() -> &'static Moto {
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             _child: child,
+            _watchdog: watchdog,
         }
     })
 }
@@ -209,11 +211,7 @@ impl Stack {
             .send()
             .await
             .unwrap();
-        assert!(
-            response.status().is_success(),
-            "sim {path}: {}",
-            response.status()
-        );
+        assert!(response.status().is_success(), "sim {path}: {}", response.status());
         response.json().await.unwrap_or(Value::Null)
     }
 
@@ -228,30 +226,14 @@ impl Stack {
     /// The simulator's current session key for `openid`.
     pub async fn sim_session_key(&self, openid: &str) -> String {
         let url = format!("{}/__sim/user?openid={openid}", self.sim.base_url());
-        let user: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let user: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
         user["session_key"].as_str().expect("known user").to_owned()
     }
 
     /// How many calls of `api` the simulator has received.
     pub async fn sim_calls(&self, api: &str) -> u64 {
         let url = format!("{}/__sim/requests", self.sim.base_url());
-        let log: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let log: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
         log["counts"][api].as_u64().unwrap_or(0)
     }
 
@@ -272,8 +254,7 @@ impl Stack {
 
 /// Reads an event file of `events/` as API Gateway delivers it to the function.
 pub fn event(name: &str) -> Request {
-    let text = std::fs::read_to_string(workspace_root().join("events").join(name))
-        .expect("event file exists");
+    let text = std::fs::read_to_string(workspace_root().join("events").join(name)).expect("event file exists");
     lambda_http::request::from_str(&text).expect("event parses as an API Gateway request")
 }
 
@@ -291,7 +272,7 @@ pub fn read(response: &Response<Body>) -> (u16, Value) {
         Body::Binary(bytes) => bytes.clone(),
         _ => Vec::new(),
     };
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&body)));
+    let json =
+        serde_json::from_slice(&body).unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&body)));
     (response.status().as_u16(), json)
 }

@@ -17,11 +17,7 @@ use crate::crypto::{encrypt as aes_encrypt, random_bytes};
 use crate::state::{Code, Fault, random_text};
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": message.into() })),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message.into() }))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -83,10 +79,7 @@ pub async fn encrypt(State(state): State<Shared>, Json(body): Json<EncryptBody>)
         (Some(key), _) => key,
         (None, Some(user)) => user.session_key.clone(),
         (None, None) => {
-            return bad_request(format!(
-                "unknown openid {}: mint a code for it first",
-                body.openid
-            ));
+            return bad_request(format!("unknown openid {}: mint a code for it first", body.openid));
         }
     };
     let watermark = body
@@ -96,30 +89,20 @@ pub async fn encrypt(State(state): State<Shared>, Json(body): Json<EncryptBody>)
     let iv = random_bytes::<16>();
     let plaintext = serde_json::to_vec(&data).expect("JSON serializes");
     match aes_encrypt(&session_key, &iv, &plaintext) {
-        Ok(encrypted) => {
-            Json(json!({ "encryptedData": encrypted, "iv": STANDARD.encode(iv) })).into_response()
-        }
+        Ok(encrypted) => Json(json!({ "encryptedData": encrypted, "iv": STANDARD.encode(iv) })).into_response(),
         Err(e) => bad_request(e),
     }
 }
 
 /// The user's current session key, for tests to check what the server stored.
-pub async fn user(
-    State(state): State<Shared>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Response {
+pub async fn user(State(state): State<Shared>, Query(params): Query<HashMap<String, String>>) -> Response {
     let sim = state.lock().unwrap();
     let openid = params.get("openid").cloned().unwrap_or_default();
     match sim.users.get(&openid) {
-        Some(user) => Json(
-            json!({ "openid": openid, "unionid": user.unionid, "session_key": user.session_key }),
-        )
-        .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "unknown openid" })),
-        )
-            .into_response(),
+        Some(user) => {
+            Json(json!({ "openid": openid, "unionid": user.unionid, "session_key": user.session_key })).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({ "error": "unknown openid" }))).into_response(),
     }
 }
 

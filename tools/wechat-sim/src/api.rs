@@ -13,16 +13,13 @@ use sha2::Sha256;
 
 use crate::Shared;
 use crate::crypto::new_session_key;
-use crate::state::{
-    CODE_TTL_SECS, Fault, SimState, TOKEN_ROTATE_BEFORE_SECS, TokenCheck, hex_string, rid,
-};
+use crate::state::{CODE_TTL_SECS, Fault, SimState, TOKEN_ROTATE_BEFORE_SECS, TokenCheck, hex_string, rid};
 
 type Params = Query<HashMap<String, String>>;
 
 /// WeChat's error shape: HTTP 200, `errcode` and an `errmsg` ending in a request id.
 pub fn wx_error(errcode: i64, errmsg: &str) -> Response {
-    Json(json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: {}", rid()) }))
-        .into_response()
+    Json(json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: {}", rid()) })).into_response()
 }
 
 /// Logs the call and plays any queued fault. `Some(response)` means answer that instead.
@@ -47,27 +44,25 @@ async fn begin(state: &Shared, api: &str) -> Option<Response> {
 }
 
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    params
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
+    params.get(name).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-/// Checks appid and secret as every credentialed API does, before anything else.
-fn check_app(sim: &SimState, appid: Option<&str>, secret: Option<&str>) -> Result<(), Response> {
+/// Checks appid and secret as every credentialed API does, before anything else; the error
+/// answer when they are wrong.
+fn app_error(sim: &SimState, appid: Option<&str>, secret: Option<&str>) -> Option<Response> {
     let Some(appid) = appid else {
-        return Err(wx_error(41002, "appid missing"));
+        return Some(wx_error(41002, "appid missing"));
     };
     let Some(secret) = secret else {
-        return Err(wx_error(41004, "appsecret missing"));
+        return Some(wx_error(41004, "appsecret missing"));
     };
     if appid != sim.config.app_id {
-        return Err(wx_error(40013, "invalid appid"));
+        return Some(wx_error(40013, "invalid appid"));
     }
     if secret != sim.config.app_secret {
-        return Err(wx_error(40125, "invalid appsecret"));
+        return Some(wx_error(40125, "invalid appsecret"));
     }
-    Ok(())
+    None
 }
 
 pub async fn jscode2session(State(state): State<Shared>, Query(params): Params) -> Response {
@@ -75,7 +70,7 @@ pub async fn jscode2session(State(state): State<Shared>, Query(params): Params) 
         return response;
     }
     let mut sim = state.lock().unwrap();
-    if let Err(response) = check_app(&sim, param(&params, "appid"), param(&params, "secret")) {
+    if let Some(response) = app_error(&sim, param(&params, "appid"), param(&params, "secret")) {
         return response;
     }
     let Some(js_code) = param(&params, "js_code") else {
@@ -112,14 +107,13 @@ pub async fn token(State(state): State<Shared>, Query(params): Params) -> Respon
     if param(&params, "grant_type") != Some("client_credential") {
         return wx_error(40002, "invalid grant_type");
     }
-    if let Err(response) = check_app(&sim, param(&params, "appid"), param(&params, "secret")) {
+    if let Some(response) = app_error(&sim, param(&params, "appid"), param(&params, "secret")) {
         return response;
     }
     // Each call invalidates the previous cgi-bin/token token.
     let token = sim.new_token();
     sim.cgi_token = Some(token.clone());
-    Json(json!({ "access_token": token.value, "expires_in": token.expires_at - sim.now() }))
-        .into_response()
+    Json(json!({ "access_token": token.value, "expires_in": token.expires_at - sim.now() })).into_response()
 }
 
 pub async fn stable_token(State(state): State<Shared>, body: axum::body::Bytes) -> Response {
@@ -133,7 +127,7 @@ pub async fn stable_token(State(state): State<Shared>, body: axum::body::Bytes) 
     if body["grant_type"].as_str() != Some("client_credential") {
         return wx_error(40002, "invalid grant_type");
     }
-    if let Err(response) = check_app(&sim, body["appid"].as_str(), body["secret"].as_str()) {
+    if let Some(response) = app_error(&sim, body["appid"].as_str(), body["secret"].as_str()) {
         return response;
     }
     let now = sim.now();
@@ -152,8 +146,7 @@ pub async fn stable_token(State(state): State<Shared>, body: axum::body::Bytes) 
         }
     }
     let current = sim.stable_current.clone().expect("set above");
-    Json(json!({ "access_token": current.value, "expires_in": current.expires_at - now }))
-        .into_response()
+    Json(json!({ "access_token": current.value, "expires_in": current.expires_at - now })).into_response()
 }
 
 /// The 40001/42001 answer for a token-protected API, if the token is not valid.
@@ -198,20 +191,12 @@ pub async fn checksession(State(state): State<Shared>, Query(params): Params) ->
 }
 
 /// A fresh session key for `openid`, replacing the previous one (what a new `wx.login` does).
-pub fn rotate_session_key(
-    sim: &mut SimState,
-    openid: &str,
-    explicit: Option<String>,
-    unionid: Option<String>,
-) {
+pub fn rotate_session_key(sim: &mut SimState, openid: &str, explicit: Option<String>, unionid: Option<String>) {
     let session_key = explicit.unwrap_or_else(new_session_key);
-    let user = sim
-        .users
-        .entry(openid.to_owned())
-        .or_insert(crate::state::User {
-            unionid: None,
-            session_key: String::new(),
-        });
+    let user = sim.users.entry(openid.to_owned()).or_insert(crate::state::User {
+        unionid: None,
+        session_key: String::new(),
+    });
     user.session_key = session_key;
     if unionid.is_some() {
         user.unionid = unionid;

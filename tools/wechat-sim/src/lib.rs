@@ -37,14 +37,8 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/login", post(admin::login))
         .route("/__sim/encrypt", post(admin::encrypt))
         .route("/__sim/user", get(admin::user))
-        .route(
-            "/__sim/faults",
-            post(admin::add_fault).delete(admin::clear_faults),
-        )
-        .route(
-            "/__sim/requests",
-            get(admin::requests).delete(admin::clear_requests),
-        )
+        .route("/__sim/faults", post(admin::add_fault).delete(admin::clear_faults))
+        .route("/__sim/requests", get(admin::requests).delete(admin::clear_requests))
         .route("/__sim/time", post(admin::advance_time))
         .route("/__sim/app", post(admin::set_app_secret))
         .route("/__sim/invalidate-tokens", post(admin::invalidate_tokens))

@@ -27,9 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let host: IpAddr = env("SIM_HOST", "127.0.0.1")
         .parse()
         .map_err(|e| format!("SIM_HOST: {e}"))?;
-    let port: u16 = env("SIM_PORT", "9100")
-        .parse()
-        .map_err(|e| format!("SIM_PORT: {e}"))?;
+    let port: u16 = env("SIM_PORT", "9100").parse().map_err(|e| format!("SIM_PORT: {e}"))?;
     let config = SimConfig {
         app_id: env("APP_ID", DEFAULT_APP_ID),
         app_secret: env("APP_SECRET", DEFAULT_APP_SECRET),
@@ -38,10 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = SimServer::start(config, SocketAddr::new(host, port))
         .await
         .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
-    println!(
-        "wechat-sim listening on {} for app {app_id}",
-        server.base_url()
-    );
+    println!("wechat-sim listening on {} for app {app_id}", server.base_url());
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -1,0 +1,195 @@
+//! End to end: `GET /session` driven with `events/session.json` after a real login.
+
+use serde_json::{Value, json};
+use testkit::{Stack, event, event_with_body, read};
+use wxa_shared::handlers::{login, session};
+
+async fn log_in(stack: &Stack, openid: &str) -> String {
+    let code = stack.mint_code(openid).await;
+    let (status, body) = read(
+        &login::handle(
+            &stack.state,
+            event_with_body("login.json", &json!({"code": code}).to_string()),
+        )
+        .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+fn session_request(token: &str) -> lambda_http::Request {
+    let mut request = event("session.json");
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn check(stack: &Stack, token: &str) -> (u16, Value) {
+    read(&session::handle(&stack.state, session_request(token)).await)
+}
+
+#[tokio::test]
+async fn a_fresh_session_is_valid_and_the_access_token_is_cached() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    assert_eq!(
+        check(&stack, &token).await,
+        (200, json!({"valid": true, "openid": "o_alice"}))
+    );
+    assert_eq!(check(&stack, &token).await.1["valid"], true);
+    assert_eq!(
+        stack.sim_calls("stable_token").await,
+        1,
+        "the access token is fetched once per container"
+    );
+    assert_eq!(stack.sim_calls("checksession").await, 2);
+    assert_eq!(
+        stack.sim_calls("token").await,
+        0,
+        "cgi-bin/token would knock other containers out"
+    );
+}
+
+#[tokio::test]
+async fn a_session_is_invalid_after_the_user_logs_in_elsewhere() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    // A new wx.login on another device rotates the key WeChat holds.
+    stack.mint_code("o_alice").await;
+    assert_eq!(
+        check(&stack, &token).await,
+        (200, json!({"valid": false, "openid": "o_alice"}))
+    );
+}
+
+#[tokio::test]
+async fn a_stale_access_token_is_refreshed_once() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    assert_eq!(check(&stack, &token).await.1["valid"], true);
+    stack.sim_post("/__sim/invalidate-tokens", json!({})).await;
+    assert_eq!(check(&stack, &token).await.1["valid"], true);
+    assert_eq!(stack.sim_calls("stable_token").await, 2);
+    assert_eq!(
+        stack.sim_calls("checksession").await,
+        3,
+        "one rejected with 40001, one retried"
+    );
+}
+
+#[tokio::test]
+async fn a_token_wechat_keeps_rejecting_is_a_bounded_502() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    stack
+        .sim_post(
+            "/__sim/faults",
+            json!({"api": "checksession", "errcode": 40001, "count": 5}),
+        )
+        .await;
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("wechat_token_rejected")),
+        "{body}"
+    );
+    assert_eq!(stack.sim_calls("checksession").await, 2, "one retry, no loop");
+}
+
+#[tokio::test]
+async fn the_access_token_fetch_retries_a_busy_wechat_a_bounded_number_of_times() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    stack
+        .sim_post(
+            "/__sim/faults",
+            json!({"api": "stable_token", "errcode": -1, "count": 2}),
+        )
+        .await;
+    assert_eq!(check(&stack, &token).await.1["valid"], true);
+    assert_eq!(stack.sim_calls("stable_token").await, 3);
+
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    stack
+        .sim_post(
+            "/__sim/faults",
+            json!({"api": "stable_token", "errcode": -1, "count": 10}),
+        )
+        .await;
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("wechat_busy")),
+        "{body}"
+    );
+    assert_eq!(stack.sim_calls("stable_token").await, 3);
+    assert_eq!(stack.sim_calls("checksession").await, 0);
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_401_without_calling_wechat() {
+    let stack = Stack::start().await;
+    let forged = "A".repeat(43);
+    for request in [
+        event("session.json"),
+        session_request(&forged),
+        session_request("short"),
+        {
+            let mut r = event("session.json");
+            r.headers_mut().remove("authorization");
+            r
+        },
+    ] {
+        let (status, body) = read(&session::handle(&stack.state, request).await);
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            matches!(body["error"]["code"].as_str(), Some("missing_token" | "invalid_token")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        stack.sim_calls("stable_token").await + stack.sim_calls("checksession").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused_before_ttl_deletes_it() {
+    let stack = Stack::start_with(|c| c.session_ttl = std::time::Duration::from_secs(60)).await;
+    let token = log_in(&stack, "o_alice").await;
+    // Move the stored expiry into the past, as time would; moto (like DynamoDB for a while) keeps the item.
+    let hash = wxa_shared::session::token_hash(&token);
+    stack
+        .dynamodb()
+        .update_item()
+        .table_name(&stack.table)
+        .key("token_hash", aws_sdk_dynamodb::types::AttributeValue::S(hash))
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(
+            ":past",
+            aws_sdk_dynamodb::types::AttributeValue::N((wxa_shared::session::now_unix() - 1).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_method_is_405() {
+    let stack = Stack::start().await;
+    let mut request = event("session.json");
+    *request.method_mut() = lambda_http::http::Method::POST;
+    let (status, body) = read(&session::handle(&stack.state, request).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make dev`: the whole stack on 127.0.0.1, in the foreground; Ctrl-C stops everything it started.
+#   moto server (DynamoDB + Secrets Manager)  MOTO_PORT (9200)
+#   WeChat simulator                          SIM_PORT  (9100)
+#   functions via `cargo lambda watch`        API_PORT  (9000): http://127.0.0.1:$API_PORT/lambda-url/<function>/
+# Every setting below can be overridden from the environment.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+: "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${MOTO_PORT:=9200}"
+: "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
+: "${SESSIONS_TABLE:=wxa-sessions}" "${SECRET_ID:=wxa/app}"
+: "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_for_port() { # name port pid
+  for _ in $(seq 1 600); do
+    port_in_use "$2" && return 0
+    kill -0 "$3" 2>/dev/null || { echo "dev: $1 exited; see .dev/$1.log" >&2; tail -n 20 ".dev/$1.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "dev: $1 did not listen on port $2 within 60 s; see .dev/$1.log" >&2; exit 1
+}
+
+for p in "$API_PORT" "$SIM_PORT" "$MOTO_PORT"; do
+  if port_in_use "$p"; then
+    echo "dev: port $p is already in use (another 'make dev'?). Stop it or set API_PORT/SIM_PORT/MOTO_PORT." >&2
+    exit 1
+  fi
+done
+
+bash scripts/venv.sh
+export PATH="$root/.venv/bin:$PATH"
+mkdir -p .dev
+echo "==> building the simulator and the functions (debug)"
+cargo build --quiet -p wechat-sim -p login -p session
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo; echo "==> stopping"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "==> moto server on $AWS_ENDPOINT_URL"
+"$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
+pids+=($!); wait_for_port moto "$MOTO_PORT" "$!"
+python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
+  --sessions-table "$SESSIONS_TABLE" --secret-id "$SECRET_ID" --app-secret "$APP_SECRET"
+echo "    table $SESSIONS_TABLE (from template.yaml) and secret $SECRET_ID created"
+
+echo "==> WeChat simulator on http://127.0.0.1:$SIM_PORT (app $APP_ID)"
+SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" target/debug/wechat-sim > .dev/sim.log 2>&1 &
+pids+=($!); wait_for_port sim "$SIM_PORT" "$!"
+
+cat > .dev/functions.env <<ENV
+APP_ID=$APP_ID
+SESSIONS_TABLE=$SESSIONS_TABLE
+SECRET_ID=$SECRET_ID
+SESSION_TTL_SECS=$SESSION_TTL_SECS
+WECHAT_API_BASE=http://127.0.0.1:$SIM_PORT
+AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
+AWS_REGION=$AWS_REGION
+AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
+AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+RUST_LOG=$RUST_LOG
+ENV
+echo "==> functions on http://127.0.0.1:$API_PORT/lambda-url/<function>/ (cargo lambda watch)"
+cargo lambda watch -A 127.0.0.1 -P "$API_PORT" --env-file .dev/functions.env > .dev/functions.log 2>&1 &
+pids+=($!); wait_for_port functions "$API_PORT" "$!"
+
+cat <<MSG
+
+Ready. Try it:
+  make demo
+  curl -s -XPOST http://127.0.0.1:$SIM_PORT/__sim/login -d '{"openid":"o_me"}' -H 'content-type: application/json'
+  curl -s -XPOST http://127.0.0.1:$API_PORT/lambda-url/login/ -H 'content-type: application/json' -d '{"code":"<code>"}'
+Logs: .dev/moto.log .dev/sim.log .dev/functions.log    Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}" || true
+echo "dev: a process exited; see the logs in .dev/" >&2

@@ -6,6 +6,7 @@ pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
 pub const DEFAULT_WECHAT_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_WATERMARK_MAX_AGE_SECS: u64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +24,8 @@ pub struct Config {
     pub secret_cache_ttl: Duration,
     /// Whole-request timeout of every WeChat call.
     pub wechat_timeout: Duration,
+    /// Oldest open data accepted, by its watermark (`WATERMARK_MAX_AGE_SECS`; `0` = no limit).
+    pub watermark_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -66,6 +69,8 @@ impl Config {
         let session_ttl = Duration::from_secs(number("SESSION_TTL_SECS", DEFAULT_SESSION_TTL_SECS, 60));
         let secret_cache_ttl = Duration::from_secs(number("SECRET_CACHE_TTL_SECS", DEFAULT_SECRET_CACHE_TTL_SECS, 0));
         let wechat_timeout = Duration::from_millis(number("WECHAT_TIMEOUT_MS", DEFAULT_WECHAT_TIMEOUT_MS, 100));
+        let watermark_max_age_secs =
+            Some(number("WATERMARK_MAX_AGE_SECS", DEFAULT_WATERMARK_MAX_AGE_SECS, 0)).filter(|&n| n > 0);
 
         let wechat_api_base = lookup("WECHAT_API_BASE")
             .map(|v| v.trim().trim_end_matches('/').to_owned())
@@ -91,6 +96,7 @@ impl Config {
                 session_ttl,
                 secret_cache_ttl,
                 wechat_timeout,
+                watermark_max_age_secs,
             })
         } else {
             Err(ConfigError { problems })
@@ -125,6 +131,7 @@ mod tests {
         assert_eq!(c.session_ttl, Duration::from_secs(DEFAULT_SESSION_TTL_SECS));
         assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
         assert_eq!(c.wechat_timeout, Duration::from_millis(5000));
+        assert_eq!(c.watermark_max_age_secs, Some(300));
     }
 
     #[test]
@@ -147,6 +154,13 @@ mod tests {
         let c = load(&vars).unwrap();
         assert_eq!(c.wechat_api_base, "http://127.0.0.1:9100");
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        let mut off = MINIMAL.to_vec();
+        off.push(("WATERMARK_MAX_AGE_SECS", "0"));
+        assert_eq!(
+            load(&off).unwrap().watermark_max_age_secs,
+            None,
+            "0 turns the age check off"
+        );
 
         let mut bad = MINIMAL.to_vec();
         bad.extend([("SESSION_TTL_SECS", "soon"), ("WECHAT_TIMEOUT_MS", "5")]);

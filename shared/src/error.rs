@@ -127,3 +127,27 @@ impl From<crate::token::TokenError> for ApiError {
         }
     }
 }
+
+impl From<crate::opendata::OpenDataError> for ApiError {
+    fn from(e: crate::opendata::OpenDataError) -> Self {
+        use crate::opendata::OpenDataError as O;
+        let code = match e {
+            O::InvalidBase64 { .. } | O::BadIvLength(_) | O::EmptyCiphertext | O::NotBlockAligned(_) => {
+                "malformed_encrypted_data"
+            }
+            O::BadPadding | O::NotJson | O::MissingWatermark => "decryption_failed",
+            O::ForeignAppId(_) => "watermark_app_mismatch",
+            O::Stale { .. } | O::FromTheFuture(_) => "watermark_expired",
+            O::BadSessionKey => return session_key_expired(),
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+/// The answer when open data does not match the session's key because WeChat rotated it.
+pub fn session_key_expired() -> ApiError {
+    ApiError::unauthorized(
+        "session_key_expired",
+        "the user's session key changed (wx.login ran again): call wx.login, POST /login, then ask for the data again",
+    )
+}

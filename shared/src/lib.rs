@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod opendata;
 pub mod runtime;
 pub mod secret;
 pub mod secrets;

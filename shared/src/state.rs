@@ -25,14 +25,27 @@ impl AppState {
     /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
     /// first use, so init stays fast and a Secrets Manager outage is not cached by a cold start.
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        Self::from_clients(
+            config,
+            aws_sdk_dynamodb::Client::new(sdk),
+            aws_sdk_secretsmanager::Client::new(sdk),
+        )
+    }
+
+    /// Builds the state around given AWS clients (tests add a call-counting interceptor).
+    pub fn from_clients(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        secretsmanager: aws_sdk_secretsmanager::Client,
+    ) -> Self {
         let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, config.wechat_timeout);
         let secrets = Arc::new(SecretCache::new(
-            aws_sdk_secretsmanager::Client::new(sdk),
+            secretsmanager,
             &config.secret_id,
             config.secret_cache_ttl,
         ));
         let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
-        let sessions = SessionStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.sessions_table);
+        let sessions = SessionStore::new(dynamodb, &config.sessions_table);
         Self {
             config,
             wechat,

@@ -94,6 +94,20 @@ pub struct AccessToken {
     pub expires_in: u64,
 }
 
+/// The phone number behind a `getPhoneNumber` button code.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneInfo {
+    pub phone_number: String,
+    pub pure_phone_number: String,
+    pub country_code: String,
+}
+
+#[derive(Deserialize)]
+struct PhoneAnswer {
+    phone_info: PhoneInfo,
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(default)]
@@ -175,6 +189,16 @@ impl WechatClient {
             Err(WechatError::InvalidSignature) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `wxa/business/getuserphonenumber`: the phone number for a button code (single use).
+    pub async fn get_user_phone_number(&self, access_token: &Secret, code: &str) -> Result<PhoneInfo, WechatError> {
+        let request = self
+            .http
+            .post(format!("{}/wxa/business/getuserphonenumber", self.base))
+            .query(&[("access_token", access_token.expose())])
+            .json(&serde_json::json!({ "code": code }));
+        send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
     }
 }
 

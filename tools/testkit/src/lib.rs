@@ -4,13 +4,18 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use wechat_sim::{SimConfig, SimServer};
@@ -132,6 +137,10 @@ pub fn setup_local_aws(endpoint: &str, table: &str, secret_id: &str, app_secret:
     );
 }
 
+/// The key and user of the open-data sample in WeChat's docs, which the event files use.
+pub const DOC_SESSION_KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
+pub const DOC_OPENID: &str = "oGZUI0egBJY1zhBYw2KhdUfwVJJE";
+
 /// A unique name for this test's table and secret.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -140,6 +149,36 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Counts the AWS API calls made through the clients it is installed on, as `Service.Operation`.
+#[derive(Debug, Clone, Default)]
+pub struct AwsCalls(Arc<Mutex<Vec<String>>>);
+
+impl AwsCalls {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Intercept for AwsCalls {
+    fn name(&self) -> &'static str {
+        "AwsCalls"
+    }
+
+    fn read_before_serialization(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .unwrap_or_default();
+        self.0.lock().unwrap().push(operation);
+        Ok(())
+    }
 }
 
 /// One test's world: a simulator, a table and a secret on the shared moto, and the AppState a
@@ -151,6 +190,8 @@ pub struct Stack {
     pub table: String,
     pub secret_id: String,
     pub http: reqwest::Client,
+    /// The AWS calls the state's clients made (not the test's own).
+    pub aws_calls: AwsCalls,
 }
 
 impl Stack {
@@ -183,7 +224,18 @@ impl Stack {
         .expect("test config is valid");
         tune(&mut config);
         let sdk = sdk_config(&endpoint).await;
-        let state = AppState::new(config, &sdk);
+        let aws_calls = AwsCalls::default();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(aws_calls.clone())
+                .build(),
+        );
+        let secretsmanager = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                .interceptor(aws_calls.clone())
+                .build(),
+        );
+        let state = AppState::from_clients(config, dynamodb, secretsmanager);
         Self {
             sim,
             state,
@@ -191,6 +243,7 @@ impl Stack {
             table,
             secret_id,
             http: reqwest::Client::new(),
+            aws_calls,
         }
     }
 
@@ -275,4 +328,213 @@ pub fn read(response: &Response<Body>) -> (u16, Value) {
     let json =
         serde_json::from_slice(&body).unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&body)));
     (response.status().as_u16(), json)
+}
+
+/// A handler as the tests call it: `|state, request| Box::pin(handle(state, request))`.
+pub type Handler = for<'a> fn(&'a AppState, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+
+/// An event from `events/` with the caller's token and, if given, a new body.
+pub fn authed_event(name: &str, token: &str, body: Option<&Value>) -> Request {
+    let mut request = event(name);
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    if let Some(body) = body {
+        *request.body_mut() = Body::Text(body.to_string());
+    }
+    request
+}
+
+impl Stack {
+    /// `wx.login` + `POST /login` for `openid`; returns the login token.
+    pub async fn log_in(&self, openid: &str) -> String {
+        self.log_in_as(serde_json::json!({ "openid": openid })).await
+    }
+
+    /// `wx.login` with `/__sim/login` options (`unionid`, a known `session_key`) + `POST /login`.
+    pub async fn log_in_as(&self, user: Value) -> String {
+        let code = self.sim_post("/__sim/login", user).await["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        let request = event_with_body("login.json", &serde_json::json!({ "code": code }).to_string());
+        let (status, body) = read(&wxa_shared::handlers::login::handle(&self.state, request).await);
+        assert_eq!(status, 200, "login failed: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// What the WeChat client hands the mini-program: `data` with a watermark, encrypted under
+    /// the user's current key. Returns `(encryptedData, iv)`.
+    pub async fn seal(&self, openid: &str, data: Value) -> (String, String) {
+        self.seal_with(serde_json::json!({ "openid": openid, "data": data }))
+            .await
+    }
+
+    /// `/__sim/encrypt` with extra options (`watermark`, `session_key`).
+    pub async fn seal_with(&self, request: Value) -> (String, String) {
+        let sealed = self.sim_post("/__sim/encrypt", request).await;
+        (
+            sealed["encryptedData"].as_str().unwrap().to_owned(),
+            sealed["iv"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// Runs the checks every open-data function must pass, whatever its payload: a rotated key,
+/// foreign and stale watermarks, tampered data, bad padding, bad base64, a short iv, and bad tokens.
+/// `payload` is the plaintext the WeChat client would encrypt; `body` turns
+/// `(encryptedData, iv, session_key)` into the request body.
+pub async fn check_open_data_contract(
+    handler: Handler,
+    event_name: &str,
+    payload: Value,
+    body: impl Fn(&str, &str, &str) -> Value,
+) {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    let stack = Stack::start().await;
+    let token = stack.log_in("o_alice").await;
+    let key = stack.sim_session_key("o_alice").await;
+    let call = |request: Request| async { read(&handler(&stack.state, request).await) };
+    let expect = |got: (u16, Value), status: u16, code: &str, case: &str| {
+        assert_eq!(
+            (got.0, got.1["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{case}: {}",
+            got.1
+        );
+    };
+    let now = wxa_shared::session::now_unix();
+
+    // Foreign app and stale data.
+    let foreign = serde_json::json!({"appid": "wx0000000000000000", "timestamp": now});
+    let (data, iv) = stack
+        .seal_with(serde_json::json!({"openid": "o_alice", "data": payload, "watermark": foreign}))
+        .await;
+    expect(
+        call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
+        400,
+        "watermark_app_mismatch",
+        "foreign appid",
+    );
+    let stale = serde_json::json!({"appid": APP_ID, "timestamp": now - 3600});
+    let (data, iv) = stack
+        .seal_with(serde_json::json!({"openid": "o_alice", "data": payload, "watermark": stale}))
+        .await;
+    expect(
+        call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
+        400,
+        "watermark_expired",
+        "stale watermark",
+    );
+
+    // Malformed input: nothing is asked of WeChat.
+    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
+    let bytes = STANDARD.decode(&data).unwrap();
+    for (case, data, iv, code) in [
+        (
+            "bad base64",
+            "%%%not-base64%%%".to_owned(),
+            iv.clone(),
+            "malformed_encrypted_data",
+        ),
+        (
+            "15-byte iv",
+            data.clone(),
+            STANDARD.encode([1u8; 15]),
+            "malformed_encrypted_data",
+        ),
+        (
+            "empty ciphertext",
+            String::new(),
+            iv.clone(),
+            "malformed_encrypted_data",
+        ),
+        (
+            "ragged ciphertext",
+            STANDARD.encode(&bytes[..bytes.len() - 3]),
+            iv.clone(),
+            "malformed_encrypted_data",
+        ),
+    ] {
+        expect(
+            call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
+            400,
+            code,
+            case,
+        );
+    }
+    assert_eq!(stack.sim_calls("checksession").await, 0);
+
+    // Tampered data and bad padding under a key WeChat still holds: the data is bad.
+    let mut tampered = bytes.clone();
+    let n = tampered.len();
+    tampered[n - 17] ^= 0x5a;
+    let truncated = &bytes[..n - 16];
+    for (case, data) in [
+        ("tampered", STANDARD.encode(&tampered)),
+        ("bad padding", STANDARD.encode(truncated)),
+    ] {
+        expect(
+            call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
+            400,
+            "decryption_failed",
+            case,
+        );
+    }
+    assert_eq!(
+        stack.sim_calls("checksession").await,
+        2,
+        "asked once per failure, to tell bad data from a stale key"
+    );
+
+    // The user logs in elsewhere: data sealed under the new key fails here with a clear code.
+    stack.mint_code("o_alice").await;
+    let new_key = stack.sim_session_key("o_alice").await;
+    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
+    expect(
+        call(authed_event(event_name, &token, Some(&body(&data, &iv, &new_key)))).await,
+        401,
+        "session_key_expired",
+        "rotated key",
+    );
+
+    // Tokens.
+    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
+    let good_body = body(&data, &iv, &new_key);
+    let mut missing = event(event_name);
+    missing.headers_mut().remove("authorization");
+    *missing.body_mut() = Body::Text(good_body.to_string());
+    expect(call(missing).await, 401, "missing_token", "missing token");
+    expect(
+        call(authed_event(event_name, &"x".repeat(43), Some(&good_body))).await,
+        401,
+        "invalid_token",
+        "unknown token",
+    );
+    let expired = stack.log_in("o_bob").await;
+    stack
+        .dynamodb()
+        .update_item()
+        .table_name(&stack.table)
+        .key(
+            "token_hash",
+            aws_sdk_dynamodb::types::AttributeValue::S(wxa_shared::session::token_hash(&expired)),
+        )
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(
+            ":past",
+            aws_sdk_dynamodb::types::AttributeValue::N((now - 1).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect(
+        call(authed_event(event_name, &expired, Some(&good_body))).await,
+        401,
+        "invalid_token",
+        "expired token",
+    );
 }

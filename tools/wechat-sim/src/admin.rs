@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::api::rotate_session_key;
 use crate::crypto::{encrypt as aes_encrypt, random_bytes};
-use crate::state::{Code, Fault, random_text};
+use crate::state::{Code, Fault, PhoneCode, random_text};
 
 fn bad_request(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": message.into() }))).into_response()
@@ -48,6 +48,42 @@ pub async fn login(State(state): State<Shared>, Json(body): Json<LoginBody>) -> 
         code.clone(),
         Code {
             openid: body.openid,
+            issued_at,
+            used: false,
+        },
+    );
+    Json(json!({ "code": code })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneCodeBody {
+    /// Whose button it was; accepted for readability, as the real API does not return it.
+    #[serde(default, rename = "openid")]
+    _openid: Option<String>,
+    #[serde(rename = "phoneNumber")]
+    phone_number: String,
+    #[serde(rename = "countryCode", default = "china")]
+    country_code: String,
+}
+
+fn china() -> String {
+    "86".into()
+}
+
+/// The `getPhoneNumber` button: mints a single-use code for a phone number.
+pub async fn phone_code(State(state): State<Shared>, Json(body): Json<PhoneCodeBody>) -> Response {
+    if body.phone_number.is_empty() {
+        return bad_request("phoneNumber must not be empty");
+    }
+    let mut sim = state.lock().unwrap();
+    let code = random_text(32);
+    let issued_at = sim.now();
+    sim.phone_codes.insert(
+        code.clone(),
+        PhoneCode {
+            phone_number: body.phone_number,
+            country_code: body.country_code,
             issued_at,
             used: false,
         },

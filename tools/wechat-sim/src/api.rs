@@ -202,3 +202,56 @@ pub fn rotate_session_key(sim: &mut SimState, openid: &str, explicit: Option<Str
         user.unionid = unionid;
     }
 }
+
+/// `POST /wxa/business/getuserphonenumber?access_token=` `{"code"}`: phone codes are single-use
+/// and valid 5 minutes (a used or expired code answers 40029 like an unknown one).
+pub async fn getuserphonenumber(
+    State(state): State<Shared>,
+    Query(params): Params,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(response) = begin(&state, "getuserphonenumber").await {
+        return response;
+    }
+    let mut sim = state.lock().unwrap();
+    if let Some(response) = token_error(&sim, &params) {
+        return response;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return wx_error(47001, "data format error");
+    };
+    let Some(code) = body["code"].as_str() else {
+        return wx_error(47001, "data format error: code missing");
+    };
+    let now = sim.now();
+    let app_id = sim.config.app_id.clone();
+    let Some(entry) = sim
+        .phone_codes
+        .get_mut(code)
+        .filter(|c| !c.used && now - c.issued_at <= CODE_TTL_SECS)
+    else {
+        return wx_error(40029, "invalid code");
+    };
+    entry.used = true;
+    let pure = entry
+        .phone_number
+        .trim_start_matches(&format!("+{}", entry.country_code))
+        .trim()
+        .to_owned();
+    let phone_number = if entry.country_code == "86" {
+        pure.clone()
+    } else {
+        format!("+{} {pure}", entry.country_code)
+    };
+    Json(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "phone_info": {
+            "phoneNumber": phone_number,
+            "purePhoneNumber": pure,
+            "countryCode": entry.country_code,
+            "watermark": { "timestamp": now, "appid": app_id },
+        }
+    }))
+    .into_response()
+}

@@ -26,6 +26,14 @@ pub struct Code {
     pub used: bool,
 }
 
+/// A code from the `getPhoneNumber` button, exchanged by `getuserphonenumber`.
+pub struct PhoneCode {
+    pub phone_number: String,
+    pub country_code: String,
+    pub issued_at: i64,
+    pub used: bool,
+}
+
 #[derive(Clone)]
 pub struct Token {
     pub value: String,
@@ -65,6 +73,7 @@ pub struct SimState {
     pub clock_offset_secs: i64,
     pub users: HashMap<String, User>,
     pub codes: HashMap<String, Code>,
+    pub phone_codes: HashMap<String, PhoneCode>,
     pub stable_current: Option<Token>,
     pub stable_previous: Option<Token>,
     pub cgi_token: Option<Token>,
@@ -85,6 +94,7 @@ impl SimState {
             clock_offset_secs: 0,
             users: HashMap::new(),
             codes: HashMap::new(),
+            phone_codes: HashMap::new(),
             stable_current: None,
             stable_previous: None,
             cgi_token: None,

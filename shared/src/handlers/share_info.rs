@@ -1,0 +1,24 @@
+//! `POST /share-info {"encryptedData", "iv"}` (from `wx.getShareInfo`) → `{"openGId"}`.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+
+use super::{Sealed, open_sealed, text_field};
+use crate::http::{json_response, parse_json_body, require_method};
+use crate::{ApiError, AppState};
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    super::respond(share_info(state, &req).await)
+}
+
+async fn share_info(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    require_method(req, Method::POST)?;
+    let session = state.authenticate(req).await?;
+    let body: Sealed = parse_json_body(req)?;
+    let data = open_sealed(state, &session, &body.encrypted_data, &body.iv).await?;
+    let open_gid = text_field(&data, "openGId")?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "openGId": open_gid }),
+    ))
+}

@@ -1,0 +1,89 @@
+//! `POST /werun {"encryptedData", "iv"}` (from `wx.getWeRunData`) → the last 30 days of steps,
+//! each dated in China time (UTC+8), oldest first, and the total.
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+
+use super::{Sealed, open_sealed};
+use crate::http::{json_response, parse_json_body, require_method};
+use crate::{ApiError, AppState};
+
+#[derive(Serialize, Debug, PartialEq)]
+struct Day {
+    date: String,
+    timestamp: u64,
+    step: u64,
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    super::respond(werun(state, &req).await)
+}
+
+async fn werun(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    require_method(req, Method::POST)?;
+    let session = state.authenticate(req).await?;
+    let body: Sealed = parse_json_body(req)?;
+    let data = open_sealed(state, &session, &body.encrypted_data, &body.iv).await?;
+    let unexpected = || ApiError::bad_request("unexpected_data", "the decrypted data has no valid stepInfoList");
+    let list = data
+        .get("stepInfoList")
+        .and_then(|v| v.as_array())
+        .ok_or_else(unexpected)?;
+    let mut days = list
+        .iter()
+        .map(|entry| {
+            let timestamp = entry["timestamp"].as_u64()?;
+            let step = entry["step"].as_u64()?;
+            Some(Day {
+                date: china_date(timestamp),
+                timestamp,
+                step,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(unexpected)?;
+    days.sort_by_key(|d| d.timestamp);
+    let total: u64 = days.iter().map(|d| d.step).sum();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "days": days, "total": total }),
+    ))
+}
+
+/// `YYYY-MM-DD` of a Unix timestamp in China time (UTC+8, no daylight saving).
+fn china_date(timestamp: u64) -> String {
+    let days = (timestamp + 8 * 3600) / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_china_time() {
+        // 2026-11-25 00:00 in UTC+8 is 2026-11-24 16:00 UTC (date -d '2026-11-24 16:00 UTC' +%s).
+        assert_eq!(china_date(1_795_536_000), "2026-11-25");
+        assert_eq!(china_date(1_795_536_000 - 1), "2026-11-24");
+        assert_eq!(china_date(0), "1970-01-01");
+        // Leap day: 2024-02-29 00:00 UTC+8 (date -d '2024-02-28 16:00 UTC' +%s).
+        assert_eq!(china_date(1_709_136_000), "2024-02-29");
+        assert_eq!(china_date(1_709_136_000 + 86_400), "2024-03-01");
+    }
+}

@@ -1,0 +1,355 @@
+//! Open data: what `getPhoneNumber`, `getWeRunData`, `getShareInfo` and `getUserInfo` hand the
+//! mini-program encrypted under the user's session_key, and the `rawData` signature.
+//!
+//! AES-128-CBC with **strict** PKCS#7: several SDKs accept any last byte and return garbage when
+//! the key is wrong; here every pad byte is checked and each failure has its own error.
+
+use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+use crate::secret::Secret;
+
+/// Watermarks in the future by more than this are refused (clocks differ a little).
+pub const FUTURE_SKEW_SECS: u64 = 60;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpenDataError {
+    #[error("{field} is not valid base64")]
+    InvalidBase64 { field: &'static str },
+    #[error("the session key is not base64 of 16 bytes")]
+    BadSessionKey,
+    #[error("iv must be base64 of 16 bytes, it decodes to {0}")]
+    BadIvLength(usize),
+    #[error("encryptedData is empty")]
+    EmptyCiphertext,
+    #[error("encryptedData must be a whole number of 16-byte blocks, it is {0} bytes")]
+    NotBlockAligned(usize),
+    #[error("the data does not decrypt with this session's key (bad padding)")]
+    BadPadding,
+    #[error("the data does not decrypt with this session's key (not JSON)")]
+    NotJson,
+    #[error("the decrypted data has no watermark")]
+    MissingWatermark,
+    #[error("the data was encrypted for another app ({0})")]
+    ForeignAppId(String),
+    #[error("the data is {age_secs} s old; the limit is {max_secs} s: ask the user again")]
+    Stale { age_secs: u64, max_secs: u64 },
+    #[error("the data's watermark is {0} s in the future")]
+    FromTheFuture(u64),
+}
+
+impl OpenDataError {
+    /// Well-formed input that does not decrypt: the usual cause is a session_key that WeChat
+    /// rotated because the user ran `wx.login` again (or the data was tampered with).
+    pub fn is_wrong_key(&self) -> bool {
+        matches!(self, Self::BadPadding | Self::NotJson)
+    }
+}
+
+/// Base64 as the mini-program sends it. A `+` that form encoding turned into a space is put back:
+/// a space is never valid base64, so the repair cannot change the meaning of valid input.
+fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, OpenDataError> {
+    let text = text.trim();
+    let repaired;
+    let text = if text.contains(' ') {
+        repaired = text.replace(' ', "+");
+        &repaired
+    } else {
+        text
+    };
+    STANDARD
+        .decode(text)
+        .map_err(|_| OpenDataError::InvalidBase64 { field })
+}
+
+/// Decrypts `encrypted_data` with `iv` under `session_key` (all base64) and strips strict
+/// PKCS#7 padding.
+pub fn decrypt(session_key: &Secret, encrypted_data: &str, iv: &str) -> Result<Vec<u8>, OpenDataError> {
+    let key: [u8; 16] = STANDARD
+        .decode(session_key.expose())
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or(OpenDataError::BadSessionKey)?;
+    let iv = decode_base64("iv", iv)?;
+    let iv: [u8; 16] = iv
+        .as_slice()
+        .try_into()
+        .map_err(|_| OpenDataError::BadIvLength(iv.len()))?;
+    let mut data = decode_base64("encryptedData", encrypted_data)?;
+    if data.is_empty() {
+        return Err(OpenDataError::EmptyCiphertext);
+    }
+    if data.len() % 16 != 0 {
+        return Err(OpenDataError::NotBlockAligned(data.len()));
+    }
+    let len = data.len();
+    cbc::Decryptor::<aes::Aes128>::new(&key.into(), &iv.into())
+        .decrypt_padded_mut::<NoPadding>(&mut data)
+        .map_err(|_| OpenDataError::NotBlockAligned(len))?;
+    let pad = usize::from(*data.last().expect("non-empty"));
+    if !(1..=16).contains(&pad) || data[data.len() - pad..].iter().any(|&b| usize::from(b) != pad) {
+        return Err(OpenDataError::BadPadding);
+    }
+    data.truncate(data.len() - pad);
+    Ok(data)
+}
+
+/// Decrypts open data and checks its watermark: `appid` must be ours, and `timestamp` no older
+/// than `max_age_secs` (`None`: no age check) nor in the future. Returns the JSON object.
+pub fn open(
+    session_key: &Secret,
+    encrypted_data: &str,
+    iv: &str,
+    app_id: &str,
+    max_age_secs: Option<u64>,
+    now: u64,
+) -> Result<serde_json::Map<String, Value>, OpenDataError> {
+    let plain = decrypt(session_key, encrypted_data, iv)?;
+    let Ok(Value::Object(data)) = serde_json::from_slice::<Value>(&plain) else {
+        return Err(OpenDataError::NotJson);
+    };
+    let watermark = data.get("watermark").ok_or(OpenDataError::MissingWatermark)?;
+    let (Some(appid), Some(timestamp)) = (watermark["appid"].as_str(), watermark["timestamp"].as_u64()) else {
+        return Err(OpenDataError::MissingWatermark);
+    };
+    if appid != app_id {
+        return Err(OpenDataError::ForeignAppId(appid.to_owned()));
+    }
+    if timestamp > now + FUTURE_SKEW_SECS {
+        return Err(OpenDataError::FromTheFuture(timestamp - now));
+    }
+    if let Some(max_secs) = max_age_secs {
+        let age_secs = now.saturating_sub(timestamp);
+        if age_secs > max_secs {
+            return Err(OpenDataError::Stale { age_secs, max_secs });
+        }
+    }
+    Ok(data)
+}
+
+/// Checks `signature == hex(sha1(raw_data + session_key))` in constant time (getUserInfo).
+pub fn verify_signature(raw_data: &str, session_key: &Secret, signature: &str) -> bool {
+    let mut hasher = Sha1::new();
+    hasher.update(raw_data.as_bytes());
+    hasher.update(session_key.expose().as_bytes());
+    let expected = hex::encode(hasher.finalize());
+    let given = signature.trim().to_ascii_lowercase();
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes::cipher::BlockEncryptMut;
+    use aes::cipher::block_padding::Pkcs7;
+
+    // The sample published with WeChat's open-data decryption docs.
+    const DOC_APP_ID: &str = "wx4f4bc4dec97d474b";
+    const DOC_KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
+    const DOC_IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
+    const DOC_DATA: &str = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew==";
+    const DOC_TIMESTAMP: u64 = 1477314187;
+
+    fn key() -> Secret {
+        Secret::new(DOC_KEY)
+    }
+
+    /// Our own vector: `plain` encrypted with `pad_with` as the padding routine.
+    fn seal_raw(key: &[u8; 16], iv: &[u8; 16], padded: &[u8]) -> String {
+        let mut buf = padded.to_vec();
+        let len = buf.len();
+        cbc::Encryptor::<aes::Aes128>::new(key.into(), iv.into())
+            .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+            .unwrap();
+        STANDARD.encode(buf)
+    }
+
+    fn seal(key_b64: &str, iv: &[u8; 16], plain: &[u8]) -> String {
+        let key: [u8; 16] = STANDARD.decode(key_b64).unwrap().try_into().unwrap();
+        STANDARD
+            .encode(cbc::Encryptor::<aes::Aes128>::new(&key.into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plain))
+    }
+
+    #[test]
+    fn decrypts_the_published_sample() {
+        let data = open(&key(), DOC_DATA, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP + 10).unwrap();
+        assert_eq!(data["openId"], "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+        assert_eq!(data["nickName"], "Band");
+        assert_eq!(data["unionId"], "ocMvos6NjeKLIBqg5Mr9QjxrP1FA");
+        assert_eq!(data["watermark"]["timestamp"], DOC_TIMESTAMP);
+    }
+
+    #[test]
+    fn watermark_checks() {
+        let now = DOC_TIMESTAMP + 100;
+        assert_eq!(
+            open(&key(), DOC_DATA, DOC_IV, "wx0000000000000000", None, now).unwrap_err(),
+            OpenDataError::ForeignAppId(DOC_APP_ID.into())
+        );
+        assert_eq!(
+            open(&key(), DOC_DATA, DOC_IV, DOC_APP_ID, Some(99), now).unwrap_err(),
+            OpenDataError::Stale {
+                age_secs: 100,
+                max_secs: 99
+            }
+        );
+        assert!(open(&key(), DOC_DATA, DOC_IV, DOC_APP_ID, Some(100), now).is_ok());
+        assert_eq!(
+            open(&key(), DOC_DATA, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP - 61).unwrap_err(),
+            OpenDataError::FromTheFuture(61)
+        );
+        assert!(open(&key(), DOC_DATA, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP - 60).is_ok());
+
+        let iv = [7u8; 16];
+        let no_mark = seal(DOC_KEY, &iv, br#"{"openGId":"g"}"#);
+        assert_eq!(
+            open(&key(), &no_mark, &STANDARD.encode(iv), DOC_APP_ID, None, now).unwrap_err(),
+            OpenDataError::MissingWatermark
+        );
+        let array = seal(DOC_KEY, &iv, b"[1,2]");
+        assert_eq!(
+            open(&key(), &array, &STANDARD.encode(iv), DOC_APP_ID, None, now).unwrap_err(),
+            OpenDataError::NotJson
+        );
+    }
+
+    #[test]
+    fn form_encoded_plus_signs_are_repaired() {
+        assert!(DOC_DATA.contains('+'));
+        let mangled = DOC_DATA.replace('+', " ");
+        assert!(open(&key(), &mangled, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP).is_ok());
+    }
+
+    #[test]
+    fn every_malformed_input_has_its_own_error() {
+        let iv = [1u8; 16];
+        let iv_b64 = STANDARD.encode(iv);
+        let k: [u8; 16] = STANDARD.decode(DOC_KEY).unwrap().try_into().unwrap();
+        let cases: Vec<(Secret, String, String, OpenDataError)> = vec![
+            (
+                key(),
+                "!!!".into(),
+                iv_b64.clone(),
+                OpenDataError::InvalidBase64 { field: "encryptedData" },
+            ),
+            (
+                key(),
+                DOC_DATA.into(),
+                "r7BX*".into(),
+                OpenDataError::InvalidBase64 { field: "iv" },
+            ),
+            (
+                key(),
+                DOC_DATA.into(),
+                STANDARD.encode([0u8; 15]),
+                OpenDataError::BadIvLength(15),
+            ),
+            (
+                key(),
+                DOC_DATA.into(),
+                STANDARD.encode([0u8; 17]),
+                OpenDataError::BadIvLength(17),
+            ),
+            (
+                Secret::new(STANDARD.encode([0u8; 15])),
+                DOC_DATA.into(),
+                DOC_IV.into(),
+                OpenDataError::BadSessionKey,
+            ),
+            (
+                Secret::new(STANDARD.encode([0u8; 17])),
+                DOC_DATA.into(),
+                DOC_IV.into(),
+                OpenDataError::BadSessionKey,
+            ),
+            (
+                Secret::new("not base64!"),
+                DOC_DATA.into(),
+                DOC_IV.into(),
+                OpenDataError::BadSessionKey,
+            ),
+            (key(), "".into(), iv_b64.clone(), OpenDataError::EmptyCiphertext),
+            (
+                key(),
+                STANDARD.encode([0u8; 20]),
+                iv_b64.clone(),
+                OpenDataError::NotBlockAligned(20),
+            ),
+            // Pad byte 0, pad byte 17, and pad bytes that disagree.
+            (
+                key(),
+                seal_raw(&k, &iv, &[b'x'; 16]),
+                iv_b64.clone(),
+                OpenDataError::BadPadding,
+            ),
+            (
+                key(),
+                seal_raw(&k, &iv, &[[b'{'; 15].as_slice(), &[0]].concat()),
+                iv_b64.clone(),
+                OpenDataError::BadPadding,
+            ),
+            (
+                key(),
+                seal_raw(&k, &iv, &[17u8; 32]),
+                iv_b64.clone(),
+                OpenDataError::BadPadding,
+            ),
+            (
+                key(),
+                seal_raw(&k, &iv, &[[b'{'; 13].as_slice(), &[3, 2, 3]].concat()),
+                iv_b64.clone(),
+                OpenDataError::BadPadding,
+            ),
+            // Valid padding around bytes that are not JSON.
+            (
+                key(),
+                seal_raw(&k, &iv, &[[0xffu8; 12].as_slice(), &[4, 4, 4, 4]].concat()),
+                iv_b64.clone(),
+                OpenDataError::NotJson,
+            ),
+        ];
+        for (session_key, data, iv, expected) in cases {
+            let got = open(&session_key, &data, &iv, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
+            assert_eq!(got, expected, "data={data} iv={iv}");
+        }
+    }
+
+    #[test]
+    fn a_full_block_of_padding_is_accepted() {
+        let iv = [9u8; 16];
+        let plain = br#"{"openGId":"g1","watermark":{"appid":"wx4f4bc4dec97d474b","timestamp":1477314187}}"#;
+        let body = [plain.as_slice(), &[b' '; 16][..(16 - plain.len() % 16) % 16]].concat();
+        assert_eq!(
+            body.len() % 16,
+            0,
+            "the test pads to a block boundary, so PKCS#7 adds a whole block"
+        );
+        let data = seal(DOC_KEY, &iv, &body);
+        assert_eq!(decrypt(&key(), &data, &STANDARD.encode(iv)).unwrap(), body);
+    }
+
+    #[test]
+    fn the_wrong_key_is_reported_as_such() {
+        let other = Secret::new(STANDARD.encode([5u8; 16]));
+        let err = open(&other, DOC_DATA, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
+        assert!(err.is_wrong_key(), "{err:?}");
+    }
+
+    #[test]
+    fn raw_data_signature() {
+        // Computed independently: printf '%s%s' '{"nickName":"Band"}' 'tiihtNczf5v6AKRyjwEUhQ==' | sha1sum
+        let raw = r#"{"nickName":"Band"}"#;
+        let sig = SIG_BAND;
+        assert!(verify_signature(raw, &key(), sig));
+        assert!(verify_signature(raw, &key(), &sig.to_uppercase()));
+        assert!(!verify_signature(raw, &key(), &sig.replace('a', "b")));
+        assert!(!verify_signature(r#"{"nickName":"Bond"}"#, &key(), sig));
+        assert!(!verify_signature(raw, &key(), ""));
+    }
+
+    const SIG_BAND: &str = "54b71917aab21b53e850dec1b03f73b0bbeb6abe";
+}

@@ -10,7 +10,7 @@ dev:
 
 ## make demo: a mini-program journey against the running `make dev` stack
 demo:
-	@bash scripts/demo.sh
+	@python3 scripts/demo.py
 
 ## make test: every test of the workspace (unit and end to end on moto server + simulator)
 test: venv

@@ -36,7 +36,7 @@ bash scripts/venv.sh
 export PATH="$root/.venv/bin:$PATH"
 mkdir -p .dev
 echo "==> building the simulator and the functions (debug)"
-cargo build --quiet -p wechat-sim -p login -p session
+cargo build --quiet --workspace --bins
 
 pids=()
 cleanup() {

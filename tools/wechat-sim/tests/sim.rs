@@ -241,3 +241,33 @@ async fn encrypt_adds_a_watermark_under_the_current_key() {
     assert_eq!(json["watermark"]["appid"], APP_ID);
     assert!(json["watermark"]["timestamp"].as_i64().unwrap() > 1_700_000_000);
 }
+
+#[tokio::test]
+async fn phone_codes_need_a_valid_token_and_work_once() {
+    let sim = Sim::start().await;
+    let token = sim.stable(false).await["access_token"].as_str().unwrap().to_owned();
+    let code = sim.post("/__sim/phone-code", json!({"openid": "o1", "phoneNumber": "13800138000"})).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/wxa/business/getuserphonenumber", sim.server.base_url());
+    let exchange = |token: String, code: String| {
+        let (http, url) = (sim.http.clone(), url.clone());
+        async move {
+            let response = http.post(url).query(&[("access_token", token)]).json(&json!({"code": code})).send();
+            response.await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(exchange("stale".into(), code.clone()).await["errcode"], 40001);
+    let answer = exchange(token.clone(), code.clone()).await;
+    assert_eq!(answer["errcode"], 0);
+    assert_eq!(answer["phone_info"]["purePhoneNumber"], "13800138000");
+    assert_eq!(answer["phone_info"]["countryCode"], "86");
+    assert_eq!(answer["phone_info"]["watermark"]["appid"], APP_ID);
+    assert_eq!(exchange(token.clone(), code).await["errcode"], 40029, "single use");
+
+    let late = sim.post("/__sim/phone-code", json!({"phoneNumber": "13800138000"})).await["code"].as_str().unwrap().to_owned();
+    sim.post("/__sim/time", json!({"advance_secs": 301})).await;
+    let token = sim.stable(false).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(exchange(token, late).await["errcode"], 40029, "expired after 5 minutes");
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""`make demo`: a mini-program's journey through the stack `make dev` runs.
+
+The WeChat simulator plays the phone (wx.login, the getPhoneNumber button, the encrypted
+getWeRunData / getShareInfo / getUserInfo results); every other call goes to the functions, as a
+mini-program's wx.request would. Each step prints the request and the answer, and the script
+stops with an error if an answer is not the expected one. Standard library only.
+"""
+import hashlib
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+API = f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}/lambda-url"
+SIM = f"http://127.0.0.1:{os.environ.get('SIM_PORT', '9100')}"
+OPENID = f"o_demo_{int(time.time())}"
+
+
+def http(method, url, body=None, token=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if body is not None:
+        request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    return status, (json.loads(text) if text else None)
+
+
+def sim(path, body):
+    status, answer = http("POST", SIM + path, body)
+    if status != 200:
+        sys.exit(f"demo: simulator {path} answered {status}: {answer}")
+    return answer
+
+
+def step(title):
+    print(f"\n\033[1m{title}\033[0m")
+
+
+# Locally each function has its own URL (/lambda-url/<function>/); deployed, the HTTP API routes these.
+ROUTES = {"login": "/login", "session": "/session", "decrypt-phone": "/phone", "werun": "/werun",
+          "share-info": "/share-info", "user-info": "/user-info"}
+
+
+def call(method, function, body=None, token=None, expect=200, code=None):
+    status, answer = http(method, f"{API}/{function}/", body, token)
+    route = ROUTES[function]
+    shown = json.dumps(body, ensure_ascii=False) if body is not None else ""
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
+    answered = json.dumps(answer, ensure_ascii=False)
+    if len(answered) > 240:
+        answered = answered[:237] + "..."
+    print(f"  {method} {route} {shown}\n  -> {status} {answered}")
+    if status != expect or (code and answer["error"]["code"] != code):
+        sys.exit(f"demo: expected {expect} {code or ''}, got {status}")
+    return answer
+
+
+def main():
+    try:
+        http("GET", f"{SIM}/__sim/requests")
+        urllib.request.urlopen(f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}/", timeout=5)
+    except urllib.error.HTTPError:
+        pass
+    except OSError:
+        sys.exit("demo: the stack is not running: start it with 'make dev' in another terminal")
+
+    step(f"1. wx.login on the phone: the simulator mints a code for {OPENID}")
+    code = sim("/__sim/login", {"openid": OPENID})["code"]
+    print(f"  code: {code}")
+
+    step("2. POST /login: the server exchanges the code (jscode2session) and keeps the session_key")
+    token = call("POST", "login", {"code": code})["token"]
+
+    step("3. GET /session: is the stored session_key still the one WeChat holds?")
+    assert call("GET", "session", token=token)["valid"] is True
+
+    step("4. getPhoneNumber button: its code goes to POST /phone (getuserphonenumber)")
+    phone_code = sim("/__sim/phone-code", {"openid": OPENID, "phoneNumber": "13800138000"})["code"]
+    call("POST", "decrypt-phone", {"code": phone_code}, token)
+
+    step("5. getWeRunData: the encrypted steps go to POST /werun")
+    today = int(time.time()) // 86400 * 86400 - 8 * 3600
+    steps = [{"timestamp": today - 86400 * i, "step": 6000 + 37 * i} for i in range(30)]
+    sealed = sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}})
+    werun = call("POST", "werun", sealed, token)
+    print(f"  {len(werun['days'])} days, {werun['days'][0]['date']} .. {werun['days'][-1]['date']}, total {werun['total']}")
+
+    step("6. getShareInfo: the encrypted share ticket info goes to POST /share-info")
+    call("POST", "share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
+
+    step("7. getUserInfo: rawData signed with sha1(rawData + session_key), profile encrypted -> POST /user-info")
+    profile = {"openId": OPENID, "nickName": "Demo", "gender": 0, "language": "zh_CN", "city": "", "province": "",
+               "country": "CN", "avatarUrl": "https://thirdwx.qlogo.cn/demo/132"}
+    session_key = http("GET", f"{SIM}/__sim/user?openid={OPENID}")[1]["session_key"]  # the phone knows it, we don't
+    raw = json.dumps({"nickName": "Demo", "gender": 0}, separators=(",", ":"))
+    body = dict(sim("/__sim/encrypt", {"openid": OPENID, "data": profile}),
+                rawData=raw, signature=hashlib.sha1((raw + session_key).encode()).hexdigest())
+    call("POST", "user-info", body, token)
+
+    step("8. The same login code again is refused: a code works once")
+    call("POST", "login", {"code": code}, expect=400, code="invalid_login_code")
+
+    step("9. The user runs wx.login on another device: the old session_key is no longer current")
+    sim("/__sim/login", {"openid": OPENID})
+    assert call("GET", "session", token=token)["valid"] is False
+    call("POST", "werun", sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}}), token,
+         expect=401, code="session_key_expired")
+
+    step("10. Without a token: 401")
+    call("GET", "session", expect=401, code="missing_token")
+
+    step("11. Calls the server made to WeChat during the demo (simulator's log)")
+    print("  " + json.dumps(http("GET", f"{SIM}/__sim/requests")[1]["counts"], sort_keys=True))
+    print("\ndemo: every step behaved as expected")
+
+
+if __name__ == "__main__":
+    main()

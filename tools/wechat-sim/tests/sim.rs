@@ -246,7 +246,12 @@ async fn encrypt_adds_a_watermark_under_the_current_key() {
 async fn phone_codes_need_a_valid_token_and_work_once() {
     let sim = Sim::start().await;
     let token = sim.stable(false).await["access_token"].as_str().unwrap().to_owned();
-    let code = sim.post("/__sim/phone-code", json!({"openid": "o1", "phoneNumber": "13800138000"})).await["code"]
+    let code = sim
+        .post(
+            "/__sim/phone-code",
+            json!({"openid": "o1", "phoneNumber": "13800138000"}),
+        )
+        .await["code"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -254,7 +259,11 @@ async fn phone_codes_need_a_valid_token_and_work_once() {
     let exchange = |token: String, code: String| {
         let (http, url) = (sim.http.clone(), url.clone());
         async move {
-            let response = http.post(url).query(&[("access_token", token)]).json(&json!({"code": code})).send();
+            let response = http
+                .post(url)
+                .query(&[("access_token", token)])
+                .json(&json!({"code": code}))
+                .send();
             response.await.unwrap().json::<Value>().await.unwrap()
         }
     };
@@ -266,7 +275,12 @@ async fn phone_codes_need_a_valid_token_and_work_once() {
     assert_eq!(answer["phone_info"]["watermark"]["appid"], APP_ID);
     assert_eq!(exchange(token.clone(), code).await["errcode"], 40029, "single use");
 
-    let late = sim.post("/__sim/phone-code", json!({"phoneNumber": "13800138000"})).await["code"].as_str().unwrap().to_owned();
+    let late = sim
+        .post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
+        .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     sim.post("/__sim/time", json!({"advance_secs": 301})).await;
     let token = sim.stable(false).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(exchange(token, late).await["errcode"], 40029, "expired after 5 minutes");

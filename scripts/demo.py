@@ -19,7 +19,7 @@ SIM = f"http://127.0.0.1:{os.environ.get('SIM_PORT', '9100')}"
 OPENID = f"o_demo_{int(time.time())}"
 
 
-def http(method, url, body=None, token=None):
+def http(method, url, body=None, token=None, raw=False):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if body is not None:
@@ -28,10 +28,12 @@ def http(method, url, body=None, token=None):
         request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            status, text = response.status, response.read().decode()
+            status, content_type, data = response.status, response.headers.get("content-type", ""), response.read()
     except urllib.error.HTTPError as error:
-        status, text = error.code, error.read().decode()
-    return status, (json.loads(text) if text else None)
+        status, content_type, data = error.code, error.headers.get("content-type", ""), error.read()
+    if raw and not content_type.startswith("application/json"):
+        return status, data
+    return status, (json.loads(data) if data else None)
 
 
 def sim(path, body):
@@ -46,8 +48,9 @@ def step(title):
 
 
 # Locally each function has its own URL (/lambda-url/<function>/); deployed, the HTTP API routes these.
-ROUTES = {"login": "/login", "session": "/session", "decrypt-phone": "/phone", "werun": "/werun",
-          "share-info": "/share-info", "user-info": "/user-info"}
+ROUTES = {"login": "/login", "session": "/session", "session/reset": "/session/reset", "decrypt-phone": "/phone",
+          "werun": "/werun", "share-info": "/share-info", "user-info": "/user-info", "qrcode": "/qrcode",
+          "card-sign": "/card/sign"}
 
 
 def call(method, function, body=None, token=None, expect=200, code=None):
@@ -107,19 +110,40 @@ def main():
                 rawData=raw, signature=hashlib.sha1((raw + session_key).encode()).hexdigest())
     call("POST", "user-info", body, token)
 
-    step("8. The same login code again is refused: a code works once")
+    step("8. A mini-program code for a share page: POST /qrcode returns the image")
+    body = {"scene": f"inviter={OPENID[-10:]}", "page": "pages/share/share", "width": 430}
+    status, image = http("POST", f"{API}/qrcode/", body, token, raw=True)
+    if status != 200 or not isinstance(image, bytes) or not image.startswith(b"\x89PNG"):
+        sys.exit(f"demo: expected a PNG, got {status}: {image!r:.200}")
+    os.makedirs(".dev", exist_ok=True)
+    with open(".dev/qrcode.png", "wb") as f:
+        f.write(image)
+    print(f"  POST /qrcode {json.dumps(body)}\n  -> 200 image/png, {len(image)} bytes, saved to .dev/qrcode.png")
+
+    step("9. wx.addCard needs a server-signed cardExt: POST /card/sign")
+    signed = call("POST", "card-sign", {"card_id": "pFS7Fjg8kV1IdDz01r4SQwMkuCKc", "bind_openid": True}, token)
+    verdict = sim("/__sim/verify-card-ext", {"card_id": signed["cardId"], "cardExt": signed["cardExt"]})
+    print(f"  the simulator, checking it as wx.addCard would: {verdict}")
+    assert verdict["valid"] is True
+
+    step("10. The same login code again is refused: a code works once")
     call("POST", "login", {"code": code}, expect=400, code="invalid_login_code")
 
-    step("9. The user runs wx.login on another device: the old session_key is no longer current")
+    step("11. The user runs wx.login on another device: the old session_key is no longer current")
     sim("/__sim/login", {"openid": OPENID})
     assert call("GET", "session", token=token)["valid"] is False
     call("POST", "werun", sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}}), token,
          expect=401, code="session_key_expired")
 
-    step("10. Without a token: 401")
+    step("12. POST /session/reset: WeChat issues a new key, the server stores it; data decrypts again")
+    call("POST", "session/reset", token=token)
+    assert call("GET", "session", token=token)["valid"] is True
+    call("POST", "share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
+
+    step("13. Without a token: 401")
     call("GET", "session", expect=401, code="missing_token")
 
-    step("11. Calls the server made to WeChat during the demo (simulator's log)")
+    step("14. Calls the server made to WeChat during the demo (simulator's log)")
     print("  " + json.dumps(http("GET", f"{SIM}/__sim/requests")[1]["counts"], sort_keys=True))
     print("\ndemo: every step behaved as expected")
 

@@ -7,6 +7,7 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
 pub const DEFAULT_WECHAT_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_WATERMARK_MAX_AGE_SECS: u64 = 300;
+pub const DEFAULT_QRCODE_CACHE_TTL_SECS: u64 = 600;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -26,6 +27,8 @@ pub struct Config {
     pub wechat_timeout: Duration,
     /// Oldest open data accepted, by its watermark (`WATERMARK_MAX_AGE_SECS`; `0` = no limit).
     pub watermark_max_age_secs: Option<u64>,
+    /// How long a generated mini-program code is served from memory (`QRCODE_CACHE_TTL_SECS`; `0` = off).
+    pub qrcode_cache_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -71,6 +74,7 @@ impl Config {
         let wechat_timeout = Duration::from_millis(number("WECHAT_TIMEOUT_MS", DEFAULT_WECHAT_TIMEOUT_MS, 100));
         let watermark_max_age_secs =
             Some(number("WATERMARK_MAX_AGE_SECS", DEFAULT_WATERMARK_MAX_AGE_SECS, 0)).filter(|&n| n > 0);
+        let qrcode_cache_ttl = Duration::from_secs(number("QRCODE_CACHE_TTL_SECS", DEFAULT_QRCODE_CACHE_TTL_SECS, 0));
 
         let wechat_api_base = lookup("WECHAT_API_BASE")
             .map(|v| v.trim().trim_end_matches('/').to_owned())
@@ -97,6 +101,7 @@ impl Config {
                 secret_cache_ttl,
                 wechat_timeout,
                 watermark_max_age_secs,
+                qrcode_cache_ttl,
             })
         } else {
             Err(ConfigError { problems })
@@ -132,6 +137,7 @@ mod tests {
         assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
         assert_eq!(c.wechat_timeout, Duration::from_millis(5000));
         assert_eq!(c.watermark_max_age_secs, Some(300));
+        assert_eq!(c.qrcode_cache_ttl, Duration::from_secs(600));
     }
 
     #[test]

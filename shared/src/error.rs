@@ -148,6 +148,6 @@ impl From<crate::opendata::OpenDataError> for ApiError {
 pub fn session_key_expired() -> ApiError {
     ApiError::unauthorized(
         "session_key_expired",
-        "the user's session key changed (wx.login ran again): call wx.login, POST /login, then ask for the data again",
+        "the user's session key changed (wx.login ran again): POST /session/reset or log in again (wx.login, POST /login), then ask for the data again",
     )
 }

@@ -2,6 +2,8 @@
 //! [`AppState`] once per container and hands each request to a handler in [`handlers`].
 
 pub mod aws;
+pub mod cache;
+pub mod card;
 pub mod config;
 pub mod error;
 pub mod handlers;

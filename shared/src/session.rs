@@ -173,6 +173,33 @@ impl SessionStore {
         Ok((session.expires_at > now_unix()).then_some(session))
     }
 
+    /// Replaces the session key of the live session behind `token` (one conditional
+    /// `UpdateItem`). `Ok(false)` when the session is gone or expired.
+    pub async fn replace_session_key(&self, token: &str, session_key: &Secret) -> Result<bool, StoreError> {
+        if !is_well_formed_token(token) {
+            return Ok(false);
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::TOKEN_HASH, AttributeValue::S(token_hash(token)))
+            .update_expression("SET #sk = :sk")
+            .condition_expression("attribute_exists(#k) AND #exp > :now")
+            .expression_attribute_names("#k", attr::TOKEN_HASH)
+            .expression_attribute_names("#sk", attr::SESSION_KEY)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":sk", AttributeValue::S(session_key.expose().to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now_unix().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(self.store_error(e)),
+        }
+    }
+
     fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
         let code = e.code().unwrap_or_default();
         if code == "ResourceNotFoundException" {

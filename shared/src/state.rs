@@ -5,6 +5,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use lambda_http::Request;
 
+use crate::cache::ImageCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::bearer_token;
@@ -19,7 +20,12 @@ pub struct AppState {
     pub secrets: Arc<SecretCache>,
     pub tokens: AccessTokenCache,
     pub sessions: SessionStore,
+    /// Mini-program code images by request (empty until `qrcode` uses it).
+    pub qrcodes: ImageCache,
 }
+
+/// Memory the qrcode cache may use: a code image is 30–150 KB, so this holds a hundred or more.
+const QRCODE_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl AppState {
     /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
@@ -46,12 +52,14 @@ impl AppState {
         ));
         let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
         let sessions = SessionStore::new(dynamodb, &config.sessions_table);
+        let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
         Self {
             config,
             wechat,
             secrets,
             tokens,
             sessions,
+            qrcodes,
         }
     }
 

@@ -5,17 +5,13 @@
 //! `force_refresh` (20 a day, and it invalidates every other container's token).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::Mutex;
-
+use crate::cache::Expiring;
 use crate::secret::Secret;
 use crate::secrets::{SecretCache, SecretsError};
 use crate::wechat::{WechatClient, WechatError};
 
-/// Refresh this long before WeChat says the token expires: WeChat issues the next token about
-/// five minutes before expiry and both work during the overlap.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Attempts at fetching a token when WeChat is busy or unreachable (the call is idempotent).
 const FETCH_ATTEMPTS: u32 = 3;
 
@@ -27,15 +23,11 @@ pub enum TokenError {
     Secrets(#[from] SecretsError),
 }
 
-struct CachedToken {
-    token: Secret,
-    refresh_at: Instant,
-}
-
 pub struct AccessTokenCache {
     wechat: WechatClient,
     secrets: Arc<SecretCache>,
-    cached: Mutex<Option<CachedToken>>,
+    token: Expiring<Secret>,
+    card_ticket: Expiring<Secret>,
 }
 
 impl AccessTokenCache {
@@ -43,29 +35,15 @@ impl AccessTokenCache {
         Self {
             wechat,
             secrets,
-            cached: Mutex::new(None),
+            token: Expiring::default(),
+            card_ticket: Expiring::default(),
         }
     }
 
     /// The current token, fetched when missing or close to expiry. Concurrent callers share one
     /// fetch.
     pub async fn get(&self) -> Result<Secret, TokenError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
-            return Ok(c.token.clone());
-        }
-        let (token, expires_in) = self.fetch().await?;
-        let lifetime = Duration::from_secs(expires_in);
-        let usable = if lifetime > REFRESH_MARGIN * 2 {
-            lifetime - REFRESH_MARGIN
-        } else {
-            lifetime / 2
-        };
-        *cached = Some(CachedToken {
-            token: token.clone(),
-            refresh_at: Instant::now() + usable,
-        });
-        Ok(token)
+        self.token.get_or_fetch(|| self.fetch()).await
     }
 
     /// Forgets `stale` after WeChat rejected it (40001/40014/42001), so the next [`get`] fetches
@@ -73,10 +51,20 @@ impl AccessTokenCache {
     ///
     /// [`get`]: Self::get
     pub async fn invalidate(&self, stale: &Secret) {
-        let mut cached = self.cached.lock().await;
-        if cached.as_ref().is_some_and(|c| c.token == *stale) {
-            *cached = None;
-        }
+        self.token.forget(stale).await;
+    }
+
+    /// The card `api_ticket` (`ticket/getticket?type=wx_card`) that signs `cardExt`, cached like
+    /// the token it is fetched with.
+    pub async fn card_api_ticket(&self) -> Result<Secret, TokenError> {
+        self.card_ticket
+            .get_or_fetch(|| async {
+                let ticket = self
+                    .with_token(|token: Secret| async move { self.wechat.get_ticket(&token, "wx_card").await })
+                    .await?;
+                Ok((ticket.ticket, Duration::from_secs(ticket.expires_in)))
+            })
+            .await
     }
 
     /// Runs `call` with the current token; when WeChat rejects the token, fetches the current
@@ -97,13 +85,13 @@ impl AccessTokenCache {
         }
     }
 
-    async fn fetch(&self) -> Result<(Secret, u64), TokenError> {
+    async fn fetch(&self) -> Result<(Secret, Duration), TokenError> {
         let mut secrets = self.secrets.get().await?;
         let mut rotated_once = false;
         let mut attempt = 1;
         loop {
             match self.wechat.stable_token(&secrets.app_secret).await {
-                Ok(t) => return Ok((t.access_token, t.expires_in)),
+                Ok(t) => return Ok((t.access_token, Duration::from_secs(t.expires_in))),
                 Err(WechatError::InvalidAppSecret) if !rotated_once => {
                     rotated_once = true;
                     match self.secrets.refresh_after_rejection(&secrets).await? {

@@ -94,6 +94,13 @@ pub struct AccessToken {
     pub expires_in: u64,
 }
 
+/// A JS-SDK / card ticket (`cgi-bin/ticket/getticket`).
+#[derive(Debug, Deserialize)]
+pub struct Ticket {
+    pub ticket: Secret,
+    pub expires_in: u64,
+}
+
 /// The phone number behind a `getPhoneNumber` button code.
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,6 +195,71 @@ impl WechatClient {
             Ok(_) => Ok(true),
             Err(WechatError::InvalidSignature) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// `wxa/resetusersessionkey`: WeChat issues the user a new session key, given a signature by
+    /// the key we hold. The new key is returned to the caller, never to the client.
+    pub async fn reset_user_session_key(
+        &self,
+        access_token: &Secret,
+        openid: &str,
+        session_key: &Secret,
+    ) -> Result<Secret, WechatError> {
+        #[derive(Deserialize)]
+        struct Reset {
+            session_key: Secret,
+        }
+        let signature = session_signature(session_key);
+        let request = self.http.get(format!("{}/wxa/resetusersessionkey", self.base)).query(&[
+            ("access_token", access_token.expose()),
+            ("openid", openid),
+            ("signature", signature.as_str()),
+            ("sig_method", "hmac_sha256"),
+        ]);
+        send::<Reset>(request).await.map(|r| r.session_key)
+    }
+
+    /// `cgi-bin/ticket/getticket`: the `api_ticket` of `kind` (`wx_card` signs `cardExt`).
+    pub async fn get_ticket(&self, access_token: &Secret, kind: &str) -> Result<Ticket, WechatError> {
+        let request = self
+            .http
+            .get(format!("{}/cgi-bin/ticket/getticket", self.base))
+            .query(&[("access_token", access_token.expose()), ("type", kind)]);
+        send(request).await
+    }
+
+    /// `wxa/getwxacodeunlimit`: the mini-program code image for `request` (a JSON object with
+    /// `scene`, `page`, `width`, ...). Success is the image itself; errors are JSON.
+    pub async fn get_wxa_code_unlimit(
+        &self,
+        access_token: &Secret,
+        request: &serde_json::Value,
+    ) -> Result<Vec<u8>, WechatError> {
+        let response = self
+            .http
+            .post(format!("{}/wxa/getwxacodeunlimit", self.base))
+            .query(&[("access_token", access_token.expose())])
+            .json(request)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let is_image = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("image/"));
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if !status.is_success() {
+            return Err(WechatError::BadResponse(format!("HTTP {status}")));
+        }
+        if is_image {
+            return Ok(bytes.to_vec());
+        }
+        match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(e) if e.errcode != 0 => Err(WechatError::from_errcode(e.errcode, &e.errmsg)),
+            _ => Err(WechatError::BadResponse("neither an image nor a WeChat error".into())),
         }
     }
 

@@ -193,3 +193,76 @@ async fn wrong_method_is_405() {
         (405, Some("method_not_allowed"))
     );
 }
+
+async fn reset(stack: &Stack, token: &str) -> (u16, Value) {
+    read(&session::handle(&stack.state, testkit::authed_event("session-reset.json", token, None)).await)
+}
+
+#[tokio::test]
+async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    stack.mint_code("o_alice").await; // the user logs in elsewhere: our key is stale
+    assert_eq!(check(&stack, &token).await.1["valid"], false);
+
+    let (status, body) = reset(&stack, &token).await;
+    assert_eq!(
+        (status, body.clone()),
+        (200, json!({"valid": true, "openid": "o_alice"}))
+    );
+    let new_key = stack.sim_session_key("o_alice").await;
+    assert!(!body.to_string().contains(&new_key), "the key never leaves the server");
+    let stored = stack.state.sessions.get(&token).await.unwrap().unwrap();
+    assert_eq!(stored.session_key.expose(), new_key, "the new key is stored");
+    assert_eq!(check(&stack, &token).await.1["valid"], true);
+    assert_eq!(stack.sim_calls("resetusersessionkey").await, 1);
+
+    // Data sealed now decrypts with the stored key.
+    let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
+    let request = testkit::authed_event(
+        "share-info.json",
+        &token,
+        Some(&json!({"encryptedData": data, "iv": iv})),
+    );
+    let (status, body) = read(&wxa_shared::handlers::share_info::handle(&stack.state, request).await);
+    assert_eq!((status, body), (200, json!({"openGId": "G1"})));
+}
+
+#[tokio::test]
+async fn a_reset_wechat_refuses_means_log_in_again() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    stack
+        .sim_post("/__sim/faults", json!({"api": "resetusersessionkey", "errcode": 87009}))
+        .await;
+    let (status, body) = reset(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("session_key_expired")),
+        "{body}"
+    );
+    stack
+        .sim_post("/__sim/faults", json!({"api": "resetusersessionkey", "errcode": 45011}))
+        .await;
+    let (status, body) = reset(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+    let (status, _) = reset(&stack, &"z".repeat(43)).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn reset_needs_post_and_check_needs_get() {
+    let stack = Stack::start().await;
+    let token = log_in(&stack, "o_alice").await;
+    let mut get_reset = testkit::authed_event("session-reset.json", &token, None);
+    *get_reset.method_mut() = lambda_http::http::Method::GET;
+    let (status, body) = read(&session::handle(&stack.state, get_reset).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}

@@ -1,8 +1,10 @@
 //! One module per Lambda function: each takes the container's [`AppState`](crate::AppState) and
 //! a request, and always answers (errors become JSON responses, never a panic or a `500`).
 
+pub mod card_sign;
 pub mod decrypt_phone;
 pub mod login;
+pub mod qrcode;
 pub mod session;
 pub mod share_info;
 pub mod user_info;

@@ -203,3 +203,44 @@ pub async fn invalidate_tokens(State(state): State<Shared>) -> Response {
     sim.cgi_token = None;
     StatusCode::NO_CONTENT.into_response()
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardExtBody {
+    card_id: String,
+    #[serde(rename = "cardExt")]
+    card_ext: String,
+}
+
+/// What the WeChat client checks in `wx.addCard`: the `cardExt` signature against the current
+/// card `api_ticket`, and the openid it is bound to, if any.
+pub async fn verify_card_ext(State(state): State<Shared>, Json(body): Json<CardExtBody>) -> Response {
+    let sim = state.lock().unwrap();
+    let Ok(ext) = serde_json::from_str::<Value>(&body.card_ext) else {
+        return Json(json!({ "valid": false, "reason": "cardExt is not a JSON string" })).into_response();
+    };
+    let Some(ticket) = sim.card_ticket.as_ref().filter(|t| t.expires_at > sim.now()) else {
+        return Json(json!({ "valid": false, "reason": "no live card api_ticket" })).into_response();
+    };
+    let field = |k: &str| ext[k].as_str().unwrap_or_default().to_owned();
+    let mut values: Vec<String> = [
+        ticket.value.clone(),
+        field("timestamp"),
+        body.card_id,
+        field("code"),
+        field("openid"),
+        field("nonce_str"),
+    ]
+    .into_iter()
+    .filter(|v| !v.is_empty())
+    .collect();
+    values.sort();
+    let expected = crate::state::hex_string(&sha1_digest(values.concat().as_bytes()));
+    let valid = field("signature") == expected;
+    Json(json!({ "valid": valid, "openid": ext.get("openid") })).into_response()
+}
+
+fn sha1_digest(data: &[u8]) -> [u8; 20] {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(data).into()
+}

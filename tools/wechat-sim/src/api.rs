@@ -196,8 +196,12 @@ pub fn rotate_session_key(sim: &mut SimState, openid: &str, explicit: Option<Str
     let user = sim.users.entry(openid.to_owned()).or_insert(crate::state::User {
         unionid: None,
         session_key: String::new(),
+        previous_keys: Vec::new(),
     });
-    user.session_key = session_key;
+    let old = std::mem::replace(&mut user.session_key, session_key);
+    if !old.is_empty() {
+        user.previous_keys.push(old);
+    }
     if unionid.is_some() {
         user.unionid = unionid;
     }
@@ -254,4 +258,100 @@ pub async fn getuserphonenumber(
         }
     }))
     .into_response()
+}
+
+/// `GET /cgi-bin/ticket/getticket?access_token=&type=wx_card|jsapi`: one ticket per 2 hours.
+pub async fn getticket(State(state): State<Shared>, Query(params): Params) -> Response {
+    if let Some(response) = begin(&state, "getticket").await {
+        return response;
+    }
+    let mut sim = state.lock().unwrap();
+    if let Some(response) = token_error(&sim, &params) {
+        return response;
+    }
+    if !matches!(param(&params, "type"), Some("wx_card" | "jsapi")) {
+        return wx_error(40097, "invalid args: type");
+    }
+    let now = sim.now();
+    let ticket = match &sim.card_ticket {
+        Some(t) if t.expires_at > now => t.clone(),
+        _ => {
+            let t = sim.new_token();
+            sim.card_ticket = Some(t.clone());
+            t
+        }
+    };
+    Json(json!({ "errcode": 0, "errmsg": "ok", "ticket": ticket.value, "expires_in": ticket.expires_at - now }))
+        .into_response()
+}
+
+/// `GET /wxa/resetusersessionkey`: a new session key for the user, given a signature by a key
+/// WeChat issued to that user (the current one or an earlier one).
+pub async fn resetusersessionkey(State(state): State<Shared>, Query(params): Params) -> Response {
+    if let Some(response) = begin(&state, "resetusersessionkey").await {
+        return response;
+    }
+    let mut sim = state.lock().unwrap();
+    if let Some(response) = token_error(&sim, &params) {
+        return response;
+    }
+    let Some(openid) = param(&params, "openid").map(str::to_owned) else {
+        return wx_error(40003, "invalid openid");
+    };
+    let Some(user) = sim.users.get(&openid) else {
+        return wx_error(40003, "invalid openid");
+    };
+    let signature = param(&params, "signature").unwrap_or_default();
+    let known = std::iter::once(&user.session_key)
+        .chain(&user.previous_keys)
+        .any(|k| session_signature(k) == signature);
+    if param(&params, "sig_method") != Some("hmac_sha256") || !known {
+        return wx_error(87009, "invalid signature");
+    }
+    rotate_session_key(&mut sim, &openid, None, None);
+    let session_key = sim.users[&openid].session_key.clone();
+    Json(json!({ "errcode": 0, "errmsg": "ok", "openid": openid, "session_key": session_key })).into_response()
+}
+
+/// `POST /wxa/getwxacodeunlimit?access_token=`: a PNG encoding the scene and page, or 40169
+/// (bad scene), 41030 (page not in the released version while `check_path` is on), 47001.
+pub async fn getwxacodeunlimit(
+    State(state): State<Shared>,
+    Query(params): Params,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(response) = begin(&state, "getwxacodeunlimit").await {
+        return response;
+    }
+    let sim = state.lock().unwrap();
+    if let Some(response) = token_error(&sim, &params) {
+        return response;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return wx_error(47001, "data format error");
+    };
+    const SCENE_EXTRA: &str = "!#$&'()*+,/:;=?@-._~";
+    let scene = body["scene"].as_str().unwrap_or_default();
+    if scene.is_empty()
+        || scene.len() > 32
+        || !scene
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || SCENE_EXTRA.contains(c))
+    {
+        return wx_error(40169, "invalid length for scene, or the data is not json string");
+    }
+    let page = body["page"].as_str().unwrap_or_default();
+    let check_path = body["check_path"].as_bool().unwrap_or(true);
+    if check_path && !page.is_empty() && !crate::state::PAGES.contains(&page) {
+        return wx_error(41030, "invalid page");
+    }
+    let width = body["width"].as_u64().unwrap_or(430).clamp(280, 1280).to_string();
+    let env_version = body["env_version"].as_str().unwrap_or("release");
+    let image = crate::png::code_image(&[
+        ("scene", scene),
+        ("page", page),
+        ("width", &width),
+        ("env_version", env_version),
+    ]);
+    ([(axum::http::header::CONTENT_TYPE, "image/png")], image).into_response()
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 pub mod crypto;
+pub mod png;
 mod state;
 
 use std::net::SocketAddr;
@@ -35,6 +36,10 @@ pub fn router(config: SimConfig) -> Router {
         .route("/cgi-bin/stable_token", post(api::stable_token))
         .route("/wxa/checksession", get(api::checksession))
         .route("/wxa/business/getuserphonenumber", post(api::getuserphonenumber))
+        .route("/wxa/resetusersessionkey", get(api::resetusersessionkey))
+        .route("/wxa/getwxacodeunlimit", post(api::getwxacodeunlimit))
+        .route("/cgi-bin/ticket/getticket", get(api::getticket))
+        .route("/__sim/verify-card-ext", post(admin::verify_card_ext))
         .route("/__sim/login", post(admin::login))
         .route("/__sim/encrypt", post(admin::encrypt))
         .route("/__sim/phone-code", post(admin::phone_code))

@@ -18,7 +18,12 @@ pub const TOKEN_ROTATE_BEFORE_SECS: i64 = 300;
 pub struct User {
     pub unionid: Option<String>,
     pub session_key: String,
+    /// Keys this user had before; `resetusersessionkey` accepts a signature by one of them.
+    pub previous_keys: Vec<String>,
 }
+
+/// Pages of the released version: `getwxacodeunlimit` with `check_path` refuses others (41030).
+pub const PAGES: [&str; 3] = ["pages/index/index", "pages/share/share", "pages/detail/detail"];
 
 pub struct Code {
     pub openid: String,
@@ -77,6 +82,7 @@ pub struct SimState {
     pub stable_current: Option<Token>,
     pub stable_previous: Option<Token>,
     pub cgi_token: Option<Token>,
+    pub card_ticket: Option<Token>,
     pub faults: VecDeque<Fault>,
     pub log: Vec<LoggedRequest>,
 }
@@ -98,6 +104,7 @@ impl SimState {
             stable_current: None,
             stable_previous: None,
             cgi_token: None,
+            card_ticket: None,
             faults: VecDeque::new(),
             log: Vec::new(),
         }

@@ -2,11 +2,18 @@
 """Creates the local AWS resources (on moto server) exactly as template.yaml declares them.
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
-        --sessions-table wxa-sessions --secret-id wxa/app --app-secret S
+        --sessions-table wxa-sessions --orders-table wxa-orders --secret-id wxa/app --app-secret S \
+        [--pay-sim http://127.0.0.1:9100 --pay-dir .dev]
+    local_aws.py --endpoint http://127.0.0.1:9200 put-order --orders-table wxa-orders \
+        --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
-The table's key schema, attribute definitions and TTL attribute are read from the
-SessionsTable resource of template.yaml, so local runs and tests cannot drift from what is
-deployed. Idempotent: an existing table is kept, an existing secret gets the new value.
+The tables' key schemas, attribute definitions and TTL attributes are read from the
+SessionsTable and OrdersTable resources of template.yaml, so local runs and tests cannot drift
+from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
+
+With --pay-sim, a merchant key pair is made (kept in --pay-dir), registered with the WeChat
+simulator, and the secret gets a `wechatpay` object with the merchant's keys and the
+simulator's platform public key and certificate.
 """
 import argparse
 import json
@@ -65,6 +72,61 @@ def create_table(dynamodb, name, props):
             )
 
 
+def pay_secrets(sim_url, pay_dir):
+    """Registers a local merchant with the simulator; returns the secret's wechatpay object."""
+    import urllib.request
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    os.makedirs(pay_dir, exist_ok=True)
+    key_path = os.path.join(pay_dir, "merchant_key.pem")
+    if not os.path.exists(key_path):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        with open(key_path, "wb") as f:
+            f.write(pem)
+        os.chmod(key_path, 0o600)
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    merchant = {"mchid": "1900000109", "serial_no": "4D3F2A1B0C9E8D7F6A5B4C3D2E1F0A9B8C7D6E5F",
+                "public_key": public_pem, "apiv3_key": "local-dev-apiv3-key-0123456789ab",
+                "apiv2_key": "local-dev-apiv2-key-0123456789ab"}
+
+    def call(method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(sim_url + path, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            return json.loads(text) if text else None
+
+    call("POST", "/__sim/pay/merchant", merchant)
+    platform = call("GET", "/__sim/pay/platform")
+    return {
+        "mchid": merchant["mchid"],
+        "merchant_serial_no": merchant["serial_no"],
+        "merchant_private_key": private_pem,
+        "apiv3_key": merchant["apiv3_key"],
+        "apiv2_key": merchant["apiv2_key"],
+        "platform_keys": [
+            {"id": platform["public_key_id"], "public_key": platform["public_key"]},
+            {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
+        ],
+    }
+
+
+def put_order(dynamodb, table, out_trade_no, openid, description, amount_total):
+    dynamodb.put_item(TableName=table, Item={
+        "out_trade_no": {"S": out_trade_no}, "openid": {"S": openid}, "description": {"S": description},
+        "amount_total": {"N": str(amount_total)}, "status": {"S": "UNPAID"},
+    })
+
+
 def put_secret(secretsmanager, secret_id, value):
     text = json.dumps(value)
     try:
@@ -78,16 +140,32 @@ def main():
     parser.add_argument("--endpoint", required=True, help="moto server URL, e.g. http://127.0.0.1:9200")
     parser.add_argument("--template", default=os.path.join(ROOT, "template.yaml"))
     sub = parser.add_subparsers(dest="command", required=True)
-    setup = sub.add_parser("setup", help="create the sessions table and the app secret")
+    setup = sub.add_parser("setup", help="create the tables and the app secret")
     setup.add_argument("--sessions-table", required=True)
+    setup.add_argument("--orders-table", required=True)
     setup.add_argument("--secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
+    setup.add_argument("--pay-sim", help="WeChat simulator URL: register a local merchant and add its keys")
+    setup.add_argument("--pay-dir", default=".dev", help="where the local merchant key is kept")
+    order = sub.add_parser("put-order", help="put an UNPAID order, as the merchant's system would")
+    order.add_argument("--orders-table", required=True)
+    order.add_argument("--out-trade-no", required=True)
+    order.add_argument("--openid", required=True)
+    order.add_argument("--description", required=True)
+    order.add_argument("--amount-total", type=int, required=True, help="in fen")
     args = parser.parse_args()
 
     if args.command == "setup":
-        props = table_definition(args.template, "SessionsTable")
-        create_table(client("dynamodb", args.endpoint), args.sessions_table, props)
-        put_secret(client("secretsmanager", args.endpoint), args.secret_id, {"app_secret": args.app_secret})
+        dynamodb = client("dynamodb", args.endpoint)
+        create_table(dynamodb, args.sessions_table, table_definition(args.template, "SessionsTable"))
+        create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
+        secret = {"app_secret": args.app_secret}
+        if args.pay_sim:
+            secret["wechatpay"] = pay_secrets(args.pay_sim.rstrip("/"), args.pay_dir)
+        put_secret(client("secretsmanager", args.endpoint), args.secret_id, secret)
+    elif args.command == "put-order":
+        put_order(client("dynamodb", args.endpoint), args.orders_table, args.out_trade_no, args.openid,
+                  args.description, args.amount_total)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,15 @@ pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
 pub const DEFAULT_WECHAT_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_WATERMARK_MAX_AGE_SECS: u64 = 300;
 pub const DEFAULT_QRCODE_CACHE_TTL_SECS: u64 = 600;
+pub const DEFAULT_WECHATPAY_API_BASE: &str = "https://api.mch.weixin.qq.com";
+
+/// Which WeChat Pay API places orders (`PAY_API`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayApi {
+    V3,
+    /// The legacy XML API, with the sign type of `PAY_V2_SIGN_TYPE`.
+    V2(crate::pay::v2::SignType),
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,6 +38,14 @@ pub struct Config {
     pub watermark_max_age_secs: Option<u64>,
     /// How long a generated mini-program code is served from memory (`QRCODE_CACHE_TTL_SECS`; `0` = off).
     pub qrcode_cache_ttl: Duration,
+    /// DynamoDB table of orders (`ORDERS_TABLE`).
+    pub orders_table: String,
+    pub pay_api: PayApi,
+    /// WeChat Pay base URL (`WECHATPAY_API_BASE`); the simulator's URL locally.
+    pub wechatpay_api_base: String,
+    /// Where WeChat Pay sends payment notifications (`PAY_NOTIFY_URL`); by default
+    /// `https://<the API's domain>/pay/notify`, taken from the request.
+    pub pay_notify_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -57,6 +74,7 @@ impl Config {
         let app_id = required("APP_ID");
         let sessions_table = required("SESSIONS_TABLE");
         let secret_id = required("SECRET_ID");
+        let orders_table = required("ORDERS_TABLE");
 
         let mut number = |name: &str, default: u64, min: u64| match lookup(name) {
             None => default,
@@ -85,6 +103,37 @@ impl Config {
                 "WECHAT_API_BASE must be an http(s) URL, got {wechat_api_base:?}"
             ));
         }
+        let text = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let pay_api = match (text("PAY_API").as_deref(), text("PAY_V2_SIGN_TYPE").as_deref()) {
+            (None | Some("v3"), _) => PayApi::V3,
+            (Some("v2"), sign_type) => match crate::pay::v2::SignType::parse(sign_type.unwrap_or("HMAC-SHA256")) {
+                Some(t) => PayApi::V2(t),
+                None => {
+                    problems.push(format!(
+                        "PAY_V2_SIGN_TYPE must be MD5 or HMAC-SHA256, got {sign_type:?}"
+                    ));
+                    PayApi::V3
+                }
+            },
+            (Some(other), _) => {
+                problems.push(format!("PAY_API must be v3 or v2, got {other:?}"));
+                PayApi::V3
+            }
+        };
+        let wechatpay_api_base = text("WECHATPAY_API_BASE")
+            .map(|v| v.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| DEFAULT_WECHATPAY_API_BASE.to_owned());
+        let pay_notify_url = text("PAY_NOTIFY_URL");
+        for (name, url) in [
+            ("WECHATPAY_API_BASE", Some(&wechatpay_api_base)),
+            ("PAY_NOTIFY_URL", pay_notify_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                problems.push(format!("{name} must be an http(s) URL, got {url:?}"));
+            }
+        }
         if !app_id.is_empty() && !is_app_id(&app_id) {
             problems.push(format!(
                 "APP_ID must look like wx followed by 16 hex digits, got {app_id:?}"
@@ -102,6 +151,10 @@ impl Config {
                 wechat_timeout,
                 watermark_max_age_secs,
                 qrcode_cache_ttl,
+                orders_table,
+                pay_api,
+                wechatpay_api_base,
+                pay_notify_url,
             })
         } else {
             Err(ConfigError { problems })
@@ -127,6 +180,7 @@ mod tests {
         ("APP_ID", "wx4f4bc4dec97d474b"),
         ("SESSIONS_TABLE", "sessions"),
         ("SECRET_ID", "wxa/app"),
+        ("ORDERS_TABLE", "orders"),
     ];
 
     #[test]
@@ -138,14 +192,17 @@ mod tests {
         assert_eq!(c.wechat_timeout, Duration::from_millis(5000));
         assert_eq!(c.watermark_max_age_secs, Some(300));
         assert_eq!(c.qrcode_cache_ttl, Duration::from_secs(600));
+        assert_eq!(c.pay_api, PayApi::V3);
+        assert_eq!(c.wechatpay_api_base, "https://api.mch.weixin.qq.com");
+        assert_eq!(c.pay_notify_url, None);
     }
 
     #[test]
     fn every_missing_setting_is_named_in_one_error() {
         let err = load(&[]).unwrap_err();
-        assert_eq!(err.problems.len(), 3, "{err}");
+        assert_eq!(err.problems.len(), 4, "{err}");
         let text = err.to_string();
-        for name in ["APP_ID", "SESSIONS_TABLE", "SECRET_ID"] {
+        for name in ["APP_ID", "SESSIONS_TABLE", "SECRET_ID", "ORDERS_TABLE"] {
             assert!(text.contains(name), "{text}");
         }
     }
@@ -177,7 +234,13 @@ mod tests {
 
     #[test]
     fn malformed_app_id_is_rejected() {
-        let err = load(&[("APP_ID", "my-app"), ("SESSIONS_TABLE", "s"), ("SECRET_ID", "x")]).unwrap_err();
+        let err = load(&[
+            ("APP_ID", "my-app"),
+            ("SESSIONS_TABLE", "s"),
+            ("SECRET_ID", "x"),
+            ("ORDERS_TABLE", "o"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("APP_ID must look like"), "{err}");
     }
 }

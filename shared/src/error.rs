@@ -151,3 +151,26 @@ pub fn session_key_expired() -> ApiError {
         "the user's session key changed (wx.login ran again): POST /session/reset or log in again (wx.login, POST /login), then ask for the data again",
     )
 }
+
+impl From<crate::pay::client::PayError> for ApiError {
+    fn from(e: crate::pay::client::PayError) -> Self {
+        use crate::pay::client::PayError as P;
+        match &e {
+            P::NotConfigured(_) => ApiError::misconfigured(e.to_string()),
+            P::Rejected { code, .. } if code == "ORDERPAID" || code == "ORDER_PAID" => ApiError::new(
+                StatusCode::CONFLICT,
+                "order_already_paid",
+                "WeChat Pay says this order is already paid",
+            ),
+            P::Rejected { code, .. } if code == "ORDER_CLOSED" || code == "ORDERCLOSED" => ApiError::new(
+                StatusCode::CONFLICT,
+                "order_closed",
+                "WeChat Pay says this order is closed",
+            ),
+            P::Rejected { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "wechatpay_rejected", e.to_string()),
+            P::BadSignature(_) => ApiError::new(StatusCode::BAD_GATEWAY, "wechatpay_signature_invalid", e.to_string()),
+            P::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wechatpay_unavailable", e.to_string()),
+            P::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wechatpay_timeout", e.to_string()),
+        }
+    }
+}

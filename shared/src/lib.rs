@@ -9,6 +9,7 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod opendata;
+pub mod pay;
 pub mod runtime;
 pub mod secret;
 pub mod secrets;

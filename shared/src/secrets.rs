@@ -11,16 +11,52 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use lambda_http::http::StatusCode;
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 use tokio::sync::Mutex;
+
+use crate::pay::{Merchant, PaySecrets};
 
 use crate::ApiError;
 use crate::secret::Secret;
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Deserialize)]
 pub struct AppSecrets {
     /// The mini-program's AppSecret, used for jscode2session and access tokens.
     pub app_secret: Secret,
+    /// WeChat Pay merchant keys, for `pay-sign` and `pay-notify`.
+    #[serde(default)]
+    pub wechatpay: Option<PaySecrets>,
+    /// The pay keys parsed once per secret read, not per request.
+    #[serde(skip)]
+    merchant: OnceLock<Result<Merchant, String>>,
+}
+
+impl PartialEq for AppSecrets {
+    fn eq(&self, other: &Self) -> bool {
+        self.app_secret == other.app_secret && self.wechatpay == other.wechatpay
+    }
+}
+
+impl std::fmt::Debug for AppSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pay = if self.wechatpay.is_some() { "configured" } else { "none" };
+        write!(f, "AppSecrets {{ app_secret: ***, wechatpay: {pay} }}")
+    }
+}
+
+impl AppSecrets {
+    /// The merchant's parsed keys, or why WeChat Pay cannot be used.
+    pub fn merchant(&self) -> Result<&Merchant, String> {
+        self.merchant
+            .get_or_init(|| match &self.wechatpay {
+                Some(pay) => Merchant::parse(pay),
+                None => Err("the secret has no wechatpay object".into()),
+            })
+            .as_ref()
+            .map_err(String::clone)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ pub struct IssuedToken {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the sessions table {0} does not exist")]
+    #[error("the DynamoDB table {0} does not exist")]
     TableMissing(String),
     #[error("the session store is unavailable: {0}")]
     Unavailable(String),
@@ -146,7 +146,7 @@ impl SessionStore {
             .expression_attribute_names("#k", attr::TOKEN_HASH)
             .send()
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| store_error(&self.table, e))?;
         Ok(IssuedToken { token, expires_at })
     }
 
@@ -165,7 +165,7 @@ impl SessionStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|e| store_error(&self.table, e))?;
         let Some(item) = output.item else {
             return Ok(None);
         };
@@ -196,21 +196,22 @@ impl SessionStore {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(self.store_error(e)),
+            Err(e) => Err(store_error(&self.table, e)),
         }
     }
+}
 
-    fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
-        let code = e.code().unwrap_or_default();
-        if code == "ResourceNotFoundException" {
-            StoreError::TableMissing(self.table.clone())
-        } else {
-            let detail = e
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| aws_error_kind(&e).to_string());
-            StoreError::Unavailable(format!("{code} {detail}").trim().to_owned())
-        }
+/// Classifies a DynamoDB failure on `table`.
+pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(table: &str, e: SdkError<E, R>) -> StoreError {
+    let code = e.code().unwrap_or_default();
+    if code == "ResourceNotFoundException" {
+        StoreError::TableMissing(table.to_owned())
+    } else {
+        let detail = e
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| aws_error_kind(&e).to_string());
+        StoreError::Unavailable(format!("{code} {detail}").trim().to_owned())
     }
 }
 

@@ -9,6 +9,8 @@ use crate::cache::ImageCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::bearer_token;
+use crate::pay::client::PayClient;
+use crate::pay::orders::OrderStore;
 use crate::secrets::SecretCache;
 use crate::session::{Session, SessionStore};
 use crate::token::AccessTokenCache;
@@ -22,6 +24,8 @@ pub struct AppState {
     pub sessions: SessionStore,
     /// Mini-program code images by request (empty until `qrcode` uses it).
     pub qrcodes: ImageCache,
+    pub orders: OrderStore,
+    pub pay: PayClient,
 }
 
 /// Memory the qrcode cache may use: a code image is 30–150 KB, so this holds a hundred or more.
@@ -51,8 +55,10 @@ impl AppState {
             config.secret_cache_ttl,
         ));
         let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
+        let orders = OrderStore::new(dynamodb.clone(), &config.orders_table);
         let sessions = SessionStore::new(dynamodb, &config.sessions_table);
         let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
+        let pay = PayClient::new(&config.wechatpay_api_base, config.wechat_timeout);
         Self {
             config,
             wechat,
@@ -60,6 +66,8 @@ impl AppState {
             tokens,
             sessions,
             qrcodes,
+            orders,
+            pay,
         }
     }
 

@@ -4,6 +4,8 @@
 pub mod card_sign;
 pub mod decrypt_phone;
 pub mod login;
+pub mod pay_notify;
+pub mod pay_sign;
 pub mod qrcode;
 pub mod session;
 pub mod share_info;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -113,9 +115,9 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     wxa_shared::aws::load_sdk_config(loader).await
 }
 
-/// Creates the sessions table from `template.yaml` and the app secret, with the same script
-/// `make dev` uses.
-pub fn setup_local_aws(endpoint: &str, table: &str, secret_id: &str, app_secret: &str) {
+/// Creates the sessions and orders tables from `template.yaml` and the app secret, with the same
+/// script `make dev` uses.
+pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_id: &str, app_secret: &str) {
     let output = Command::new(venv_bin("python"))
         .arg(workspace_root().join("scripts/local_aws.py"))
         .args([
@@ -127,7 +129,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, secret_id: &str, app_secret:
             "--secret-id",
             secret_id,
         ])
-        .args(["--app-secret", app_secret])
+        .args(["--orders-table", orders_table, "--app-secret", app_secret])
         .output()
         .expect("python runs");
     assert!(
@@ -151,13 +153,20 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Counts the AWS API calls made through the clients it is installed on, as `Service.Operation`.
+/// Counts the AWS API calls made through the clients it is installed on, as `Service.Operation`,
+/// and the ones that succeeded.
 #[derive(Debug, Clone, Default)]
-pub struct AwsCalls(Arc<Mutex<Vec<String>>>);
+pub struct AwsCalls(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
 
 impl AwsCalls {
+    /// The calls made since the last `take`.
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// How many calls of `operation` (`DynamoDB.UpdateItem`) succeeded so far.
+    pub fn succeeded(&self, operation: &str) -> usize {
+        self.1.lock().unwrap().iter().filter(|op| *op == operation).count()
     }
 }
 
@@ -172,20 +181,37 @@ impl Intercept for AwsCalls {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg
-            .load::<Metadata>()
-            .map(|m| format!("{}.{}", m.service(), m.name()))
-            .unwrap_or_default();
-        self.0.lock().unwrap().push(operation);
+        self.0.lock().unwrap().push(operation_name(cfg));
         Ok(())
     }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if matches!(context.output_or_error(), Some(Ok(_))) {
+            self.1.lock().unwrap().push(operation_name(cfg));
+        }
+        Ok(())
+    }
+}
+
+fn operation_name(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>()
+        .map(|m| format!("{}.{}", m.service(), m.name()))
+        .unwrap_or_default()
 }
 
 /// One test's world: a simulator, a table and a secret on the shared moto, and the AppState a
 /// function would build from them.
 pub struct Stack {
     pub sim: SimServer,
-    pub state: AppState,
+    /// Shared with the HTTP server that serves `pay-notify` at `config.pay_notify_url`.
+    pub state: Arc<AppState>,
+    pub orders_table: String,
+    notify_server: tokio::task::JoinHandle<()>,
     pub sdk: SdkConfig,
     pub table: String,
     pub secret_id: String,
@@ -212,13 +238,20 @@ impl Stack {
         .expect("simulator starts");
         let endpoint = moto().endpoint.clone();
         let table = unique("sessions");
+        let orders_table = unique("orders");
         let secret_id = unique("wxa/app");
-        setup_local_aws(&endpoint, &table, &secret_id, APP_SECRET);
+        setup_local_aws(&endpoint, &table, &orders_table, &secret_id, APP_SECRET);
+        // WeChat Pay notifies over HTTP: serve pay-notify on a port of its own, as API Gateway would.
+        let notify_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let notify_url = format!("http://{}/pay/notify", notify_listener.local_addr().expect("bound"));
         let mut config = Config::from_lookup(|name| match name {
             "APP_ID" => Some(APP_ID.into()),
             "SESSIONS_TABLE" => Some(table.clone()),
+            "ORDERS_TABLE" => Some(orders_table.clone()),
             "SECRET_ID" => Some(secret_id.clone()),
             "WECHAT_API_BASE" => Some(sim.base_url()),
+            "WECHATPAY_API_BASE" => Some(sim.base_url()),
+            "PAY_NOTIFY_URL" => Some(notify_url.clone()),
             _ => None,
         })
         .expect("test config is valid");
@@ -235,10 +268,15 @@ impl Stack {
                 .interceptor(aws_calls.clone())
                 .build(),
         );
-        let state = AppState::from_clients(config, dynamodb, secretsmanager);
+        let state = Arc::new(AppState::from_clients(config, dynamodb, secretsmanager));
+        let notify_server = tokio::spawn(serve_handler(notify_listener, state.clone(), |state, request| {
+            Box::pin(wxa_shared::handlers::pay_notify::handle(state, request))
+        }));
         Self {
             sim,
             state,
+            orders_table,
+            notify_server,
             sdk,
             table,
             secret_id,
@@ -303,6 +341,38 @@ impl Stack {
             .expect("scan");
         scan.items.unwrap_or_default()
     }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.notify_server.abort();
+    }
+}
+
+/// Serves `handler` over HTTP on `listener`, converting requests and responses the way API
+/// Gateway does (the raw body as text when it is UTF-8).
+pub async fn serve_handler(listener: tokio::net::TcpListener, state: Arc<AppState>, handler: Handler) {
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let state = state.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default().to_vec();
+            let body = match String::from_utf8(bytes) {
+                Ok(text) if text.is_empty() => Body::Empty,
+                Ok(text) => Body::Text(text),
+                Err(e) => Body::Binary(e.into_bytes()),
+            };
+            let response = handler(&state, Request::from_parts(parts, body)).await;
+            let (parts, body) = response.into_parts();
+            let bytes = match body {
+                Body::Text(text) => text.into_bytes(),
+                Body::Binary(bytes) => bytes,
+                _ => Vec::new(),
+            };
+            axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+    });
+    let _ = axum::serve(listener, app).await;
 }
 
 /// Reads an event file of `events/` as API Gateway delivers it to the function.
@@ -537,4 +607,104 @@ pub async fn check_open_data_contract(
         "invalid_token",
         "expired token",
     );
+}
+
+pub const MCHID: &str = "1900000109";
+pub const MERCHANT_SERIAL: &str = "4D3F2A1B0C9E8D7F6A5B4C3D2E1F0A9B8C7D6E5F";
+pub const APIV3_KEY: &str = "test-apiv3-key-0123456789abcdefg";
+pub const APIV2_KEY: &str = "test-apiv2-key-0123456789abcdefg";
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64"))
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// The merchant key pair a pay test made: the public half verifies `paySign`.
+pub struct MerchantKeys {
+    pub public_key_der: Vec<u8>,
+}
+
+impl Stack {
+    /// Makes a merchant key pair, registers the merchant with the simulator, and writes the
+    /// `wechatpay` object into the app secret (before anything reads the secret).
+    pub async fn enable_pay(&self) -> MerchantKeys {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+        use aws_lc_rs::signature::KeyPair;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
+        let private: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
+        let public: PublicKeyX509Der = pair.public_key().as_der().expect("SPKI");
+        let merchant = serde_json::json!({
+            "mchid": MCHID, "serial_no": MERCHANT_SERIAL, "public_key": pem("PUBLIC KEY", public.as_ref()),
+            "apiv3_key": APIV3_KEY, "apiv2_key": APIV2_KEY,
+        });
+        self.sim_post("/__sim/pay/merchant", merchant).await;
+        let url = format!("{}/__sim/pay/platform", self.sim.base_url());
+        let platform: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        let secret = serde_json::json!({
+            "app_secret": APP_SECRET,
+            "wechatpay": {
+                "mchid": MCHID,
+                "merchant_serial_no": MERCHANT_SERIAL,
+                "merchant_private_key": pem("PRIVATE KEY", private.as_ref()),
+                "apiv3_key": APIV3_KEY,
+                "apiv2_key": APIV2_KEY,
+                "platform_keys": [
+                    {"id": platform["public_key_id"], "public_key": platform["public_key"]},
+                    {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
+                ],
+            },
+        });
+        self.secretsmanager()
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("secret updated");
+        MerchantKeys {
+            public_key_der: public.as_ref().to_vec(),
+        }
+    }
+
+    /// Puts an UNPAID order, as the merchant's own system would.
+    pub async fn put_order(&self, out_trade_no: &str, openid: &str, amount_total: u64) {
+        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+        self.dynamodb()
+            .put_item()
+            .table_name(&self.orders_table)
+            .item("out_trade_no", S(out_trade_no.into()))
+            .item("openid", S(openid.into()))
+            .item("description", S("A cup of tea".into()))
+            .item("amount_total", N(amount_total.to_string()))
+            .item("status", S("UNPAID".into()))
+            .send()
+            .await
+            .expect("order put");
+    }
+
+    /// The order item as stored.
+    pub async fn order(
+        &self,
+        out_trade_no: &str,
+    ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+        let output = self
+            .dynamodb()
+            .get_item()
+            .table_name(&self.orders_table)
+            .key(
+                "out_trade_no",
+                aws_sdk_dynamodb::types::AttributeValue::S(out_trade_no.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get order");
+        output.item.expect("the order exists")
+    }
 }

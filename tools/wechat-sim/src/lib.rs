@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 pub mod crypto;
+pub mod pay;
 pub mod png;
 mod state;
 
@@ -40,6 +41,11 @@ pub fn router(config: SimConfig) -> Router {
         .route("/wxa/getwxacodeunlimit", post(api::getwxacodeunlimit))
         .route("/cgi-bin/ticket/getticket", get(api::getticket))
         .route("/__sim/verify-card-ext", post(admin::verify_card_ext))
+        .route("/v3/pay/transactions/jsapi", post(pay::jsapi))
+        .route("/pay/unifiedorder", post(pay::unifiedorder))
+        .route("/__sim/pay/merchant", post(pay::set_merchant))
+        .route("/__sim/pay/platform", get(pay::platform))
+        .route("/__sim/pay/complete", post(pay::complete))
         .route("/__sim/login", post(admin::login))
         .route("/__sim/encrypt", post(admin::encrypt))
         .route("/__sim/phone-code", post(admin::phone_code))

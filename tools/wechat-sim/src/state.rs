@@ -61,6 +61,9 @@ pub struct Fault {
     /// Answer with this HTTP status and a non-JSON body (a gateway failure).
     #[serde(default)]
     pub http_status: Option<u16>,
+    /// WeChat Pay: answer normally but with a signature that does not match.
+    #[serde(default)]
+    pub bad_signature: bool,
 }
 
 fn one() -> u32 {
@@ -85,6 +88,7 @@ pub struct SimState {
     pub card_ticket: Option<Token>,
     pub faults: VecDeque<Fault>,
     pub log: Vec<LoggedRequest>,
+    pub pay: crate::pay::PayState,
 }
 
 pub enum TokenCheck {
@@ -107,6 +111,7 @@ impl SimState {
             card_ticket: None,
             faults: VecDeque::new(),
             log: Vec::new(),
+            pay: Default::default(),
         }
     }
 

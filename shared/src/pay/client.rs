@@ -1,0 +1,204 @@
+//! The WeChat Pay HTTP client: APIv3 JSAPI prepay (signed request, verified response) and APIv2
+//! unified order (signed XML both ways).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Merchant;
+use super::v2::{self, SignType};
+use super::v3::{self, SignedHeaders};
+use crate::session::now_unix;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayError {
+    #[error("WeChat Pay is not configured: {0}")]
+    NotConfigured(String),
+    #[error("WeChat Pay refused the order: {code}: {message}")]
+    Rejected { code: String, message: String },
+    #[error("WeChat Pay's answer does not carry a valid signature: {0}")]
+    BadSignature(String),
+    #[error("WeChat Pay is unavailable: {0}")]
+    Unavailable(String),
+    #[error("WeChat Pay did not answer in time")]
+    Timeout,
+}
+
+impl PayError {
+    /// Worth one more try: the order request is idempotent for the same out_trade_no.
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout)
+    }
+}
+
+#[derive(Clone)]
+pub struct PayClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+const JSAPI_PATH: &str = "/v3/pay/transactions/jsapi";
+
+impl PayClient {
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .build()
+            .expect("reqwest client builds with rustls");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Places a JSAPI order (APIv3) and returns its prepay_id. One retry on a transient failure.
+    pub async fn jsapi_prepay(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
+        match self.jsapi_once(merchant, order).await {
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.jsapi_once(merchant, order).await
+            }
+            other => other,
+        }
+    }
+
+    async fn jsapi_once(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
+        let missing = |what: &str| PayError::NotConfigured(format!("the secret has no wechatpay.{what}"));
+        let key = merchant
+            .signing_key
+            .as_ref()
+            .ok_or_else(|| missing("merchant_private_key"))?;
+        let serial = merchant
+            .serial_no
+            .as_deref()
+            .ok_or_else(|| missing("merchant_serial_no"))?;
+        // Serialize once: the signature covers exactly the bytes sent.
+        let body = serde_json::to_vec(order).expect("JSON serializes");
+        let nonce = crate::card::nonce();
+        let credentials = v3::Credentials {
+            mchid: &merchant.mchid,
+            serial_no: serial,
+            key,
+        };
+        let authorization = v3::authorization(&credentials, "POST", JSAPI_PATH, &body, now_unix(), &nonce);
+        let response = self
+            .http
+            .post(format!("{}{JSAPI_PATH}", self.base))
+            .header("Authorization", authorization)
+            .header("Accept", "application/json")
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "wxa-serverless")
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (timestamp, nonce, signature, serial) = (
+            header("Wechatpay-Timestamp"),
+            header("Wechatpay-Nonce"),
+            header("Wechatpay-Signature"),
+            header("Wechatpay-Serial"),
+        );
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_server_error() {
+            return Err(PayError::Unavailable(format!("HTTP {status}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct Failure {
+            code: String,
+            message: String,
+        }
+        if !status.is_success() {
+            let failure: Failure = serde_json::from_slice(&bytes).unwrap_or(Failure {
+                code: format!("HTTP_{}", status.as_u16()),
+                message: String::new(),
+            });
+            return Err(PayError::Rejected {
+                code: failure.code,
+                message: failure.message,
+            });
+        }
+        let headers = SignedHeaders {
+            timestamp: timestamp.as_deref(),
+            nonce: nonce.as_deref(),
+            signature: signature.as_deref(),
+            serial: serial.as_deref(),
+        };
+        v3::verify_signed(&headers, &bytes, merchant.platform_keys(), now_unix())
+            .map_err(|e| PayError::BadSignature(e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        struct Prepay {
+            prepay_id: String,
+        }
+        let prepay: Prepay =
+            serde_json::from_slice(&bytes).map_err(|_| PayError::Unavailable("an answer without prepay_id".into()))?;
+        Ok(prepay.prepay_id)
+    }
+
+    /// Places a JSAPI order (APIv2 `pay/unifiedorder`) and returns its prepay_id.
+    pub async fn unified_order(
+        &self,
+        merchant: &Merchant,
+        mut fields: BTreeMap<String, String>,
+        sign_type: SignType,
+    ) -> Result<String, PayError> {
+        let key = merchant
+            .apiv2_key
+            .as_ref()
+            .ok_or_else(|| PayError::NotConfigured("the secret has no wechatpay.apiv2_key".into()))?;
+        fields.insert("sign_type".into(), sign_type.as_str().into());
+        let sign = v2::sign(&fields, key, sign_type);
+        fields.insert("sign".into(), sign);
+        let response = self
+            .http
+            .post(format!("{}/pay/unifiedorder", self.base))
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .body(v2::to_xml(&fields))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(PayError::Unavailable(format!("HTTP {status}")));
+        }
+        let answer = v2::from_xml(&text).ok_or_else(|| PayError::Unavailable("an answer that is not XML".into()))?;
+        let get = |k: &str| answer.get(k).map(String::as_str).unwrap_or_default();
+        if get("return_code") != "SUCCESS" {
+            return Err(PayError::Rejected {
+                code: "FAIL".into(),
+                message: get("return_msg").into(),
+            });
+        }
+        if !v2::verify(&answer, key) {
+            return Err(PayError::BadSignature(
+                "the sign of the unifiedorder answer does not match".into(),
+            ));
+        }
+        if get("result_code") != "SUCCESS" {
+            return Err(PayError::Rejected {
+                code: get("err_code").into(),
+                message: get("err_code_des").into(),
+            });
+        }
+        match get("prepay_id") {
+            "" => Err(PayError::Unavailable("an answer without prepay_id".into())),
+            id => Ok(id.to_owned()),
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> PayError {
+    if e.is_timeout() {
+        PayError::Timeout
+    } else {
+        PayError::Unavailable(e.without_url().to_string())
+    }
+}

@@ -1,0 +1,110 @@
+//! WeChat Pay: the merchant's keys (from the Secrets Manager secret), APIv3 and APIv2 formats,
+//! the HTTP client, and the orders table.
+
+pub mod client;
+pub mod keys;
+pub mod orders;
+pub mod v2;
+pub mod v3;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+use keys::{SigningKey, VerifyingKey};
+
+/// The `wechatpay` object of the app secret.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaySecrets {
+    pub mchid: String,
+    /// Serial of the merchant API certificate (APIv3).
+    #[serde(default)]
+    pub merchant_serial_no: Option<String>,
+    /// `apiclient_key.pem`, PKCS#8 (APIv3).
+    #[serde(default)]
+    pub merchant_private_key: Option<Secret>,
+    #[serde(default)]
+    pub apiv3_key: Option<Secret>,
+    #[serde(default)]
+    pub apiv2_key: Option<Secret>,
+    /// WeChat Pay's keys: `{"id": "PUB_KEY_ID_…", "public_key": PEM}` or
+    /// `{"id": "<certificate serial>", "certificate": PEM}`; during a switch, both.
+    #[serde(default)]
+    pub platform_keys: Vec<PlatformKeyConfig>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformKeyConfig {
+    pub id: String,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+/// The merchant's parsed keys, built once per secret read.
+pub struct Merchant {
+    pub mchid: String,
+    pub serial_no: Option<String>,
+    pub signing_key: Option<SigningKey>,
+    pub apiv3_key: Option<Secret>,
+    pub apiv2_key: Option<Secret>,
+    pub platform_keys: Vec<(String, VerifyingKey)>,
+}
+
+impl std::fmt::Debug for Merchant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.platform_keys.iter().map(|(id, _)| id.as_str()).collect();
+        write!(
+            f,
+            "Merchant {{ mchid: {}, platform_keys: {ids:?}, keys: *** }}",
+            self.mchid
+        )
+    }
+}
+
+impl Merchant {
+    /// Parses the keys, naming the first one that is unusable (never its value).
+    pub fn parse(secrets: &PaySecrets) -> Result<Self, String> {
+        let signing_key = match &secrets.merchant_private_key {
+            Some(pem) => Some(
+                SigningKey::from_pem(pem.expose())
+                    .ok_or("wechatpay.merchant_private_key is not a PKCS#8 RSA private key PEM")?,
+            ),
+            None => None,
+        };
+        if let Some(key) = &secrets.apiv3_key
+            && key.expose().len() != 32
+        {
+            return Err("wechatpay.apiv3_key must be 32 characters".into());
+        }
+        let mut platform_keys = Vec::new();
+        for entry in &secrets.platform_keys {
+            let pem = entry
+                .public_key
+                .as_deref()
+                .or(entry.certificate.as_deref())
+                .unwrap_or_default();
+            let key = VerifyingKey::from_pem(pem).ok_or_else(|| {
+                format!(
+                    "wechatpay.platform_keys {}: not a public key or certificate PEM",
+                    entry.id
+                )
+            })?;
+            platform_keys.push((entry.id.clone(), key));
+        }
+        Ok(Self {
+            mchid: secrets.mchid.clone(),
+            serial_no: secrets.merchant_serial_no.clone(),
+            signing_key,
+            apiv3_key: secrets.apiv3_key.clone(),
+            apiv2_key: secrets.apiv2_key.clone(),
+            platform_keys,
+        })
+    }
+
+    pub fn platform_keys(&self) -> impl Iterator<Item = (&str, &VerifyingKey)> {
+        self.platform_keys.iter().map(|(id, key)| (id.as_str(), key))
+    }
+}

@@ -17,6 +17,18 @@ import urllib.request
 API = f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}/lambda-url"
 SIM = f"http://127.0.0.1:{os.environ.get('SIM_PORT', '9100')}"
 OPENID = f"o_demo_{int(time.time())}"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOTO = f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '9200')}"
+ORDERS_TABLE = os.environ.get("ORDERS_TABLE", "wxa-orders")
+
+
+def local_aws(*args):
+    """The merchant's side of the orders table, through scripts/local_aws.py (boto3 in .venv)."""
+    import subprocess
+    python = os.path.join(ROOT, ".venv", "bin", "python")
+    out = subprocess.run([python, os.path.join(ROOT, "scripts", "local_aws.py"), "--endpoint", MOTO, *args],
+                         check=True, capture_output=True, text=True)
+    return out.stdout
 
 
 def http(method, url, body=None, token=None, raw=False):
@@ -48,7 +60,7 @@ def step(title):
 
 
 # Locally each function has its own URL (/lambda-url/<function>/); deployed, the HTTP API routes these.
-ROUTES = {"login": "/login", "session": "/session", "session/reset": "/session/reset", "decrypt-phone": "/phone",
+ROUTES = {"pay-sign": "/pay/sign", "login": "/login", "session": "/session", "session/reset": "/session/reset", "decrypt-phone": "/phone",
           "werun": "/werun", "share-info": "/share-info", "user-info": "/user-info", "qrcode": "/qrcode",
           "card-sign": "/card/sign"}
 
@@ -140,10 +152,31 @@ def main():
     assert call("GET", "session", token=token)["valid"] is True
     call("POST", "share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
 
-    step("13. Without a token: 401")
+    step("13. WeChat Pay: the merchant's system puts an order (1 fen); the amount never comes from the phone")
+    out_trade_no = f"T{int(time.time())}{OPENID[-4:]}"
+    local_aws("put-order", "--orders-table", ORDERS_TABLE, "--out-trade-no", out_trade_no, "--openid", OPENID,
+              "--description", "A cup of tea", "--amount-total", "1")
+    print(f"  order {out_trade_no}: " + local_aws("get-order", "--orders-table", ORDERS_TABLE,
+                                                  "--out-trade-no", out_trade_no).strip())
+
+    step("14. POST /pay/sign: the server places the order with WeChat Pay and signs wx.requestPayment's parameters")
+    params = call("POST", "pay-sign", {"out_trade_no": out_trade_no}, token)
+    prepay_id = params["package"].split("=", 1)[1]
+
+    step("15. The user pays; WeChat Pay notifies POST /pay/notify (signed, encrypted); the order is PAID")
+    done = sim("/__sim/pay/complete", {"prepay_id": prepay_id})
+    print(f"  notification deliveries: {done['deliveries']}")
+    order = json.loads(local_aws("get-order", "--orders-table", ORDERS_TABLE, "--out-trade-no", out_trade_no))
+    print(f"  order {out_trade_no}: status {order['status']}, transaction {order.get('transaction_id')}")
+    assert order["status"] == "PAID"
+    forged = sim("/__sim/pay/complete", {"prepay_id": prepay_id, "mode": "tampered"})
+    print(f"  a tampered copy of the notification: {forged['deliveries'][0]['status']} {forged['deliveries'][0]['body']}")
+    call("POST", "pay-sign", {"out_trade_no": out_trade_no}, token, expect=409, code="order_already_paid")
+
+    step("16. Without a token: 401")
     call("GET", "session", expect=401, code="missing_token")
 
-    step("14. Calls the server made to WeChat during the demo (simulator's log)")
+    step("17. Calls the server made to WeChat during the demo (simulator's log)")
     print("  " + json.dumps(http("GET", f"{SIM}/__sim/requests")[1]["counts"], sort_keys=True))
     print("\ndemo: every step behaved as expected")
 

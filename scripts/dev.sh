@@ -10,7 +10,7 @@ cd "$root"
 
 : "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${MOTO_PORT:=9200}"
 : "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
-: "${SESSIONS_TABLE:=wxa-sessions}" "${SECRET_ID:=wxa/app}"
+: "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${SECRET_ID:=wxa/app}" "${PAY_API:=v3}"
 : "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
@@ -50,17 +50,22 @@ trap cleanup EXIT INT TERM
 echo "==> moto server on $AWS_ENDPOINT_URL"
 "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
 pids+=($!); wait_for_port moto "$MOTO_PORT" "$!"
-python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
-  --sessions-table "$SESSIONS_TABLE" --secret-id "$SECRET_ID" --app-secret "$APP_SECRET"
-echo "    table $SESSIONS_TABLE (from template.yaml) and secret $SECRET_ID created"
-
 echo "==> WeChat simulator on http://127.0.0.1:$SIM_PORT (app $APP_ID)"
 SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" target/debug/wechat-sim > .dev/sim.log 2>&1 &
 pids+=($!); wait_for_port sim "$SIM_PORT" "$!"
 
+python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
+  --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" --secret-id "$SECRET_ID" \
+  --app-secret "$APP_SECRET" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
+echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), secret $SECRET_ID with a local merchant's keys"
+
 cat > .dev/functions.env <<ENV
 APP_ID=$APP_ID
 SESSIONS_TABLE=$SESSIONS_TABLE
+ORDERS_TABLE=$ORDERS_TABLE
+PAY_API=$PAY_API
+WECHATPAY_API_BASE=http://127.0.0.1:$SIM_PORT
+PAY_NOTIFY_URL=http://127.0.0.1:$API_PORT/lambda-url/pay-notify/
 SECRET_ID=$SECRET_ID
 SESSION_TTL_SECS=$SESSION_TTL_SECS
 WECHAT_API_BASE=http://127.0.0.1:$SIM_PORT

@@ -153,6 +153,9 @@ def main():
     order.add_argument("--openid", required=True)
     order.add_argument("--description", required=True)
     order.add_argument("--amount-total", type=int, required=True, help="in fen")
+    show = sub.add_parser("get-order", help="print an order as JSON")
+    show.add_argument("--orders-table", required=True)
+    show.add_argument("--out-trade-no", required=True)
     args = parser.parse_args()
 
     if args.command == "setup":
@@ -163,6 +166,11 @@ def main():
         if args.pay_sim:
             secret["wechatpay"] = pay_secrets(args.pay_sim.rstrip("/"), args.pay_dir)
         put_secret(client("secretsmanager", args.endpoint), args.secret_id, secret)
+    elif args.command == "get-order":
+        item = client("dynamodb", args.endpoint).get_item(
+            TableName=args.orders_table, Key={"out_trade_no": {"S": args.out_trade_no}}, ConsistentRead=True
+        ).get("Item", {})
+        print(json.dumps({k: next(iter(v.values())) for k, v in item.items()}, sort_keys=True))
     elif args.command == "put-order":
         put_order(client("dynamodb", args.endpoint), args.orders_table, args.out_trade_no, args.openid,
                   args.description, args.amount_total)

@@ -4,13 +4,6 @@ use serde_json::{Value, json};
 use testkit::{Stack, authed_event, check_open_data_contract, read};
 use wxa_shared::handlers::decrypt_phone;
 
-fn handler<'a>(
-    state: &'a wxa_shared::AppState,
-    request: lambda_http::Request,
-) -> std::pin::Pin<Box<dyn Future<Output = lambda_http::Response<lambda_http::Body>> + Send + 'a>> {
-    Box::pin(decrypt_phone::handle(state, request))
-}
-
 async fn phone_code(stack: &Stack, phone: &str) -> String {
     let minted = stack
         .sim_post("/__sim/phone-code", json!({"openid": "o_alice", "phoneNumber": phone}))
@@ -184,7 +177,7 @@ async fn ambiguous_bodies_are_refused() {
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        handler,
+        testkit::handler!(decrypt_phone::handle),
         "decrypt-phone.json",
         json!({"phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

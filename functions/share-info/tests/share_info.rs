@@ -4,13 +4,6 @@ use serde_json::json;
 use testkit::{DOC_OPENID, DOC_SESSION_KEY, Stack, authed_event, check_open_data_contract, read};
 use wxa_shared::handlers::share_info;
 
-fn handler<'a>(
-    state: &'a wxa_shared::AppState,
-    request: lambda_http::Request,
-) -> std::pin::Pin<Box<dyn Future<Output = lambda_http::Response<lambda_http::Body>> + Send + 'a>> {
-    Box::pin(share_info::handle(state, request))
-}
-
 #[tokio::test]
 async fn the_event_file_decrypts_for_its_user() {
     let stack = Stack::start_with(|c| c.watermark_max_age_secs = None).await;
@@ -58,7 +51,7 @@ async fn a_fresh_share_ticket_gives_the_group_id_with_one_dynamodb_read() {
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        handler,
+        testkit::handler!(share_info::handle),
         "share-info.json",
         json!({"openGId": "G1"}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

@@ -6,13 +6,6 @@ use sha1::{Digest, Sha1};
 use testkit::{DOC_OPENID, DOC_SESSION_KEY, Stack, authed_event, check_open_data_contract, read};
 use wxa_shared::handlers::user_info;
 
-fn handler<'a>(
-    state: &'a wxa_shared::AppState,
-    request: lambda_http::Request,
-) -> std::pin::Pin<Box<dyn Future<Output = lambda_http::Response<lambda_http::Body>> + Send + 'a>> {
-    Box::pin(user_info::handle(state, request))
-}
-
 fn sign(raw: &str, key: &str) -> String {
     hex::encode(Sha1::digest(format!("{raw}{key}").as_bytes()))
 }
@@ -100,5 +93,11 @@ async fn another_users_data_is_refused() {
 
 #[tokio::test]
 async fn the_open_data_contract_holds() {
-    check_open_data_contract(handler, "user-info.json", profile("o_alice"), body).await;
+    check_open_data_contract(
+        testkit::handler!(user_info::handle),
+        "user-info.json",
+        profile("o_alice"),
+        body,
+    )
+    .await;
 }

@@ -4,13 +4,6 @@ use serde_json::{Value, json};
 use testkit::{DOC_OPENID, DOC_SESSION_KEY, Stack, authed_event, check_open_data_contract, read};
 use wxa_shared::handlers::werun;
 
-fn handler<'a>(
-    state: &'a wxa_shared::AppState,
-    request: lambda_http::Request,
-) -> std::pin::Pin<Box<dyn Future<Output = lambda_http::Response<lambda_http::Body>> + Send + 'a>> {
-    Box::pin(werun::handle(state, request))
-}
-
 #[tokio::test]
 async fn the_event_file_decrypts_for_its_user() {
     // The event was sealed under the docs' sample key, with a fixed watermark: no age limit here.
@@ -83,7 +76,7 @@ async fn data_without_steps_is_refused() {
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        handler,
+        testkit::handler!(werun::handle),
         "werun.json",
         json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": 1}]}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

@@ -269,9 +269,11 @@ impl Stack {
                 .build(),
         );
         let state = Arc::new(AppState::from_clients(config, dynamodb, secretsmanager));
-        let notify_server = tokio::spawn(serve_handler(notify_listener, state.clone(), |state, request| {
-            Box::pin(wxa_shared::handlers::pay_notify::handle(state, request))
-        }));
+        let notify_server = tokio::spawn(serve_handler(
+            notify_listener,
+            state.clone(),
+            handler!(wxa_shared::handlers::pay_notify::handle),
+        ));
         Self {
             sim,
             state,
@@ -402,6 +404,21 @@ pub fn read(response: &Response<Body>) -> (u16, Value) {
 
 /// A handler as the tests call it: `|state, request| Box::pin(handle(state, request))`.
 pub type Handler = for<'a> fn(&'a AppState, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+
+/// `handler!(werun::handle)`: a [`Handler`] for an `async fn handle(&AppState, Request)`.
+#[macro_export]
+macro_rules! handler {
+    ($handle:path) => {{
+        fn boxed<'a>(
+            state: &'a ::wxa_shared::AppState,
+            request: ::lambda_http::Request,
+        ) -> ::std::pin::Pin<Box<dyn Future<Output = ::lambda_http::Response<::lambda_http::Body>> + Send + 'a>>
+        {
+            Box::pin($handle(state, request))
+        }
+        boxed as $crate::Handler
+    }};
+}
 
 /// An event from `events/` with the caller's token and, if given, a new body.
 pub fn authed_event(name: &str, token: &str, body: Option<&Value>) -> Request {
@@ -614,17 +631,6 @@ pub const MERCHANT_SERIAL: &str = "4D3F2A1B0C9E8D7F6A5B4C3D2E1F0A9B8C7D6E5F";
 pub const APIV3_KEY: &str = "test-apiv3-key-0123456789abcdefg";
 pub const APIV2_KEY: &str = "test-apiv2-key-0123456789abcdefg";
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64"))
-        .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-}
-
 /// The merchant key pair a pay test made: the public half verifies `paySign`.
 pub struct MerchantKeys {
     pub public_key_der: Vec<u8>,
@@ -640,7 +646,7 @@ impl Stack {
         let private: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
         let public: PublicKeyX509Der = pair.public_key().as_der().expect("SPKI");
         let merchant = serde_json::json!({
-            "mchid": MCHID, "serial_no": MERCHANT_SERIAL, "public_key": pem("PUBLIC KEY", public.as_ref()),
+            "mchid": MCHID, "serial_no": MERCHANT_SERIAL, "public_key": wechat_sim::pay::to_pem("PUBLIC KEY", public.as_ref()),
             "apiv3_key": APIV3_KEY, "apiv2_key": APIV2_KEY,
         });
         self.sim_post("/__sim/pay/merchant", merchant).await;
@@ -651,7 +657,7 @@ impl Stack {
             "wechatpay": {
                 "mchid": MCHID,
                 "merchant_serial_no": MERCHANT_SERIAL,
-                "merchant_private_key": pem("PRIVATE KEY", private.as_ref()),
+                "merchant_private_key": wechat_sim::pay::to_pem("PRIVATE KEY", private.as_ref()),
                 "apiv3_key": APIV3_KEY,
                 "apiv2_key": APIV2_KEY,
                 "platform_keys": [

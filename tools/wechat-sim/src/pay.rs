@@ -40,7 +40,8 @@ fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn to_pem(label: &str, der: &[u8]) -> String {
+/// DER as a PEM block (64-character lines).
+pub fn to_pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let lines: Vec<&str> = body
         .as_bytes()

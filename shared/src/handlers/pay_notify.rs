@@ -7,7 +7,7 @@
 //! deliveries, concurrent or not, change it once. 204 on success, `{"code":"FAIL","message"}`
 //! with a 4xx/5xx otherwise. APIv2 (XML): the same checks with the v2 sign, and the XML reply.
 
-use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
@@ -38,7 +38,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
         _ => &[],
     };
     let is_xml = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
-    let result = if is_xml {
+    let result = if req.method() != Method::POST {
+        Err(fail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "WeChat Pay notifications are POSTed",
+        ))
+    } else if is_xml {
         notify_v2(state, body).await
     } else {
         notify_v3(state, &req, body).await
@@ -188,8 +193,15 @@ async fn notify_v2(state: &AppState, body: &[u8]) -> Result<(), Fail> {
     let text = std::str::from_utf8(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "the XML is not UTF-8"))?;
     let fields = v2::from_xml(text).ok_or_else(|| fail(StatusCode::BAD_REQUEST, "not a WeChat Pay XML document"))?;
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
-    if get("return_code") != "SUCCESS" {
-        return Ok(()); // a communication failure report: nothing to record
+    match get("return_code") {
+        "SUCCESS" => {}
+        "FAIL" => return Ok(()), // a communication failure report: nothing to record
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "not a WeChat Pay notification: no return_code",
+            ));
+        }
     }
     let secrets = merchant_of(state).await?;
     let merchant = secrets.merchant().expect("checked by merchant_of");

@@ -1,0 +1,462 @@
+//! The bad-input suite: for every function, at least 30 hostile requests built from its event
+//! file (wrong methods and content types, bad tokens, broken and huge bodies, invalid UTF-8,
+//! missing, extra and mistyped fields, injection strings, unicode edge cases, base64 and hex
+//! garbage, short and long ivs, empty ciphertext). Every one must get a 4xx with a stable JSON
+//! error code, never a panic or a 5xx, and no secret in the body.
+
+use std::collections::BTreeMap;
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+use testkit::{APIV3_KEY, APP_SECRET, Handler, Stack, authed_event, event, handler};
+use wxa_shared::handlers::*;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Base64,
+    Number,
+    Bool,
+}
+
+struct Target {
+    name: &'static str,
+    handler: Handler,
+    event: &'static str,
+    method: Method,
+    auth: bool,
+    /// The body fields: name, kind, required.
+    fields: &'static [(&'static str, Kind, bool)],
+}
+
+const SEALED: &[(&str, Kind, bool)] = &[("encryptedData", Kind::Base64, true), ("iv", Kind::Base64, true)];
+
+fn targets() -> Vec<Target> {
+    vec![
+        Target {
+            name: "login",
+            handler: handler!(login::handle),
+            event: "login.json",
+            method: Method::POST,
+            auth: false,
+            fields: &[("code", Kind::Text, true)],
+        },
+        Target {
+            name: "session",
+            handler: handler!(session::handle),
+            event: "session.json",
+            method: Method::GET,
+            auth: true,
+            fields: &[],
+        },
+        Target {
+            name: "session-reset",
+            handler: handler!(session::handle),
+            event: "session-reset.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[],
+        },
+        Target {
+            name: "decrypt-phone",
+            handler: handler!(decrypt_phone::handle),
+            event: "decrypt-phone.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[("code", Kind::Text, true)],
+        },
+        Target {
+            name: "werun",
+            handler: handler!(werun::handle),
+            event: "werun.json",
+            method: Method::POST,
+            auth: true,
+            fields: SEALED,
+        },
+        Target {
+            name: "share-info",
+            handler: handler!(share_info::handle),
+            event: "share-info.json",
+            method: Method::POST,
+            auth: true,
+            fields: SEALED,
+        },
+        Target {
+            name: "user-info",
+            handler: handler!(user_info::handle),
+            event: "user-info.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[
+                ("rawData", Kind::Text, true),
+                ("signature", Kind::Text, true),
+                ("encryptedData", Kind::Base64, true),
+                ("iv", Kind::Base64, true),
+            ],
+        },
+        Target {
+            name: "qrcode",
+            handler: handler!(qrcode::handle),
+            event: "qrcode.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[
+                ("scene", Kind::Text, true),
+                ("page", Kind::Text, false),
+                ("width", Kind::Number, false),
+                ("is_hyaline", Kind::Bool, false),
+            ],
+        },
+        Target {
+            name: "card-sign",
+            handler: handler!(card_sign::handle),
+            event: "card-sign.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[
+                ("card_id", Kind::Text, true),
+                ("code", Kind::Text, false),
+                ("bind_openid", Kind::Bool, false),
+            ],
+        },
+        Target {
+            name: "pay-sign",
+            handler: handler!(pay_sign::handle),
+            event: "pay-sign.json",
+            method: Method::POST,
+            auth: true,
+            fields: &[("out_trade_no", Kind::Text, true)],
+        },
+        Target {
+            name: "pay-notify",
+            handler: handler!(pay_notify::handle),
+            event: "pay-notify.json",
+            method: Method::POST,
+            auth: false,
+            fields: &[],
+        },
+    ]
+}
+
+const INJECTIONS: &[&str] = &[
+    "' OR '1'='1' --",
+    "\"},{\"openid\":\"o_admin\",\"x\":\"",
+    "<script>alert(1)</script>",
+    "..\\..\\windows\\win.ini",
+    "\u{202e}\u{0000}\u{feff}😀𠜎",
+    "${jndi:ldap://127.0.0.1/a}",
+];
+
+/// The hostile requests for `target`, each with a label.
+fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String, Request)> {
+    let base = |auth: Option<&str>| {
+        let mut request = event(target.event);
+        match auth {
+            Some(t) => {
+                request
+                    .headers_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            None => {
+                request.headers_mut().remove("authorization");
+            }
+        }
+        request
+    };
+    let with_body = |body: Body| {
+        let mut request = base(Some(token));
+        *request.body_mut() = body;
+        request
+    };
+    let mut cases: Vec<(String, Request)> = Vec::new();
+
+    // Methods.
+    for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+        if method != target.method {
+            let mut request = base(Some(token));
+            *request.method_mut() = method.clone();
+            cases.push((format!("method {method}"), request));
+        }
+    }
+    // Tokens.
+    if target.auth {
+        cases.push(("no token".into(), base(None)));
+        cases.push(("forged token".into(), base(Some(&"Q".repeat(43)))));
+        cases.push(("expired token".into(), base(Some(expired))));
+        cases.push(("token with a slash".into(), base(Some(&format!("{}/", &token[..42])))));
+        for header in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer a b",
+            "bearer 😀",
+            &format!("Bearer {}", "x".repeat(10_000)),
+        ] {
+            let mut request = base(None);
+            request.headers_mut().insert(
+                "authorization",
+                header.parse().unwrap_or_else(|_| "Bearer ?".parse().unwrap()),
+            );
+            cases.push((format!("authorization {:.20}", header), request));
+        }
+        let near_misses = [
+            token[..42].to_owned(),
+            format!("{token}A"),
+            format!("{token}="),
+            token.to_ascii_lowercase(),
+            token.chars().rev().collect(),
+            wxa_shared::session::token_hash(token),
+        ];
+        for (i, t) in near_misses.iter().enumerate() {
+            cases.push((format!("near-miss token {i}"), base(Some(t))));
+        }
+        for injection in INJECTIONS {
+            let mut request = base(None);
+            let header = format!("Bearer {injection}");
+            request.headers_mut().insert(
+                "authorization",
+                header.parse().unwrap_or_else(|_| "Bearer %00".parse().unwrap()),
+            );
+            cases.push((format!("token = {injection:.12}"), request));
+            let mut query = base(Some(&"Z".repeat(43)));
+            *query.uri_mut() = format!("/x?openid={}", injection.escape_default())
+                .parse()
+                .unwrap_or_else(|_| "/x?openid=%00".parse().unwrap());
+            cases.push((format!("query {injection:.12}"), query));
+        }
+    }
+    // Bodies that are not the JSON object asked for (a GET ignores its body, but must not choke on it).
+    if target.method == Method::POST && target.name != "session-reset" {
+        let bodies: Vec<(&str, Body)> = vec![
+            ("empty body", Body::Empty),
+            ("null", Body::Text("null".into())),
+            ("array", Body::Text("[]".into())),
+            ("number", Body::Text("123".into())),
+            ("string", Body::Text("\"x\"".into())),
+            ("truncated JSON", Body::Text("{\"a\":".into())),
+            ("invalid UTF-8", Body::Binary(vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'])),
+            ("lone surrogate", Body::Text("{\"x\":\"\\ud800\"}".into())),
+            ("deep nesting", Body::Text("[".repeat(5000))),
+            (
+                "20 KB body",
+                Body::Text(format!("{{\"pad\":\"{}\"}}", "a".repeat(20_000))),
+            ),
+            ("hex garbage", Body::Text("deadbeefcafebabe".into())),
+            ("duplicate keys", Body::Text("{\"a\":1,\"a\":2}".into())),
+            ("byte order mark", Body::Text("\u{feff}{}".into())),
+            ("NUL bytes", Body::Binary(vec![0; 64])),
+        ];
+        for (label, body) in bodies {
+            cases.push((label.into(), with_body(body)));
+        }
+        let mut plain = with_body(Body::Text("code=abc".into()));
+        plain
+            .headers_mut()
+            .insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+        cases.push(("form content type".into(), plain));
+        let mut xml = with_body(Body::Text("<xml><a>1</a></xml>".into()));
+        xml.headers_mut().insert("content-type", "text/xml".parse().unwrap());
+        cases.push(("xml to a JSON route".into(), xml));
+    }
+    // Field-level mutations of the event's own body.
+    let body: Value = match event(target.event).body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap_or(json!({})),
+        _ => json!({}),
+    };
+    let mutated = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut object = body.as_object().cloned().unwrap_or_default();
+        change(&mut object);
+        with_body(Body::Text(Value::Object(object).to_string()))
+    };
+    if !target.fields.is_empty() {
+        cases.push((
+            "extra field".into(),
+            mutated(&|o| {
+                o.insert("is_admin".into(), json!(true));
+            }),
+        ));
+    }
+    for &(field, kind, required) in target.fields {
+        if required {
+            cases.push((
+                format!("{field} missing"),
+                mutated(&|o| {
+                    o.remove(field);
+                }),
+            ));
+            cases.push((
+                format!("{field} null"),
+                mutated(&|o| {
+                    o.insert(field.into(), Value::Null);
+                }),
+            ));
+        }
+        let wrong_type = match kind {
+            Kind::Number => json!("430"),
+            Kind::Bool => json!("yes"),
+            Kind::Text | Kind::Base64 => json!(42),
+        };
+        cases.push((
+            format!("{field} mistyped"),
+            mutated(&|o| {
+                o.insert(field.into(), wrong_type.clone());
+            }),
+        ));
+        cases.push((
+            format!("{field} object"),
+            mutated(&|o| {
+                o.insert(field.into(), json!({"$ne": null}));
+            }),
+        ));
+        if matches!(kind, Kind::Text | Kind::Base64) {
+            for injection in INJECTIONS {
+                cases.push((
+                    format!("{field} = {injection:.12}"),
+                    mutated(&|o| {
+                        o.insert(field.into(), json!(injection));
+                    }),
+                ));
+            }
+            cases.push((
+                format!("{field} 5000 chars"),
+                mutated(&|o| {
+                    o.insert(field.into(), json!("A".repeat(4999) + "="));
+                }),
+            ));
+        }
+        if kind == Kind::Base64 {
+            use base64::Engine;
+            let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+            for (label, value) in [
+                ("base64 garbage", "%%%%".to_owned()),
+                ("hex", "00112233445566778899aabbccddeeff".to_owned()),
+                ("15 bytes", b64(15)),
+                ("17 bytes", b64(17)),
+                ("empty", String::new()),
+                ("33 bytes", b64(33)),
+            ] {
+                cases.push((
+                    format!("{field} {label}"),
+                    mutated(&|o| {
+                        o.insert(field.into(), json!(value));
+                    }),
+                ));
+            }
+        }
+    }
+    if target.name == "pay-notify" {
+        for (label, change) in [
+            ("no signature", ("wechatpay-signature", None)),
+            (
+                "signature probe",
+                ("wechatpay-signature", Some("WECHATPAY/SIGNTEST/abc")),
+            ),
+            ("unknown serial", ("wechatpay-serial", Some("PUB_KEY_ID_NOT_OURS"))),
+            ("timestamp not a number", ("wechatpay-timestamp", Some("yesterday"))),
+            ("timestamp in the future", ("wechatpay-timestamp", Some("99999999999"))),
+            ("no nonce", ("wechatpay-nonce", None)),
+            ("signature not base64", ("wechatpay-signature", Some("%%%"))),
+        ] {
+            let mut request = base(None);
+            match change.1 {
+                Some(v) => request.headers_mut().insert(change.0, v.parse().unwrap()),
+                None => request.headers_mut().remove(change.0),
+            };
+            cases.push((label.into(), request));
+        }
+        for (label, body) in [
+            (
+                "XML bomb",
+                "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]><xml><total_fee>&b;</total_fee></xml>",
+            ),
+            (
+                "XML unsigned",
+                "<xml><return_code>SUCCESS</return_code><out_trade_no>T20261125000001</out_trade_no></xml>",
+            ),
+            ("XML nested", "<xml><a><b>1</b></a></xml>"),
+            ("XML truncated", "<xml><return_code>SUCCESS"),
+        ] {
+            let mut request = base(None);
+            *request.body_mut() = Body::Text(body.into());
+            cases.push((label.into(), request));
+        }
+    }
+    cases
+}
+
+fn body_text(response: &Response<Body>) -> String {
+    match response.body() {
+        Body::Text(text) => text.clone(),
+        Body::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn every_function_refuses_hostile_requests_with_a_4xx_json_error() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    let token = stack.log_in("o_alice").await;
+    let expired = stack.log_in("o_expired").await;
+    stack
+        .dynamodb()
+        .update_item()
+        .table_name(&stack.table)
+        .key(
+            "token_hash",
+            aws_sdk_dynamodb::types::AttributeValue::S(wxa_shared::session::token_hash(&expired)),
+        )
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    stack.put_order("T20261125000001", "o_alice", 1).await;
+    let session_key = stack.sim_session_key("o_alice").await;
+    let secrets = [
+        session_key.as_str(),
+        APP_SECRET,
+        APIV3_KEY,
+        token.as_str(),
+        "PRIVATE KEY",
+    ];
+
+    let mut total = 0;
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for target in targets() {
+        let cases = hostile_requests(&target, &token, &expired);
+        assert!(
+            cases.len() >= 30,
+            "{}: only {} hostile requests",
+            target.name,
+            cases.len()
+        );
+        for (label, request) in cases {
+            let response = (target.handler)(&stack.state, request).await;
+            let status = response.status();
+            let text = body_text(&response);
+            assert!(status.is_client_error(), "{} / {label}: {status} {text}", target.name);
+            let code = if text.starts_with("<xml>") {
+                assert!(text.contains("FAIL"), "{} / {label}: {text}", target.name);
+                "xml FAIL".to_owned()
+            } else {
+                let json: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|_| panic!("{} / {label}: not JSON: {text}", target.name));
+                let code = json["error"]["code"].as_str().or(json["code"].as_str());
+                code.unwrap_or_else(|| panic!("{} / {label}: no error code: {text}", target.name))
+                    .to_owned()
+            };
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "{} / {label}: a secret in the body",
+                    target.name
+                );
+            }
+            *codes.entry(format!("{status} {code}")).or_default() += 1;
+            total += 1;
+        }
+    }
+    println!("{total} hostile requests, answers: {codes:#?}");
+    assert!(total >= 30 * 11);
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use testkit::{APIV3_KEY, APP_SECRET, Handler, Stack, authed_event, event, handler};
+use testkit::{APIV3_KEY, APP_SECRET, Handler, Stack, event, handler};
 use wxa_shared::handlers::*;
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1,5 +1,5 @@
 # wxa-serverless: the commands README.md documents. Each installs what it needs.
-.PHONY: dev demo test lint login-latency venv
+.PHONY: dev demo test lint fuzz login-latency venv
 
 venv:
 	@bash scripts/venv.sh
@@ -15,6 +15,10 @@ demo:
 ## make test: every test of the workspace (unit and end to end on moto server + simulator)
 test: venv
 	cargo test --workspace
+
+## make fuzz: mutation-fuzz the untrusted-input parsers, FUZZ_SECONDS (60) per target
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} cargo test -p wxa-shared --test fuzz -- --nocapture --test-threads 1
 
 ## make lint: formatting, clippy, and the SAM template
 lint: venv

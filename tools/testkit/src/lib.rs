@@ -53,15 +53,13 @@ fn venv_bin(name: &str) -> PathBuf {
 
 pub struct Moto {
     pub endpoint: String,
-    _child: Child,
+    child: Child,
     _watchdog: Child,
 }
 
-/// The moto server of this test binary, started on first use on a free port. A watchdog stops
-/// it when the test process exits.
-pub fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(|| {
+impl Moto {
+    /// Starts a moto server on a free port. A watchdog stops it when the test process exits.
+    pub fn start() -> Self {
         let port = free_port();
         let mut child = Command::new(venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -70,32 +68,50 @@ pub fn moto() -> &'static Moto {
             .spawn()
             .expect("moto_server starts");
         let watchdog = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill {moto} 2>/dev/null",
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -CONT {moto} 2>/dev/null; kill {moto} 2>/dev/null",
             parent = std::process::id(),
             moto = child.id()
         );
-        let watchdog = Command::new("sh")
-            .args(["-c", &watchdog])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sh runs");
+        let watchdog = Command::new("sh").args(["-c", &watchdog]).stdin(Stdio::null()).spawn().expect("sh runs");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("moto_server exited at start: {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port} within 30 s"
-            );
+            assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _child: child,
-            _watchdog: watchdog,
-        }
-    })
+        Moto { endpoint: format!("http://127.0.0.1:{port}"), child, _watchdog: watchdog }
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang, as with an unreachable endpoint; state is kept.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The moto server this test binary shares, started on first use.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
 }
 
 pub fn free_port() -> u16 {
@@ -227,6 +243,11 @@ impl Stack {
 
     /// Starts a stack; `tune` may change the config before the state is built.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(&moto().endpoint, tune).await
+    }
+
+    /// Starts a stack on the moto server at `endpoint` (a private one, for fault tests).
+    pub async fn start_on(endpoint: &str, tune: impl FnOnce(&mut Config)) -> Self {
         let sim = SimServer::start(
             SimConfig {
                 app_id: APP_ID.into(),
@@ -236,7 +257,7 @@ impl Stack {
         )
         .await
         .expect("simulator starts");
-        let endpoint = moto().endpoint.clone();
+        let endpoint = endpoint.to_owned();
         let table = unique("sessions");
         let orders_table = unique("orders");
         let secret_id = unique("wxa/app");

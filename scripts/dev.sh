@@ -48,7 +48,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "==> moto server on $AWS_ENDPOINT_URL"
-"$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
+# moto, with DynamoDB's atomic conditional writes (see the script).
+"$root/.venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
 pids+=($!); wait_for_port moto "$MOTO_PORT" "$!"
 echo "==> WeChat simulator on http://127.0.0.1:$SIM_PORT (app $APP_ID)"
 SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" target/debug/wechat-sim > .dev/sim.log 2>&1 &

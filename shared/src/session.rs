@@ -137,17 +137,23 @@ impl SessionStore {
         if let Some(unionid) = unionid {
             item.insert(attr::UNIONID.to_owned(), AttributeValue::S(unionid.to_owned()));
         }
-        self.client
+        let written = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            // 256 random bits never collide; the condition makes an overwrite impossible anyway.
+            // The condition makes an overwrite impossible. 256 random bits never collide, so an
+            // item already there is ours: an earlier attempt that wrote it before its answer was
+            // lost (a timeout or throttling answer, retried by the SDK).
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", attr::TOKEN_HASH)
             .send()
-            .await
-            .map_err(|e| store_error(&self.table, e))?;
-        Ok(IssuedToken { token, expires_at })
+            .await;
+        match written {
+            Ok(_) => Ok(IssuedToken { token, expires_at }),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(IssuedToken { token, expires_at }),
+            Err(e) => Err(store_error(&self.table, e)),
+        }
     }
 
     /// The live session behind `token`, or `None` for an unknown, malformed or expired token

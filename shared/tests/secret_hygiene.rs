@@ -38,39 +38,86 @@ async fn no_secret_reaches_a_log_line() {
     let stack = Stack::start().await;
     stack.enable_pay().await;
     let code = stack.mint_code("o_alice").await;
-    let (status, body) =
-        read(&login::handle(&stack.state, event_with_body("login.json", &json!({"code": code}).to_string())).await);
+    let (status, body) = read(
+        &login::handle(
+            &stack.state,
+            event_with_body("login.json", &json!({"code": code}).to_string()),
+        )
+        .await,
+    );
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
     let first_key = stack.sim_session_key("o_alice").await;
 
-    assert_eq!(read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await).0, 200);
+    assert_eq!(
+        read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await).0,
+        200
+    );
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
     let sealed = json!({"encryptedData": data, "iv": iv});
-    assert_eq!(read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&sealed))).await).0, 200);
-    let phone = stack.sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"})).await;
+    assert_eq!(
+        read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&sealed))).await).0,
+        200
+    );
+    let phone = stack
+        .sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
+        .await;
     let phone_body = json!({"code": phone["code"]});
-    assert_eq!(read(&decrypt_phone::handle(&stack.state, authed_event("decrypt-phone.json", &token, Some(&phone_body))).await).0, 200);
-    assert_eq!(qrcode::handle(&stack.state, authed_event("qrcode.json", &token, None)).await.status(), 200);
-    assert_eq!(read(&card_sign::handle(&stack.state, authed_event("card-sign.json", &token, None)).await).0, 200);
+    assert_eq!(
+        read(
+            &decrypt_phone::handle(
+                &stack.state,
+                authed_event("decrypt-phone.json", &token, Some(&phone_body))
+            )
+            .await
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        qrcode::handle(&stack.state, authed_event("qrcode.json", &token, None))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        read(&card_sign::handle(&stack.state, authed_event("card-sign.json", &token, None)).await).0,
+        200
+    );
     stack.put_order("T20261125000001", "o_alice", 1).await;
     let (status, params) = read(&pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await);
     assert_eq!(status, 200, "{params}");
     let prepay_id = params["package"].as_str().unwrap().trim_start_matches("prepay_id=");
-    let paid = stack.sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id})).await;
+    let paid = stack
+        .sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id}))
+        .await;
     assert_eq!(paid["deliveries"][0]["status"], 204);
-    stack.sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id, "mode": "wrong_key"})).await;
+    stack
+        .sim_post(
+            "/__sim/pay/complete",
+            json!({"prepay_id": prepay_id, "mode": "wrong_key"}),
+        )
+        .await;
     // Failures log too: a stale key, a reused code, a rotated secret.
     stack.mint_code("o_alice").await;
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
     let stale = json!({"encryptedData": data, "iv": iv});
-    assert_eq!(read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&stale))).await).0, 401);
-    assert_eq!(read(&session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await).0, 200);
+    assert_eq!(
+        read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&stale))).await).0,
+        401
+    );
+    assert_eq!(
+        read(&session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await).0,
+        200
+    );
     let reused = event_with_body("login.json", &json!({"code": code}).to_string());
     assert_eq!(read(&login::handle(&stack.state, reused).await).0, 400);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("login ok") && logs.contains("order paid"), "the capture works");
+    assert!(
+        logs.contains("login ok") && logs.contains("order paid"),
+        "the capture works"
+    );
     assert!(logs.lines().count() > 50, "DEBUG lines of every crate are captured");
     let reset_key = stack.sim_session_key("o_alice").await;
     let private_key_line = "MII"; // every PEM private key body starts so
@@ -85,5 +132,10 @@ async fn no_secret_reaches_a_log_line() {
     ] {
         assert!(!logs.contains(secret), "the {name} appears in the logs");
     }
-    assert!(!logs.lines().any(|l| l.contains(private_key_line) && l.contains("BEGIN")), "a PEM appears in the logs");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains(private_key_line) && l.contains("BEGIN")),
+        "a PEM appears in the logs"
+    );
 }

@@ -103,12 +103,12 @@ async fn an_amount_that_does_not_match_the_order_is_refused() {
 }
 
 #[tokio::test]
-async fn fifty_concurrent_duplicates_change_the_order_once() {
+async fn a_hundred_concurrent_duplicates_change_the_order_once() {
     let stack = Stack::start().await;
     let prepay_id = ordered(&stack, 1).await;
     let before = stack.aws_calls.succeeded("DynamoDB.UpdateItem");
-    let deliveries = complete(&stack, json!({"prepay_id": prepay_id, "copies": 50})).await;
-    assert_eq!(deliveries.len(), 50);
+    let deliveries = complete(&stack, json!({"prepay_id": prepay_id, "copies": 100})).await;
+    assert_eq!(deliveries.len(), 100);
     assert!(
         deliveries.iter().all(|d| d["status"] == 204),
         "every copy is acknowledged: {deliveries:?}"

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::interceptors::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
@@ -61,7 +62,9 @@ impl Moto {
     /// Starts a moto server on a free port. A watchdog stops it when the test process exits.
     pub fn start() -> Self {
         let port = free_port();
-        let mut child = Command::new(venv_bin("moto_server"))
+        // scripts/moto_server.py: moto with DynamoDB's atomic conditional writes.
+        let mut child = Command::new(venv_bin("python"))
+            .arg(workspace_root().join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -72,16 +75,27 @@ impl Moto {
             parent = std::process::id(),
             moto = child.id()
         );
-        let watchdog = Command::new("sh").args(["-c", &watchdog]).stdin(Stdio::null()).spawn().expect("sh runs");
+        let watchdog = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh runs");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("moto_server exited at start: {status}");
             }
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port} within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto { endpoint: format!("http://127.0.0.1:{port}"), child, _watchdog: watchdog }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            _watchdog: watchdog,
+        }
     }
 
     /// Freezes the server (SIGSTOP): connections hang, as with an unreachable endpoint; state is kept.
@@ -95,14 +109,19 @@ impl Moto {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
         assert!(status.success(), "kill {signal} failed");
     }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -214,6 +233,47 @@ impl Intercept for AwsCalls {
     }
 }
 
+/// Answers the next N DynamoDB attempts with `400 ThrottlingException` in place of moto's answer:
+/// the request still goes to moto, the SDK's retry policy sees real throttling.
+#[derive(Debug, Clone, Default)]
+pub struct Throttle(Arc<std::sync::atomic::AtomicU32>);
+
+impl Throttle {
+    pub fn next(&self, attempts: u32) {
+        self.0.store(attempts, Ordering::SeqCst);
+    }
+}
+
+impl Intercept for Throttle {
+    fn name(&self) -> &'static str {
+        "Throttle"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let throttled = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+            let mut response = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).expect("valid status"),
+                aws_smithy_types::body::SdkBody::from(body),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.0");
+            *context.response_mut() = response;
+        }
+        Ok(())
+    }
+}
+
 fn operation_name(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>()
         .map(|m| format!("{}.{}", m.service(), m.name()))
@@ -234,6 +294,8 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// The AWS calls the state's clients made (not the test's own).
     pub aws_calls: AwsCalls,
+    /// Throttles the state's DynamoDB client.
+    pub throttle: Throttle,
 }
 
 impl Stack {
@@ -279,9 +341,11 @@ impl Stack {
         tune(&mut config);
         let sdk = sdk_config(&endpoint).await;
         let aws_calls = AwsCalls::default();
+        let throttle = Throttle::default();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
                 .interceptor(aws_calls.clone())
+                .interceptor(throttle.clone())
                 .build(),
         );
         let secretsmanager = aws_sdk_secretsmanager::Client::from_conf(
@@ -305,6 +369,7 @@ impl Stack {
             secret_id,
             http: reqwest::Client::new(),
             aws_calls,
+            throttle,
         }
     }
 

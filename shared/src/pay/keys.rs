@@ -100,6 +100,24 @@ fn der_whole(input: &[u8]) -> Option<&[u8]> {
     Some(&input[..input.len() - rest.len()])
 }
 
+/// The serial number of an X.509 certificate, as WeChat Pay writes it (upper-case hex).
+pub fn serial_of_certificate(cert: &[u8]) -> Option<String> {
+    let (0x30, certificate, _) = der_element(cert)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    let (0x02, serial, _) = der_element(tbs)? else {
+        return None;
+    };
+    let serial = serial.strip_prefix(&[0]).unwrap_or(serial);
+    Some(hex::encode_upper(serial))
+}
+
 /// SubjectPublicKeyInfo of an X.509 certificate: Certificate → tbsCertificate → [version],
 /// serialNumber, signature, issuer, validity, subject, **subjectPublicKeyInfo**.
 pub fn spki_of_certificate(cert: &[u8]) -> Option<&[u8]> {
@@ -161,6 +179,11 @@ mod tests {
         let signer = SigningKey::from_pem(key).unwrap();
         assert!(from_cert.verify(b"hello", &signer.sign(b"hello")));
         assert!(spki_of_certificate(b"\x30\x03\x02\x01\x01").is_none());
+        let der = pem_to_der(cert, "CERTIFICATE").unwrap();
+        assert_eq!(
+            serial_of_certificate(&der).as_deref(),
+            Some("5157F09EFDC096DE15EBE81A47057A72")
+        );
         assert!(pem_to_der("no pem here", "CERTIFICATE").is_none());
     }
 }

@@ -1,0 +1,163 @@
+//! The `wxa` binary, run as an operator would.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const DOC_DATA: &str = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew==";
+
+fn wxa(args: &[&str]) -> (bool, Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wxa"))
+        .args(args)
+        .output()
+        .expect("wxa runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (
+        output.status.success(),
+        json,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn root(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn decrypt_the_published_sample_and_refuse_stale_or_foreign_data() {
+    let base = [
+        "decrypt",
+        "--session-key",
+        "tiihtNczf5v6AKRyjwEUhQ==",
+        "--iv",
+        "r7BXXKkLb8qrSNn05n0qiA==",
+        "--data",
+        DOC_DATA,
+    ];
+    let (ok, json, _) = wxa(&[&base[..], &["--appid", "wx4f4bc4dec97d474b", "--max-age-secs", "0"]].concat());
+    assert!(ok);
+    assert_eq!(json["openId"], "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+    let (ok, _, err) = wxa(&[&base[..], &["--appid", "wx4f4bc4dec97d474b", "--max-age-secs", "60"]].concat());
+    assert!(!ok && err.contains("old"), "{err}");
+    let (ok, _, err) = wxa(&[&base[..], &["--appid", "wx0000000000000000"]].concat());
+    assert!(!ok && err.contains("another app"), "{err}");
+}
+
+#[test]
+fn verify_signature() {
+    let args = [
+        "verify-signature",
+        "--session-key",
+        "tiihtNczf5v6AKRyjwEUhQ==",
+        "--raw-data",
+        r#"{"nickName":"Band"}"#,
+    ];
+    let (ok, json, _) = wxa(&[&args[..], &["--signature", "54b71917aab21b53e850dec1b03f73b0bbeb6abe"]].concat());
+    assert!(ok);
+    assert_eq!(json["valid"], true);
+    let (ok, _, err) = wxa(&[&args[..], &["--signature", "0000"]].concat());
+    assert!(!ok && err.contains("sha1"), "{err}");
+}
+
+#[test]
+fn pay_sign_v2_matches_an_independent_md5() {
+    // python: hashlib.md5("appId=…&nonceStr=n123&package=prepay_id=…&signType=MD5&timeStamp=1795536000&key=…")
+    let (ok, json, err) = wxa(&[
+        "pay-sign",
+        "v2",
+        "--appid",
+        "wx4f4bc4dec97d474b",
+        "--prepay-id",
+        "wx201410272009395522657a690389285100",
+        "--key",
+        "192006250b4c09247ec02edce69f6a2d",
+        "--sign-type",
+        "MD5",
+        "--timestamp",
+        "1795536000",
+        "--nonce",
+        "n123",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json["paySign"], EXPECTED_MD5);
+    assert_eq!(json["package"], "prepay_id=wx201410272009395522657a690389285100");
+    assert_eq!(json["timeStamp"], "1795536000");
+}
+
+const EXPECTED_MD5: &str = "47BCC9BF286964B0D904ABFE4D61A5BB";
+
+#[test]
+fn pay_sign_v3_and_verify_notify_with_the_simulator_keys() {
+    let key = root("tools/wechat-sim/src/platform_key.pem");
+    let (ok, json, err) = wxa(&[
+        "pay-sign",
+        "v3",
+        "--appid",
+        "wx4f4bc4dec97d474b",
+        "--prepay-id",
+        "wx1",
+        "--private-key",
+        &key,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json["signType"], "RSA");
+    assert!(json["paySign"].as_str().unwrap().len() > 300);
+
+    // The pay-notify event, signed by the simulator's platform key at 1795536000.
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(root("events/pay-notify.json")).unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wxa-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let headers = dir.join("headers.json");
+    let body = dir.join("body.json");
+    std::fs::write(&headers, event["headers"].to_string()).unwrap();
+    std::fs::write(&body, event["body"].as_str().unwrap()).unwrap();
+    let cert = root("tools/wechat-sim/src/platform_cert.pem");
+    let common = [
+        "verify-notify",
+        "--apiv3-key",
+        "test-apiv3-key-0123456789abcdefg",
+        "--headers",
+        headers.to_str().unwrap(),
+        "--body",
+        body.to_str().unwrap(),
+    ];
+    // The event names the key by PUB_KEY_ID; with the certificate, the serial does not match.
+    let (ok, _, err) = wxa(&[&common[..], &["--platform-cert", &cert, "--now", "1795536000"]].concat());
+    assert!(!ok && err.contains("no platform key"), "{err}");
+    let public = dir.join("public.pem");
+    std::fs::write(&public, wechat_public_key()).unwrap();
+    let by_id = [
+        "--public-key",
+        public.to_str().unwrap(),
+        "--public-key-id",
+        "PUB_KEY_ID_0114232134912410000000000000",
+    ];
+    let (ok, json, err) = wxa(&[&common[..], &by_id[..], &["--now", "1795536000"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(json["out_trade_no"], "T20261125000001");
+    assert_eq!(json["amount"]["total"], 1);
+    let (ok, _, err) = wxa(&[&common[..], &by_id[..]].concat());
+    assert!(!ok && err.contains("away from now"), "{err}");
+}
+
+/// The simulator's platform public key as `BEGIN PUBLIC KEY` (`openssl x509 -pubkey` of its certificate).
+fn wechat_public_key() -> String {
+    std::fs::read_to_string(root("tools/wechat-sim/src/platform_public.pem")).unwrap()
+}
+
+#[test]
+fn usage_errors_are_explained() {
+    let (ok, _, err) = wxa(&["decrypt", "--appid", "wx1"]);
+    assert!(!ok && err.contains("--session-key is required"), "{err}");
+    let (ok, _, err) = wxa(&["decrypt", "--bogus", "1"]);
+    assert!(!ok && err.contains("unknown option --bogus"), "{err}");
+    let (ok, _, err) = wxa(&["frobnicate"]);
+    assert!(!ok && err.contains("unknown command"), "{err}");
+    let output = Command::new(env!("CARGO_BIN_EXE_wxa"))
+        .args(["verify-notify", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--apiv3-key"));
+}

@@ -800,3 +800,47 @@ impl Stack {
         output.item.expect("the order exists")
     }
 }
+
+/// One response as `scripts/check_openapi.py` reads it.
+pub fn record(path: &str, method: &str, response: &Response<Body>) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match response.body() {
+        Body::Text(text) if content_type.starts_with("application/json") => {
+            serde_json::from_str(text).unwrap_or(Value::String(text.clone()))
+        }
+        Body::Text(text) => Value::String(text.clone()),
+        _ => Value::Null,
+    };
+    serde_json::json!({ "path": path, "method": method, "status": response.status().as_u16(), "content_type": content_type, "body": body })
+}
+
+/// Checks recorded responses against `openapi.yaml` with `scripts/check_openapi.py`.
+pub fn check_openapi(records: &[Value]) {
+    let file = std::env::temp_dir().join(format!(
+        "wxa-openapi-{}-{}.json",
+        std::process::id(),
+        unique("r").replace('/', "-")
+    ));
+    std::fs::write(&file, serde_json::to_vec(records).expect("JSON")).expect("write records");
+    let output = Command::new(venv_bin("python"))
+        .arg(workspace_root().join("scripts/check_openapi.py"))
+        .arg(workspace_root().join("openapi.yaml"))
+        .arg(&file)
+        .output()
+        .expect("python runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(
+        output.status.success(),
+        "responses do not match openapi.yaml:\n{report}"
+    );
+}

@@ -1,0 +1,232 @@
+//! The handlers' answers match openapi.yaml: a journey through every route's success, and the
+//! WeChat, WeChat Pay and order failures (the bad-input suite checks the 4xx answers the same way).
+
+use serde_json::{Value, json};
+use testkit::{Stack, authed_event, check_openapi, event_with_body, read, record};
+use wxa_shared::handlers::*;
+
+#[tokio::test]
+async fn every_route_answers_as_documented() {
+    let stack = Stack::start_with(|c| c.wechat_timeout = std::time::Duration::from_millis(300)).await;
+    stack.enable_pay().await;
+    let mut records: Vec<Value> = Vec::new();
+
+    let code = stack.mint_code("o_alice").await;
+    let response = login::handle(
+        &stack.state,
+        event_with_body("login.json", &json!({"code": code}).to_string()),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    records.push(record("/login", "POST", &response));
+    for (errcode, fault) in [
+        (45011, json!({"errcode": 45011})),
+        (-1, json!({"errcode": -1})),
+        (0, json!({"http_status": 502})),
+        (0, json!({"delay_ms": 1000})),
+        (40125, json!({"errcode": 40125})),
+        (40226, json!({"errcode": 40226})),
+    ] {
+        let mut fault = fault;
+        fault["api"] = json!("jscode2session");
+        stack.sim_post("/__sim/faults", fault).await;
+        let code = stack.mint_code("o_alice").await;
+        let response = login::handle(
+            &stack.state,
+            event_with_body("login.json", &json!({"code": code}).to_string()),
+        )
+        .await;
+        assert!(response.status().as_u16() >= 400, "fault {errcode}");
+        records.push(record("/login", "POST", &response));
+    }
+    let code = stack.mint_code("o_alice").await;
+    let token = {
+        let response = login::handle(
+            &stack.state,
+            event_with_body("login.json", &json!({"code": code}).to_string()),
+        )
+        .await;
+        records.push(record("/login", "POST", &response));
+        read(&response).1["token"].as_str().unwrap().to_owned()
+    };
+
+    let ok = |name: &str, response: &lambda_http::Response<lambda_http::Body>| {
+        assert!(response.status().is_success(), "{name}: {}", response.status());
+    };
+    let response = session::handle(&stack.state, authed_event("session.json", &token, None)).await;
+    ok("session", &response);
+    records.push(record("/session", "GET", &response));
+    let response = session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await;
+    ok("reset", &response);
+    records.push(record("/session/reset", "POST", &response));
+
+    let phone = stack
+        .sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
+        .await;
+    let response = decrypt_phone::handle(
+        &stack.state,
+        authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
+    )
+    .await;
+    ok("phone", &response);
+    records.push(record("/phone", "POST", &response));
+    let response = decrypt_phone::handle(
+        &stack.state,
+        authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
+    )
+    .await;
+    records.push(record("/phone", "POST", &response));
+
+    let steps = json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": 42}]});
+    let (data, iv) = stack.seal("o_alice", steps).await;
+    let response = werun::handle(
+        &stack.state,
+        authed_event("werun.json", &token, Some(&json!({"encryptedData": data, "iv": iv}))),
+    )
+    .await;
+    ok("werun", &response);
+    records.push(record("/werun", "POST", &response));
+    let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
+    let response = share_info::handle(
+        &stack.state,
+        authed_event(
+            "share-info.json",
+            &token,
+            Some(&json!({"encryptedData": data, "iv": iv})),
+        ),
+    )
+    .await;
+    ok("share-info", &response);
+    records.push(record("/share-info", "POST", &response));
+    let key = stack.sim_session_key("o_alice").await;
+    let raw = r#"{"nickName":"A"}"#;
+    let signature = sha1_hex(&format!("{raw}{key}"));
+    let profile = json!({"openId": "o_alice", "nickName": "A", "gender": 1, "unionId": "u1"});
+    let (data, iv) = stack.seal("o_alice", profile).await;
+    let body = json!({"rawData": raw, "signature": signature, "encryptedData": data, "iv": iv});
+    let response = user_info::handle(&stack.state, authed_event("user-info.json", &token, Some(&body))).await;
+    ok("user-info", &response);
+    records.push(record("/user-info", "POST", &response));
+    let (data, iv) = stack.seal("o_alice", json!({"openId": "o_bob"})).await;
+    let body = json!({"rawData": raw, "signature": signature, "encryptedData": data, "iv": iv});
+    records.push(record(
+        "/user-info",
+        "POST",
+        &user_info::handle(&stack.state, authed_event("user-info.json", &token, Some(&body))).await,
+    ));
+    // A rotated key.
+    stack.mint_code("o_alice").await;
+    let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
+    records.push(record(
+        "/share-info",
+        "POST",
+        &share_info::handle(
+            &stack.state,
+            authed_event(
+                "share-info.json",
+                &token,
+                Some(&json!({"encryptedData": data, "iv": iv})),
+            ),
+        )
+        .await,
+    ));
+    records.push(record(
+        "/session/reset",
+        "POST",
+        &session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await,
+    ));
+
+    let response = qrcode::handle(&stack.state, authed_event("qrcode.json", &token, None)).await;
+    ok("qrcode", &response);
+    records.push(record("/qrcode", "POST", &response));
+    records.push(record(
+        "/qrcode",
+        "POST",
+        &qrcode::handle(
+            &stack.state,
+            authed_event(
+                "qrcode.json",
+                &token,
+                Some(&json!({"scene": "a", "page": "pages/none"})),
+            ),
+        )
+        .await,
+    ));
+    stack
+        .sim_post("/__sim/faults", json!({"api": "getwxacodeunlimit", "errcode": 45009}))
+        .await;
+    records.push(record(
+        "/qrcode",
+        "POST",
+        &qrcode::handle(
+            &stack.state,
+            authed_event("qrcode.json", &token, Some(&json!({"scene": "b"}))),
+        )
+        .await,
+    ));
+    let response = card_sign::handle(&stack.state, authed_event("card-sign.json", &token, None)).await;
+    ok("card", &response);
+    records.push(record("/card/sign", "POST", &response));
+
+    stack.put_order("T20261125000001", "o_alice", 1).await;
+    stack.put_order("T_BOB_000001", "o_bob", 1).await;
+    let response = pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await;
+    ok("pay-sign", &response);
+    records.push(record("/pay/sign", "POST", &response));
+    let prepay_id = read(&response).1["package"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("prepay_id=")
+        .to_owned();
+    for body in [
+        json!({"out_trade_no": "T_BOB_000001"}),
+        json!({"out_trade_no": "T_NONE_00001"}),
+    ] {
+        records.push(record(
+            "/pay/sign",
+            "POST",
+            &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body))).await,
+        ));
+    }
+    stack
+        .sim_post("/__sim/faults", json!({"api": "pay_jsapi", "bad_signature": true}))
+        .await;
+    stack.put_order("T20261125000009", "o_alice", 5).await;
+    let body = json!({"out_trade_no": "T20261125000009"});
+    records.push(record(
+        "/pay/sign",
+        "POST",
+        &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body))).await,
+    ));
+    // The notification, delivered over HTTP by the simulator: 204; then the order is paid.
+    let delivered = stack
+        .sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id}))
+        .await;
+    assert_eq!(delivered["deliveries"][0]["status"], 204);
+    records.push(json!({"path": "/pay/notify", "method": "POST", "status": 204, "content_type": "", "body": null}));
+    records.push(record(
+        "/pay/sign",
+        "POST",
+        &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await,
+    ));
+    let forged = stack
+        .sim_post(
+            "/__sim/pay/complete",
+            json!({"prepay_id": prepay_id, "mode": "tampered"}),
+        )
+        .await;
+    let body: Value = serde_json::from_str(forged["deliveries"][0]["body"].as_str().unwrap()).unwrap();
+    records.push(json!({"path": "/pay/notify", "method": "POST", "status": forged["deliveries"][0]["status"], "content_type": "application/json", "body": body}));
+    records.push(record(
+        "/pay/notify",
+        "POST",
+        &pay_notify::handle(&stack.state, testkit::event("pay-notify-v2.json")).await,
+    ));
+
+    check_openapi(&records);
+}
+
+fn sha1_hex(text: &str) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(text.as_bytes()))
+}

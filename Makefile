@@ -1,5 +1,5 @@
 # wxa-serverless: the commands README.md documents. Each installs what it needs.
-.PHONY: dev demo test lint fuzz login-latency venv
+.PHONY: dev demo test lint fuzz build login-latency venv
 
 venv:
 	@bash scripts/venv.sh
@@ -15,6 +15,7 @@ demo:
 ## make test: every test of the workspace (unit and end to end on moto server + simulator)
 test: venv
 	cargo test --workspace
+	node --test examples/test/
 
 ## make fuzz: mutation-fuzz the untrusted-input parsers, FUZZ_SECONDS (60) per target
 fuzz:
@@ -30,6 +31,13 @@ lint: venv
 	# Skipped checks and their reasons are listed at the top of template.yaml.
 	BC_SKIP_MAPPING=TRUE .venv/bin/checkov -f template.yaml --framework cloudformation --compact --quiet \
 		--skip-check $(CHECKOV_SKIPS)
+
+FUNCTIONS = login session decrypt-phone werun share-info user-info qrcode card-sign pay-sign pay-notify
+
+## make build: release bootstraps for Lambda (arm64), target/lambda/<function>/bootstrap (≈ 11+ min cold)
+build: venv
+	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
+	@ls -l target/lambda/*/bootstrap
 
 ## make login-latency: warm login latency against the running `make dev` stack
 login-latency:

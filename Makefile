@@ -21,12 +21,14 @@ test: venv
 fuzz:
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} cargo test -p wxa-shared --test fuzz -- --nocapture --test-threads 1
 
-## make lint: formatting, clippy, the SAM template (cfn-lint) and its security scan (checkov)
+## make lint: formatting, clippy, the SAM template (cfn-lint, sam validate --lint) and its security scan (checkov)
 CHECKOV_SKIPS = CKV_AWS_115,CKV_AWS_116,CKV_AWS_117,CKV_AWS_119,CKV_AWS_158,CKV_AWS_173
 lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	.venv/bin/cfn-lint template.yaml
+	@bash scripts/venv.sh .venv-sam scripts/requirements-sam.txt
+	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --lint --region us-east-1
 	@.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-lint.txt
 	# Skipped checks and their reasons are listed at the top of template.yaml.
 	BC_SKIP_MAPPING=TRUE .venv/bin/checkov -f template.yaml --framework cloudformation --compact --quiet \

@@ -1,21 +1,8 @@
 //! End to end: `GET /session` driven with `events/session.json` after a real login.
 
 use serde_json::{Value, json};
-use testkit::{Stack, event, event_with_body, read};
-use wxa_shared::handlers::{login, session};
-
-async fn log_in(stack: &Stack, openid: &str) -> String {
-    let code = stack.mint_code(openid).await;
-    let (status, body) = read(
-        &login::handle(
-            &stack.state,
-            event_with_body("login.json", &json!({"code": code}).to_string()),
-        )
-        .await,
-    );
-    assert_eq!(status, 200, "{body}");
-    body["token"].as_str().unwrap().to_owned()
-}
+use testkit::{Stack, event, read};
+use wxa_shared::handlers::session;
 
 fn session_request(token: &str) -> lambda_http::Request {
     let mut request = event("session.json");
@@ -32,7 +19,7 @@ async fn check(stack: &Stack, token: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_fresh_session_is_valid_and_the_access_token_is_cached() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     assert_eq!(
         check(&stack, &token).await,
         (200, json!({"valid": true, "openid": "o_alice"}))
@@ -54,7 +41,7 @@ async fn a_fresh_session_is_valid_and_the_access_token_is_cached() {
 #[tokio::test]
 async fn a_session_is_invalid_after_the_user_logs_in_elsewhere() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     // A new wx.login on another device rotates the key WeChat holds.
     stack.mint_code("o_alice").await;
     assert_eq!(
@@ -66,7 +53,7 @@ async fn a_session_is_invalid_after_the_user_logs_in_elsewhere() {
 #[tokio::test]
 async fn a_stale_access_token_is_refreshed_once() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     assert_eq!(check(&stack, &token).await.1["valid"], true);
     stack.sim_post("/__sim/invalidate-tokens", json!({})).await;
     assert_eq!(check(&stack, &token).await.1["valid"], true);
@@ -81,7 +68,7 @@ async fn a_stale_access_token_is_refreshed_once() {
 #[tokio::test]
 async fn a_token_wechat_keeps_rejecting_is_a_bounded_502() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     stack
         .sim_post(
             "/__sim/faults",
@@ -100,7 +87,7 @@ async fn a_token_wechat_keeps_rejecting_is_a_bounded_502() {
 #[tokio::test]
 async fn the_access_token_fetch_retries_a_busy_wechat_a_bounded_number_of_times() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     stack
         .sim_post(
             "/__sim/faults",
@@ -111,7 +98,7 @@ async fn the_access_token_fetch_retries_a_busy_wechat_a_bounded_number_of_times(
     assert_eq!(stack.sim_calls("stable_token").await, 3);
 
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     stack
         .sim_post(
             "/__sim/faults",
@@ -158,7 +145,7 @@ async fn unauthenticated_requests_are_401_without_calling_wechat() {
 #[tokio::test]
 async fn an_expired_session_is_refused_before_ttl_deletes_it() {
     let stack = Stack::start_with(|c| c.session_ttl = std::time::Duration::from_secs(60)).await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     // Move the stored expiry into the past, as time would; moto (like DynamoDB for a while) keeps the item.
     let hash = wxa_shared::session::token_hash(&token);
     stack
@@ -201,7 +188,7 @@ async fn reset(stack: &Stack, token: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     stack.mint_code("o_alice").await; // the user logs in elsewhere: our key is stale
     assert_eq!(check(&stack, &token).await.1["valid"], false);
 
@@ -231,7 +218,7 @@ async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key()
 #[tokio::test]
 async fn a_reset_wechat_refuses_means_log_in_again() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     stack
         .sim_post("/__sim/faults", json!({"api": "resetusersessionkey", "errcode": 87009}))
         .await;
@@ -257,7 +244,7 @@ async fn a_reset_wechat_refuses_means_log_in_again() {
 #[tokio::test]
 async fn reset_needs_post_and_check_needs_get() {
     let stack = Stack::start().await;
-    let token = log_in(&stack, "o_alice").await;
+    let token = stack.log_in("o_alice").await;
     let mut get_reset = testkit::authed_event("session-reset.json", &token, None);
     *get_reset.method_mut() = lambda_http::http::Method::GET;
     let (status, body) = read(&session::handle(&stack.state, get_reset).await);

@@ -89,17 +89,10 @@ async fn pay_sign(state: &AppState, req: &Request) -> Result<Response<Body>, Api
                 .apiv2_key
                 .as_ref()
                 .ok_or_else(|| ApiError::misconfigured("WeChat Pay: the secret has no wechatpay.apiv2_key"))?;
-            let fields: BTreeMap<String, String> = [
-                ("appId", app_id.as_str()),
-                ("nonceStr", &nonce_str),
-                ("package", &package),
-                ("signType", sign_type.as_str()),
-                ("timeStamp", &time_stamp),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-            (sign_type.as_str(), v2::sign(&fields, key, sign_type))
+            (
+                sign_type.as_str(),
+                v2::pay_sign(key, sign_type, app_id, &time_stamp, &nonce_str, &package),
+            )
         }
     };
     Ok(json_response(

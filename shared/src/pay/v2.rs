@@ -69,6 +69,29 @@ pub fn verify(fields: &BTreeMap<String, String>, key: &Secret) -> bool {
     expected.as_bytes().ct_eq(given.to_ascii_uppercase().as_bytes()).into()
 }
 
+/// `paySign` for `wx.requestPayment` with a v2 `signType`: the sign rule over `appId`,
+/// `nonceStr`, `package`, `signType` and `timeStamp` (capital I in `appId`).
+pub fn pay_sign(
+    key: &Secret,
+    sign_type: SignType,
+    app_id: &str,
+    timestamp: &str,
+    nonce: &str,
+    package: &str,
+) -> String {
+    let fields: BTreeMap<String, String> = [
+        ("appId", app_id),
+        ("nonceStr", nonce),
+        ("package", package),
+        ("signType", sign_type.as_str()),
+        ("timeStamp", timestamp),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    sign(&fields, key, sign_type)
+}
+
 /// `<xml><k><![CDATA[v]]></k>…</xml>`.
 pub fn to_xml(fields: &BTreeMap<String, String>) -> String {
     let mut xml = String::from("<xml>");

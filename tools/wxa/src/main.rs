@@ -1,7 +1,7 @@
 //! `wxa`: debug a live mini-program backend from a terminal. JSON on stdout; on failure the exact
 //! reason on stderr and a non-zero exit. Every subcommand takes `--help`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -147,17 +147,14 @@ fn pay_sign_v2(o: &HashMap<String, String>) -> Result<Value, String> {
         .filter(|_| !o["sign-type"].is_empty())
         .ok_or("--sign-type must be MD5 or HMAC-SHA256")?;
     let (time_stamp, nonce_str, package) = request_payment(o)?;
-    let fields: BTreeMap<String, String> = [
-        ("appId", o["appid"].as_str()),
-        ("nonceStr", &nonce_str),
-        ("package", &package),
-        ("signType", sign_type.as_str()),
-        ("timeStamp", &time_stamp),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let pay_sign = v2::sign(&fields, &Secret::new(&o["key"]), sign_type);
+    let pay_sign = v2::pay_sign(
+        &Secret::new(&o["key"]),
+        sign_type,
+        &o["appid"],
+        &time_stamp,
+        &nonce_str,
+        &package,
+    );
     Ok(
         json!({"timeStamp": time_stamp, "nonceStr": nonce_str, "package": package, "signType": sign_type.as_str(), "paySign": pay_sign}),
     )

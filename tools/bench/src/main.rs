@@ -1,0 +1,311 @@
+//! `coldstart`: times Lambda functions the way the Lambda service starts them, on this machine.
+//!
+//! A minimal Lambda Runtime API on 127.0.0.1 hands events to a process started with
+//! `AWS_LAMBDA_RUNTIME_API` set, and measures per run: (a) exec → first `GET /next` (init),
+//! (b) first event → response, (c) a warm event → response, (d) peak RSS (VmHWM). The functions
+//! talk to a moto server and the WeChat simulator started here, as in `make dev`.
+//!
+//!     cargo run -p bench --release --bin coldstart -- [--runs N] [--out FILE]
+//!
+//! It times `target/release/<function>` (build them with `cargo build --release --bins`), the
+//! `hello` floor, and a Python process that imports boto3 and wechatpy (scripts/bench_python_lambda.py).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Default)]
+struct Runtime {
+    /// Events waiting for the function's next `GET /next`.
+    events: Option<mpsc::Receiver<(String, Value)>>,
+    /// The moment of the first `GET /next` of the current process.
+    first_next: Option<oneshot::Sender<Instant>>,
+    /// Where each invocation's answer goes.
+    answers: HashMap<String, oneshot::Sender<(Instant, Value)>>,
+}
+
+type Shared = Arc<Mutex<Runtime>>;
+
+async fn next(State(state): State<Shared>) -> Response {
+    let (receiver, first) = {
+        let mut s = state.lock().unwrap();
+        (s.events.take(), s.first_next.take())
+    };
+    if let Some(first) = first {
+        let _ = first.send(Instant::now());
+    }
+    let Some(mut receiver) = receiver else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    let event = receiver.recv().await;
+    state.lock().unwrap().events = Some(receiver);
+    let Some((id, event)) = event else { return StatusCode::GONE.into_response() };
+    let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    (
+        [
+            ("lambda-runtime-aws-request-id", id),
+            ("lambda-runtime-deadline-ms", deadline),
+            ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench".into()),
+            ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".into()),
+            ("content-type", "application/json".into()),
+        ],
+        event.to_string(),
+    )
+        .into_response()
+}
+
+async fn respond(State(state): State<Shared>, Path(id): Path<String>, _headers: HeaderMap, body: String) -> Response {
+    let at = Instant::now();
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    if let Some(tx) = state.lock().unwrap().answers.remove(&id) {
+        let _ = tx.send((at, value));
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn init_error(body: String) -> Response {
+    eprintln!("init error: {body}");
+    StatusCode::ACCEPTED.into_response()
+}
+
+struct Run {
+    init_ms: f64,
+    first_ms: f64,
+    warm_ms: f64,
+    rss_kb: u64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One cold start of `command`: exec, init, a first event, a warm event.
+async fn run_once(
+    state: &Shared,
+    api: SocketAddr,
+    command: &[String],
+    env: &HashMap<String, String>,
+    events: (Value, Value),
+) -> Result<Run, String> {
+    let (event_tx, event_rx) = mpsc::channel(2);
+    let (first_tx, first_rx) = oneshot::channel();
+    {
+        let mut s = state.lock().unwrap();
+        s.events = Some(event_rx);
+        s.first_next = Some(first_tx);
+    }
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .envs(env)
+        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", command[0]))?;
+    let pid = child.id().unwrap_or(0);
+    let first_next = tokio::time::timeout(Duration::from_secs(30), first_rx)
+        .await
+        .map_err(|_| "no GET /next within 30 s".to_string())?
+        .map_err(|_| "runtime dropped".to_string())?;
+    let mut times = Vec::new();
+    for (i, event) in [events.0, events.1].into_iter().enumerate() {
+        let id = format!("req-{i}-{}", started.elapsed().as_nanos());
+        let (answer_tx, answer_rx) = oneshot::channel();
+        state.lock().unwrap().answers.insert(id.clone(), answer_tx);
+        let sent = Instant::now();
+        event_tx.send((id, event)).await.map_err(|_| "event queue closed")?;
+        let (at, _answer) = tokio::time::timeout(Duration::from_secs(30), answer_rx)
+            .await
+            .map_err(|_| "no answer within 30 s".to_string())?
+            .map_err(|_| "answer dropped".to_string())?;
+        times.push((at - sent).as_secs_f64() * 1000.0);
+    }
+    let rss_kb = peak_rss_kb(pid);
+    let _ = child.kill().await;
+    Ok(Run {
+        init_ms: (first_next - started).as_secs_f64() * 1000.0,
+        first_ms: times[0],
+        warm_ms: times[1],
+        rss_kb,
+    })
+}
+
+fn root() -> PathBuf {
+    testkit::workspace_root()
+}
+
+fn event_file(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join("events").join(name)).unwrap()).unwrap()
+}
+
+/// Warm CPU of open-data decryption: the published sample through `opendata::open`, and the same
+/// payload through wechatpy's `WeChatWxaCrypto` (timeit), in µs per call.
+fn decrypt_comparison() -> Value {
+    const KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
+    const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
+    let data = std::fs::read_to_string(root().join("shared/tests/fuzz-corpus/opendata/doc-sample")).unwrap();
+    let data = data.lines().nth(1).unwrap().to_owned();
+    let key = wxa_shared::secret::Secret::new(KEY);
+    let n = 100_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        let opened = wxa_shared::opendata::open(&key, &data, IV, "wx4f4bc4dec97d474b", None, 1_477_314_187);
+        assert!(opened.is_ok());
+    }
+    let rust_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let script = format!(
+        "import timeit\nfrom wechatpy.crypto import WeChatWxaCrypto\nc = WeChatWxaCrypto('{KEY}', '{IV}', 'wx4f4bc4dec97d474b')\n\
+         n = 20000\nprint(timeit.timeit(lambda: c.decrypt_message('{data}'), number=n) / n * 1e6)"
+    );
+    let python = std::process::Command::new(root().join(".venv-bench/bin/python")).args(["-c", &script]).output();
+    let python_us = python.ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse::<f64>().ok());
+    json!({ "rust_opendata_open_us": rust_us, "wechatpy_decrypt_message_us": python_us })
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--decrypt") {
+        println!("{}", decrypt_comparison());
+        return;
+    }
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let runs: usize = flag("--runs").and_then(|n| n.parse().ok()).unwrap_or(20);
+    let out = flag("--out").map(PathBuf::from);
+
+    // The Runtime API.
+    let state: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(respond))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The local stack: moto (tables, secret) and the simulator.
+    let moto = testkit::Moto::start();
+    let sim = wechat_sim::SimServer::start(
+        wechat_sim::SimConfig { app_id: testkit::APP_ID.into(), app_secret: testkit::APP_SECRET.into() },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    testkit::setup_local_aws(&moto.endpoint, "bench-sessions", "bench-orders", "bench/app", testkit::APP_SECRET);
+    let env: HashMap<String, String> = [
+        ("APP_ID", testkit::APP_ID.to_owned()),
+        ("SESSIONS_TABLE", "bench-sessions".into()),
+        ("ORDERS_TABLE", "bench-orders".into()),
+        ("SECRET_ID", "bench/app".into()),
+        ("WECHAT_API_BASE", sim.base_url()),
+        ("WECHATPAY_API_BASE", sim.base_url()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "bench".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let http = reqwest::Client::new();
+    let mint = |http: reqwest::Client, base: String| async move {
+        let answer: Value = http
+            .post(format!("{base}/__sim/login"))
+            .json(&json!({"openid": "o_bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["code"].as_str().unwrap().to_owned()
+    };
+
+    let release = root().join("target/release");
+    let mut subjects: Vec<(String, Vec<String>)> = vec![("hello (floor)".into(), vec![release.join("hello").display().to_string()])];
+    for f in ["login", "session", "decrypt-phone", "werun", "share-info", "user-info", "qrcode", "card-sign", "pay-sign", "pay-notify"] {
+        subjects.push((f.into(), vec![release.join(f).display().to_string()]));
+    }
+    let python = root().join(".venv-bench/bin/python");
+    subjects.push((
+        "python boto3+wechatpy".into(),
+        vec![python.display().to_string(), root().join("scripts/bench_python_lambda.py").display().to_string()],
+    ));
+
+    let mut table = Vec::new();
+    for (name, command) in &subjects {
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            // login gets fresh codes: its first event does the real work (secret, jscode2session, PutItem).
+            let events = if name == "login" {
+                let body = |code: String| {
+                    let mut e = event_file("login.json");
+                    e["body"] = json!(json!({"code": code}).to_string());
+                    e
+                };
+                (body(mint(http.clone(), sim.base_url()).await), body(mint(http.clone(), sim.base_url()).await))
+            } else {
+                let file = match name.as_str() {
+                    "hello (floor)" | "python boto3+wechatpy" => "session.json".to_owned(),
+                    f => format!("{f}.json"),
+                };
+                (event_file(&file), event_file(&file))
+            };
+            match run_once(&state, api, command, &env, events).await {
+                Ok(run) => results.push(run),
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    break;
+                }
+            }
+        }
+        if results.is_empty() {
+            continue;
+        }
+        let row = json!({
+            "subject": name,
+            "runs": results.len(),
+            "init_ms": median(results.iter().map(|r| r.init_ms).collect()),
+            "first_ms": median(results.iter().map(|r| r.first_ms).collect()),
+            "warm_ms": median(results.iter().map(|r| r.warm_ms).collect()),
+            "peak_rss_mb": median(results.iter().map(|r| r.rss_kb as f64 / 1024.0).collect()),
+        });
+        println!("{row}");
+        table.push(row);
+    }
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(&table).unwrap()).unwrap();
+    }
+}

@@ -1,5 +1,5 @@
 # wxa-serverless: the commands README.md documents. Each installs what it needs.
-.PHONY: dev demo test lint fuzz build login-latency venv
+.PHONY: dev demo test lint fuzz build bench login-latency venv
 
 venv:
 	@bash scripts/venv.sh
@@ -40,6 +40,15 @@ FUNCTIONS = login session decrypt-phone werun share-info user-info qrcode card-s
 build: venv
 	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/lambda/*/bootstrap
+
+## make bench: cold starts, warm decryption and sizes, written to BENCHMARKS.md (release builds: slow)
+bench: venv
+	@bash scripts/venv.sh .venv-bench scripts/requirements-bench.txt
+	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench
+	mkdir -p target/bench
+	target/release/coldstart --runs $${RUNS:-20} --out target/bench/coldstart.json
+	target/release/coldstart --decrypt > target/bench/decrypt.json
+	python3 scripts/bench_report.py
 
 ## make login-latency: warm login latency against the running `make dev` stack
 login-latency:

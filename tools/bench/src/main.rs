@@ -229,6 +229,7 @@ async fn main() {
         ("WECHATPAY_API_BASE", sim.base_url()),
         ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
         ("AWS_REGION", "us-east-1".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("AWS_LAMBDA_FUNCTION_NAME", "bench".into()),

@@ -48,7 +48,8 @@ impl AppState {
         dynamodb: aws_sdk_dynamodb::Client,
         secretsmanager: aws_sdk_secretsmanager::Client,
     ) -> Self {
-        let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, config.wechat_timeout);
+        let http = crate::wechat::http_client(config.wechat_timeout);
+        let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone());
         let secrets = Arc::new(SecretCache::new(
             secretsmanager,
             &config.secret_id,
@@ -58,7 +59,7 @@ impl AppState {
         let orders = OrderStore::new(dynamodb.clone(), &config.orders_table);
         let sessions = SessionStore::new(dynamodb, &config.sessions_table);
         let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
-        let pay = PayClient::new(&config.wechatpay_api_base, config.wechat_timeout);
+        let pay = PayClient::new(&config.wechatpay_api_base, http);
         Self {
             config,
             wechat,

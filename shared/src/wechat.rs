@@ -131,13 +131,8 @@ pub struct WechatClient {
 }
 
 impl WechatClient {
-    pub fn new(base: &str, app_id: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()
-            .expect("reqwest client builds with rustls");
+    /// `http` is the container's one HTTP client (see [`http_client`]), shared with WeChat Pay.
+    pub fn new(base: &str, app_id: &str, http: reqwest::Client) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -272,6 +267,17 @@ impl WechatClient {
             .json(&serde_json::json!({ "code": code }));
         send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
     }
+}
+
+/// The HTTP client for WeChat and WeChat Pay: built once per container, since building one loads
+/// and parses the system's TLS root certificates (most of a cold start's init time).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build()
+        .expect("reqwest client builds with rustls")
 }
 
 /// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")), as checksession and

@@ -39,12 +39,8 @@ pub struct PayClient {
 const JSAPI_PATH: &str = "/v3/pay/transactions/jsapi";
 
 impl PayClient {
-    pub fn new(base: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .build()
-            .expect("reqwest client builds with rustls");
+    /// `http` is the container's one HTTP client, shared with the WeChat client.
+    pub fn new(base: &str, http: reqwest::Client) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -45,10 +45,14 @@ async fn next(State(state): State<Shared>) -> Response {
     if let Some(first) = first {
         let _ = first.send(Instant::now());
     }
-    let Some(mut receiver) = receiver else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    let Some(mut receiver) = receiver else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let event = receiver.recv().await;
     state.lock().unwrap().events = Some(receiver);
-    let Some((id, event)) = event else { return StatusCode::GONE.into_response() };
+    let Some((id, event)) = event else {
+        return StatusCode::GONE.into_response();
+    };
     let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -58,8 +62,14 @@ async fn next(State(state): State<Shared>) -> Response {
         [
             ("lambda-runtime-aws-request-id", id),
             ("lambda-runtime-deadline-ms", deadline),
-            ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:bench".into()),
-            ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".into()),
+            (
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),
+            ),
+            (
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000".into(),
+            ),
             ("content-type", "application/json".into()),
         ],
         event.to_string(),
@@ -183,8 +193,13 @@ fn decrypt_comparison() -> Value {
         "import timeit\nfrom wechatpy.crypto import WeChatWxaCrypto\nc = WeChatWxaCrypto('{KEY}', '{IV}', 'wx4f4bc4dec97d474b')\n\
          n = 20000\nprint(timeit.timeit(lambda: c.decrypt_message('{data}'), number=n) / n * 1e6)"
     );
-    let python = std::process::Command::new(root().join(".venv-bench/bin/python")).args(["-c", &script]).output();
-    let python_us = python.ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse::<f64>().ok());
+    let python = std::process::Command::new(root().join(".venv-bench/bin/python"))
+        .args(["-c", &script])
+        .output();
+    let python_us = python
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok());
     json!({ "rust_opendata_open_us": rust_us, "wechatpy_decrypt_message_us": python_us })
 }
 
@@ -195,7 +210,12 @@ async fn main() {
         println!("{}", decrypt_comparison());
         return;
     }
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let runs: usize = flag("--runs").and_then(|n| n.parse().ok()).unwrap_or(20);
     let out = flag("--out").map(PathBuf::from);
 
@@ -214,12 +234,21 @@ async fn main() {
     // The local stack: moto (tables, secret) and the simulator.
     let moto = testkit::Moto::start();
     let sim = wechat_sim::SimServer::start(
-        wechat_sim::SimConfig { app_id: testkit::APP_ID.into(), app_secret: testkit::APP_SECRET.into() },
+        wechat_sim::SimConfig {
+            app_id: testkit::APP_ID.into(),
+            app_secret: testkit::APP_SECRET.into(),
+        },
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
     .unwrap();
-    testkit::setup_local_aws(&moto.endpoint, "bench-sessions", "bench-orders", "bench/app", testkit::APP_SECRET);
+    testkit::setup_local_aws(
+        &moto.endpoint,
+        "bench-sessions",
+        "bench-orders",
+        "bench/app",
+        testkit::APP_SECRET,
+    );
     let env: HashMap<String, String> = [
         ("APP_ID", testkit::APP_ID.to_owned()),
         ("SESSIONS_TABLE", "bench-sessions".into()),
@@ -255,14 +284,31 @@ async fn main() {
     };
 
     let release = root().join("target/release");
-    let mut subjects: Vec<(String, Vec<String>)> = vec![("hello (floor)".into(), vec![release.join("hello").display().to_string()])];
-    for f in ["login", "session", "decrypt-phone", "werun", "share-info", "user-info", "qrcode", "card-sign", "pay-sign", "pay-notify"] {
+    let mut subjects: Vec<(String, Vec<String>)> = vec![(
+        "hello (floor)".into(),
+        vec![release.join("hello").display().to_string()],
+    )];
+    for f in [
+        "login",
+        "session",
+        "decrypt-phone",
+        "werun",
+        "share-info",
+        "user-info",
+        "qrcode",
+        "card-sign",
+        "pay-sign",
+        "pay-notify",
+    ] {
         subjects.push((f.into(), vec![release.join(f).display().to_string()]));
     }
     let python = root().join(".venv-bench/bin/python");
     subjects.push((
         "python boto3+wechatpy".into(),
-        vec![python.display().to_string(), root().join("scripts/bench_python_lambda.py").display().to_string()],
+        vec![
+            python.display().to_string(),
+            root().join("scripts/bench_python_lambda.py").display().to_string(),
+        ],
     ));
 
     let mut table = Vec::new();
@@ -276,7 +322,10 @@ async fn main() {
                     e["body"] = json!(json!({"code": code}).to_string());
                     e
                 };
-                (body(mint(http.clone(), sim.base_url()).await), body(mint(http.clone(), sim.base_url()).await))
+                (
+                    body(mint(http.clone(), sim.base_url()).await),
+                    body(mint(http.clone(), sim.base_url()).await),
+                )
             } else {
                 let file = match name.as_str() {
                     "hello (floor)" | "python boto3+wechatpy" => "session.json".to_owned(),

@@ -219,7 +219,8 @@ async fn jscode2session(o: &HashMap<String, String>) -> Result<Value, String> {
         .get("api-base")
         .map(String::as_str)
         .unwrap_or(wxa_shared::config::DEFAULT_WECHAT_API_BASE);
-    let client = WechatClient::new(base, &o["appid"], std::time::Duration::from_secs(10));
+    let http = wxa_shared::wechat::http_client(std::time::Duration::from_secs(10));
+    let client = WechatClient::new(base, &o["appid"], http);
     let session = client
         .jscode2session(&app.app_secret, &o["code"])
         .await

@@ -411,19 +411,7 @@ async fn every_function_refuses_hostile_requests_with_a_4xx_json_error() {
     stack.enable_pay().await;
     let token = stack.log_in("o_alice").await;
     let expired = stack.log_in("o_expired").await;
-    stack
-        .dynamodb()
-        .update_item()
-        .table_name(&stack.table)
-        .key(
-            "token_hash",
-            aws_sdk_dynamodb::types::AttributeValue::S(wxa_shared::session::token_hash(&expired)),
-        )
-        .update_expression("SET expires_at = :past")
-        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+    stack.expire(&expired).await;
     stack.put_order("T20261125000001", "o_alice", 1).await;
     let session_key = stack.sim_session_key("o_alice").await;
     let secrets = [

@@ -146,21 +146,7 @@ async fn unauthenticated_requests_are_401_without_calling_wechat() {
 async fn an_expired_session_is_refused_before_ttl_deletes_it() {
     let stack = Stack::start_with(|c| c.session_ttl = std::time::Duration::from_secs(60)).await;
     let token = stack.log_in("o_alice").await;
-    // Move the stored expiry into the past, as time would; moto (like DynamoDB for a while) keeps the item.
-    let hash = wxa_shared::session::token_hash(&token);
-    stack
-        .dynamodb()
-        .update_item()
-        .table_name(&stack.table)
-        .key("token_hash", aws_sdk_dynamodb::types::AttributeValue::S(hash))
-        .update_expression("SET expires_at = :past")
-        .expression_attribute_values(
-            ":past",
-            aws_sdk_dynamodb::types::AttributeValue::N((wxa_shared::session::now_unix() - 1).to_string()),
-        )
-        .send()
-        .await
-        .unwrap();
+    stack.expire(&token).await;
     let (status, body) = check(&stack, &token).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -688,22 +688,7 @@ pub async fn check_open_data_contract(
         "unknown token",
     );
     let expired = stack.log_in("o_bob").await;
-    stack
-        .dynamodb()
-        .update_item()
-        .table_name(&stack.table)
-        .key(
-            "token_hash",
-            aws_sdk_dynamodb::types::AttributeValue::S(wxa_shared::session::token_hash(&expired)),
-        )
-        .update_expression("SET expires_at = :past")
-        .expression_attribute_values(
-            ":past",
-            aws_sdk_dynamodb::types::AttributeValue::N((now - 1).to_string()),
-        )
-        .send()
-        .await
-        .unwrap();
+    stack.expire(&expired).await;
     expect(
         call(authed_event(event_name, &expired, Some(&good_body))).await,
         401,
@@ -762,6 +747,22 @@ impl Stack {
         MerchantKeys {
             public_key_der: public.as_ref().to_vec(),
         }
+    }
+
+    /// Moves a session's expiry into the past, as time would; moto (like DynamoDB for a while
+    /// after TTL) keeps the item.
+    pub async fn expire(&self, token: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+        let past = wxa_shared::session::now_unix() - 1;
+        self.dynamodb()
+            .update_item()
+            .table_name(&self.table)
+            .key("token_hash", S(wxa_shared::session::token_hash(token)))
+            .update_expression("SET expires_at = :past")
+            .expression_attribute_values(":past", N(past.to_string()))
+            .send()
+            .await
+            .expect("session expired");
     }
 
     /// Puts an UNPAID order, as the merchant's own system would.

@@ -86,6 +86,19 @@ pub fn parse_json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError
     })
 }
 
+/// A single-use code from the mini-program (`wx.login`, the getPhoneNumber button): trimmed, 1 to
+/// 128 printable ASCII characters. Anything else never reaches WeChat.
+pub fn one_time_code<'a>(code: &'a str, source: &str) -> Result<&'a str, ApiError> {
+    let code = code.trim();
+    if code.is_empty() || code.len() > 128 || !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("code must be the code {source} gave (1 to 128 printable ASCII characters)"),
+        ));
+    }
+    Ok(code)
+}
+
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(req: &Request) -> Result<&str, ApiError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {

@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::{open_sealed, text_field};
-use crate::http::{json_response, parse_json_body, require_method};
+use crate::http::{json_response, one_time_code, parse_json_body, require_method};
 use crate::secret::Secret;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};
@@ -31,7 +31,7 @@ async fn phone(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
     let session = state.authenticate(req).await?;
     let body: PhoneRequest = parse_json_body(req)?;
     let phone = match (body.code, body.encrypted_data, body.iv) {
-        (Some(code), None, None) => by_code(state, code.trim()).await?,
+        (Some(code), None, None) => by_code(state, &code).await?,
         (None, Some(encrypted_data), Some(iv)) => {
             let data = open_sealed(state, &session, &encrypted_data, &iv).await?;
             PhoneInfo {
@@ -51,12 +51,7 @@ async fn phone(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
 }
 
 async fn by_code(state: &AppState, code: &str) -> Result<PhoneInfo, ApiError> {
-    if code.is_empty() || code.len() > 128 || !code.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "code must be the getPhoneNumber event's code",
-        ));
-    }
+    let code = one_time_code(code, "the getPhoneNumber event")?;
     let result = state
         .tokens
         .with_token(|token: Secret| async move { state.wechat.get_user_phone_number(&token, code).await })

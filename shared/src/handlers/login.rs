@@ -4,7 +4,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{json_response, parse_json_body, require_method};
+use crate::http::{json_response, one_time_code, parse_json_body, require_method};
 use crate::session::now_unix;
 use crate::wechat::WechatError;
 use crate::{ApiError, AppState};
@@ -24,18 +24,6 @@ struct LoginResponse<'a> {
     unionid: Option<&'a str>,
 }
 
-/// wx.login codes are short printable tokens; anything else never reaches WeChat.
-fn validate_code(code: &str) -> Result<&str, ApiError> {
-    let code = code.trim();
-    if code.is_empty() || code.len() > 128 || !code.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "code must be the non-empty code returned by wx.login (at most 128 printable ASCII characters)",
-        ));
-    }
-    Ok(code)
-}
-
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
     super::respond(login(state, &req).await)
 }
@@ -43,7 +31,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn login(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::POST)?;
     let body: LoginRequest = parse_json_body(req)?;
-    let code = validate_code(&body.code)?;
+    let code = one_time_code(&body.code, "wx.login")?;
 
     let secrets = state.secrets.get().await?;
     let exchanged = match state.wechat.jscode2session(&secrets.app_secret, code).await {

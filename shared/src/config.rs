@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::net::TlsRoots;
+
 pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
@@ -46,6 +48,8 @@ pub struct Config {
     /// Where WeChat Pay sends payment notifications (`PAY_NOTIFY_URL`); by default
     /// `https://<the API's domain>/pay/notify`, taken from the request.
     pub pay_notify_url: Option<String>,
+    /// Trusted TLS roots (`TLS_ROOTS`: `bundled`, the default, or `system`).
+    pub tls_roots: TlsRoots,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -124,6 +128,13 @@ impl Config {
             .map(|v| v.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_WECHATPAY_API_BASE.to_owned());
         let pay_notify_url = text("PAY_NOTIFY_URL");
+        let tls_roots = match text("TLS_ROOTS") {
+            None => TlsRoots::default(),
+            Some(v) => TlsRoots::parse(&v).unwrap_or_else(|| {
+                problems.push(format!("TLS_ROOTS must be bundled or system, got {v:?}"));
+                TlsRoots::default()
+            }),
+        };
         for (name, url) in [
             ("WECHATPAY_API_BASE", Some(&wechatpay_api_base)),
             ("PAY_NOTIFY_URL", pay_notify_url.as_ref()),
@@ -155,6 +166,7 @@ impl Config {
                 pay_api,
                 wechatpay_api_base,
                 pay_notify_url,
+                tls_roots,
             })
         } else {
             Err(ConfigError { problems })
@@ -195,6 +207,7 @@ mod tests {
         assert_eq!(c.pay_api, PayApi::V3);
         assert_eq!(c.wechatpay_api_base, "https://api.mch.weixin.qq.com");
         assert_eq!(c.pay_notify_url, None);
+        assert_eq!(c.tls_roots, TlsRoots::Bundled);
     }
 
     #[test]
@@ -213,8 +226,10 @@ mod tests {
         vars.extend([
             ("WECHAT_API_BASE", "http://127.0.0.1:9100/"),
             ("SESSION_TTL_SECS", "3600"),
+            ("TLS_ROOTS", "system"),
         ]);
         let c = load(&vars).unwrap();
+        assert_eq!(c.tls_roots, TlsRoots::System);
         assert_eq!(c.wechat_api_base, "http://127.0.0.1:9100");
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         let mut off = MINIMAL.to_vec();
@@ -226,8 +241,13 @@ mod tests {
         );
 
         let mut bad = MINIMAL.to_vec();
-        bad.extend([("SESSION_TTL_SECS", "soon"), ("WECHAT_TIMEOUT_MS", "5")]);
+        bad.extend([
+            ("SESSION_TTL_SECS", "soon"),
+            ("WECHAT_TIMEOUT_MS", "5"),
+            ("TLS_ROOTS", "openssl"),
+        ]);
         let err = load(&bad).unwrap_err();
+        assert!(err.to_string().contains("TLS_ROOTS must be bundled or system"), "{err}");
         assert!(err.to_string().contains("SESSION_TTL_SECS"), "{err}");
         assert!(err.to_string().contains("WECHAT_TIMEOUT_MS"), "{err}");
     }

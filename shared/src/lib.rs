@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod net;
 pub mod opendata;
 pub mod pay;
 pub mod runtime;

@@ -34,11 +34,13 @@ const QRCODE_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 impl AppState {
     /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
     /// first use, so init stays fast and a Secrets Manager outage is not cached by a cold start.
-    pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+    /// `tls` is the container's one TLS configuration (the SDK config's HTTP client uses it too).
+    pub fn new(config: Config, sdk: &SdkConfig, tls: &rustls::ClientConfig) -> Self {
         Self::from_clients(
             config,
             aws_sdk_dynamodb::Client::new(sdk),
             aws_sdk_secretsmanager::Client::new(sdk),
+            tls,
         )
     }
 
@@ -47,8 +49,9 @@ impl AppState {
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
         secretsmanager: aws_sdk_secretsmanager::Client,
+        tls: &rustls::ClientConfig,
     ) -> Self {
-        let http = crate::wechat::http_client(config.wechat_timeout);
+        let http = crate::wechat::http_client(tls, config.wechat_timeout);
         let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone());
         let secrets = Arc::new(SecretCache::new(
             secretsmanager,
@@ -75,8 +78,9 @@ impl AppState {
     /// Reads the config from the environment and the AWS settings the Lambda runtime provides.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
         let config = Config::from_env()?;
-        let sdk = crate::aws::sdk_config_from_env().await;
-        Ok(Self::new(config, &sdk))
+        let tls = crate::net::tls_config(config.tls_roots);
+        let sdk = crate::aws::sdk_config_from_env(&tls).await;
+        Ok(Self::new(config, &sdk, &tls))
     }
 
     /// The session of the request's `Authorization: Bearer` token: one DynamoDB read.

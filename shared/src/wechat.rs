@@ -269,15 +269,10 @@ impl WechatClient {
     }
 }
 
-/// The HTTP client for WeChat and WeChat Pay: built once per container, since building one loads
-/// and parses the system's TLS root certificates (most of a cold start's init time).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(2)))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build()
-        .expect("reqwest client builds with rustls")
+/// The HTTP client for WeChat and WeChat Pay, built once per container: every call is bounded by
+/// `timeout` (`WECHAT_TIMEOUT_MS`), the connect by at most 2 s.
+pub fn http_client(tls: &rustls::ClientConfig, timeout: Duration) -> reqwest::Client {
+    crate::net::http_client(tls, timeout.min(Duration::from_secs(2)), Some(timeout))
 }
 
 /// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")), as checksession and

@@ -140,6 +140,11 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The TLS configuration of tests (everything local is plain HTTP; the bundled roots cost nothing).
+pub fn test_tls() -> rustls::ClientConfig {
+    wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled)
+}
+
 /// SDK config pointed at `endpoint` with moto's dummy credentials, through the same timeout
 /// and retry settings as production.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
@@ -147,7 +152,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(Credentials::from_keys("test", "test", None));
-    wxa_shared::aws::load_sdk_config(loader).await
+    wxa_shared::aws::load_sdk_config(loader, &test_tls()).await
 }
 
 /// Creates the sessions and orders tables from `template.yaml` and the app secret, with the same
@@ -353,7 +358,7 @@ impl Stack {
                 .interceptor(aws_calls.clone())
                 .build(),
         );
-        let state = Arc::new(AppState::from_clients(config, dynamodb, secretsmanager));
+        let state = Arc::new(AppState::from_clients(config, dynamodb, secretsmanager, &test_tls()));
         let notify_server = tokio::spawn(serve_handler(
             notify_listener,
             state.clone(),

@@ -208,7 +208,9 @@ fn verify_notify(o: &HashMap<String, String>) -> Result<Value, String> {
 }
 
 async fn jscode2session(o: &HashMap<String, String>) -> Result<Value, String> {
-    let sdk = wxa_shared::aws::sdk_config_from_env().await;
+    // An operator's machine: its own CA store (a corporate proxy's CA included).
+    let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::System);
+    let sdk = wxa_shared::aws::sdk_config_from_env(&tls).await;
     let secrets = wxa_shared::secrets::SecretCache::new(
         aws_sdk_secretsmanager::Client::new(&sdk),
         &o["secret-id"],
@@ -219,7 +221,7 @@ async fn jscode2session(o: &HashMap<String, String>) -> Result<Value, String> {
         .get("api-base")
         .map(String::as_str)
         .unwrap_or(wxa_shared::config::DEFAULT_WECHAT_API_BASE);
-    let http = wxa_shared::wechat::http_client(std::time::Duration::from_secs(10));
+    let http = wxa_shared::wechat::http_client(&tls, std::time::Duration::from_secs(10));
     let client = WechatClient::new(base, &o["appid"], http);
     let session = client
         .jscode2session(&app.app_secret, &o["code"])

@@ -11,6 +11,7 @@ use crate::http::{json_response, one_time_code, parse_json_body, require_method}
 use crate::secret::Secret;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};
+use crate::session::Session;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -29,11 +30,16 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn phone(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::POST)?;
     let session = state.authenticate(req).await?;
+    for_session(state, &session, req).await
+}
+
+/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
+pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: PhoneRequest = parse_json_body(req)?;
     let phone = match (body.code, body.encrypted_data, body.iv) {
         (Some(code), None, None) => by_code(state, &code).await?,
         (None, Some(encrypted_data), Some(iv)) => {
-            let data = open_sealed(state, &session, &encrypted_data, &iv).await?;
+            let data = open_sealed(state, session, &encrypted_data, &iv).await?;
             PhoneInfo {
                 phone_number: text_field(&data, "phoneNumber")?.to_owned(),
                 pure_phone_number: text_field(&data, "purePhoneNumber")?.to_owned(),

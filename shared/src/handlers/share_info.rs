@@ -5,6 +5,7 @@ use lambda_http::{Body, Request, Response};
 
 use super::{Sealed, open_sealed, text_field};
 use crate::http::{json_response, parse_json_body, require_method};
+use crate::session::Session;
 use crate::{ApiError, AppState};
 
 pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
@@ -14,8 +15,13 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn share_info(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::POST)?;
     let session = state.authenticate(req).await?;
+    for_session(state, &session, req).await
+}
+
+/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
+pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: Sealed = parse_json_body(req)?;
-    let data = open_sealed(state, &session, &body.encrypted_data, &body.iv).await?;
+    let data = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
     let open_gid = text_field(&data, "openGId")?;
     Ok(json_response(
         StatusCode::OK,

@@ -11,6 +11,7 @@ use super::{key_still_current, open_sealed, text_field};
 use crate::error::session_key_expired;
 use crate::http::{json_response, parse_json_body, require_method};
 use crate::opendata::verify_signature;
+use crate::session::Session;
 use crate::{ApiError, AppState};
 
 /// Profile fields returned; anything else in the decrypted data stays on the server.
@@ -44,16 +45,21 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn user_info(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::POST)?;
     let session = state.authenticate(req).await?;
+    for_session(state, &session, req).await
+}
+
+/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
+pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: UserInfoRequest = parse_json_body(req)?;
     if !verify_signature(&body.raw_data, &session.session_key, &body.signature) {
         // A rotated key fails here first; tell that apart from a forged rawData.
-        return Err(if key_still_current(state, &session).await {
+        return Err(if key_still_current(state, session).await {
             ApiError::bad_request("invalid_signature", "signature is not sha1(rawData + session_key)")
         } else {
             session_key_expired()
         });
     }
-    let data = open_sealed(state, &session, &body.encrypted_data, &body.iv).await?;
+    let data = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
     if text_field(&data, "openId")? != session.openid {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Sealed, open_sealed};
 use crate::http::{json_response, parse_json_body, require_method};
+use crate::session::Session;
 use crate::{ApiError, AppState};
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -23,8 +24,13 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
 async fn werun(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     require_method(req, Method::POST)?;
     let session = state.authenticate(req).await?;
+    for_session(state, &session, req).await
+}
+
+/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
+pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: Sealed = parse_json_body(req)?;
-    let data = open_sealed(state, &session, &body.encrypted_data, &body.iv).await?;
+    let data = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
     let unexpected = || ApiError::bad_request("unexpected_data", "the decrypted data has no valid stepInfoList");
     let list = data
         .get("stepInfoList")

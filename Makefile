@@ -41,13 +41,16 @@ build: venv
 	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/lambda/*/bootstrap
 
-## make bench: cold starts, warm decryption and sizes, written to BENCHMARKS.md (release builds: slow)
-bench: venv
+## make bench: cold starts, throughput, warm CPU (criterion + wechatpy) and arm64 sizes, written
+## to BENCHMARKS.md (release builds: slow the first time)
+bench: venv build
 	@bash scripts/venv.sh .venv-bench scripts/requirements-bench.txt
 	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench
 	mkdir -p target/bench
 	target/release/coldstart --runs $${RUNS:-20} --out target/bench/coldstart.json
-	target/release/coldstart --decrypt > target/bench/decrypt.json
+	target/release/coldstart --throughput $${EVENTS:-1000} --out target/bench/throughput.json
+	cargo bench -p wxa-shared --bench warm
+	.venv-bench/bin/python scripts/bench_wechatpy.py > target/bench/wechatpy.json
 	python3 scripts/bench_report.py
 
 ## make login-latency: warm login latency against the running `make dev` stack

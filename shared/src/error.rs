@@ -138,6 +138,7 @@ impl From<crate::opendata::OpenDataError> for ApiError {
             O::BadPadding | O::NotJson | O::MissingWatermark => "decryption_failed",
             O::ForeignAppId(_) => "watermark_app_mismatch",
             O::Stale { .. } | O::FromTheFuture(_) => "watermark_expired",
+            O::UnexpectedData(_) => "unexpected_data",
             O::BadSessionKey => return session_key_expired(),
         };
         ApiError::bad_request(code, e.to_string())

@@ -54,7 +54,11 @@ pub fn root_store(roots: TlsRoots) -> rustls::RootCertStore {
 
 /// An HTTP client on `tls` (from [`tls_config`]). `timeout` bounds a whole call (connect, send,
 /// read the answer); `None` leaves that to the caller (the AWS SDK times its own attempts).
-pub fn http_client(tls: &rustls::ClientConfig, connect_timeout: Duration, timeout: Option<Duration>) -> reqwest::Client {
+pub fn http_client(
+    tls: &rustls::ClientConfig,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .connect_timeout(connect_timeout)
@@ -63,7 +67,9 @@ pub fn http_client(tls: &rustls::ClientConfig, connect_timeout: Duration, timeou
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }
-    builder.build().expect("reqwest client builds on a preconfigured rustls config")
+    builder
+        .build()
+        .expect("reqwest client builds on a preconfigured rustls config")
 }
 
 #[cfg(test)]
@@ -78,7 +84,10 @@ mod tests {
             .collect();
         // api.weixin.qq.com and api.mch.weixin.qq.com: DigiCert; AWS endpoints: Amazon Trust Services.
         for root in ["DigiCert Global Root G2", "GlobalSign", "Amazon Root CA 1"] {
-            assert!(names.iter().any(|n| n.contains(root)), "{root} is missing from the roots");
+            assert!(
+                names.iter().any(|n| n.contains(root)),
+                "{root} is missing from the roots"
+            );
         }
         assert_eq!(TlsRoots::parse("system"), Some(TlsRoots::System));
         assert_eq!(TlsRoots::parse("bundled"), Some(TlsRoots::Bundled));
@@ -121,12 +130,13 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/wechat-sim/src");
         let cert = CertificateDer::from_pem_file(root.join("platform_cert.pem")).unwrap();
         let key = PrivateKeyDer::from_pem_file(root.join("platform_key.pem")).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -7,6 +7,8 @@
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
@@ -40,6 +42,8 @@ pub enum OpenDataError {
     Stale { age_secs: u64, max_secs: u64 },
     #[error("the data's watermark is {0} s in the future")]
     FromTheFuture(u64),
+    #[error("the decrypted data is not what this endpoint reads: {0}")]
+    UnexpectedData(String),
 }
 
 impl OpenDataError {
@@ -108,11 +112,33 @@ pub fn open(
     max_age_secs: Option<u64>,
     now: u64,
 ) -> Result<serde_json::Map<String, Value>, OpenDataError> {
+    open_as(session_key, encrypted_data, iv, app_id, max_age_secs, now)
+}
+
+/// The watermark alone: the rest of the object is skipped, not built.
+#[derive(Deserialize)]
+struct Watermarked {
+    watermark: Option<Value>,
+}
+
+/// [`open`] into the fields a handler reads (`T`), without building the whole JSON tree.
+pub fn open_as<T: DeserializeOwned>(
+    session_key: &Secret,
+    encrypted_data: &str,
+    iv: &str,
+    app_id: &str,
+    max_age_secs: Option<u64>,
+    now: u64,
+) -> Result<T, OpenDataError> {
     let plain = decrypt(session_key, encrypted_data, iv)?;
-    let Ok(Value::Object(data)) = serde_json::from_slice::<Value>(&plain) else {
+    // Only an object is open data (a struct would also accept an array).
+    if plain.trim_ascii_start().first() != Some(&b'{') {
+        return Err(OpenDataError::NotJson);
+    }
+    let Ok(Watermarked { watermark }) = serde_json::from_slice(&plain) else {
         return Err(OpenDataError::NotJson);
     };
-    let watermark = data.get("watermark").ok_or(OpenDataError::MissingWatermark)?;
+    let watermark = watermark.ok_or(OpenDataError::MissingWatermark)?;
     let (Some(appid), Some(timestamp)) = (watermark["appid"].as_str(), watermark["timestamp"].as_u64()) else {
         return Err(OpenDataError::MissingWatermark);
     };
@@ -128,7 +154,14 @@ pub fn open(
             return Err(OpenDataError::Stale { age_secs, max_secs });
         }
     }
-    Ok(data)
+    serde_json::from_slice(&plain).map_err(|e| {
+        // serde names a missing field, but quotes values of the wrong type: keep those out.
+        let text = e.to_string();
+        OpenDataError::UnexpectedData(match text.find(" at line") {
+            Some(end) if text.starts_with("missing field") => text[..end].to_owned(),
+            _ => "a field is missing or has the wrong type".to_owned(),
+        })
+    })
 }
 
 /// Checks `signature == hex(sha1(raw_data + session_key))` in constant time (getUserInfo).
@@ -214,6 +247,48 @@ mod tests {
         assert_eq!(
             open(&key(), &array, &STANDARD.encode(iv), DOC_APP_ID, None, now).unwrap_err(),
             OpenDataError::NotJson
+        );
+    }
+
+    #[test]
+    fn typed_opening_reads_fields_and_names_what_is_missing() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Phone {
+            #[serde(rename = "purePhoneNumber")]
+            pure_phone_number: String,
+        }
+        let iv = [9u8; 16];
+        let iv64 = STANDARD.encode(iv);
+        let mark = format!(r#""watermark":{{"appid":"{DOC_APP_ID}","timestamp":{DOC_TIMESTAMP}}}"#);
+        let good = seal(
+            DOC_KEY,
+            &iv,
+            format!(r#"{{"purePhoneNumber":"13800138000",{mark}}}"#).as_bytes(),
+        );
+        let phone: Phone = open_as(&key(), &good, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap();
+        assert_eq!(phone.pure_phone_number, "13800138000");
+
+        let missing = seal(DOC_KEY, &iv, format!(r#"{{"phoneNumber":"x",{mark}}}"#).as_bytes());
+        assert_eq!(
+            open_as::<Phone>(&key(), &missing, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err(),
+            OpenDataError::UnexpectedData("missing field `purePhoneNumber`".into())
+        );
+        // A wrong type is reported without quoting the user's data back.
+        let wrong = seal(
+            DOC_KEY,
+            &iv,
+            format!(r#"{{"purePhoneNumber":13800138000,{mark}}}"#).as_bytes(),
+        );
+        let err = open_as::<Phone>(&key(), &wrong, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
+        assert!(!err.to_string().contains("13800138000"), "{err}");
+        assert!(
+            !err.is_wrong_key(),
+            "well-formed data of the wrong shape is not a key problem"
+        );
+        // The watermark is still checked before the fields are read.
+        assert_eq!(
+            open_as::<Phone>(&key(), &good, &iv64, "wx0000000000000000", None, DOC_TIMESTAMP).unwrap_err(),
+            OpenDataError::ForeignAppId(DOC_APP_ID.into())
         );
     }
 

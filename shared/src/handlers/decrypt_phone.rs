@@ -6,12 +6,12 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::{open_sealed, text_field};
+use super::open_sealed;
 use crate::http::{json_response, one_time_code, parse_json_body, require_method};
 use crate::secret::Secret;
+use crate::session::Session;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};
-use crate::session::Session;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -39,12 +39,7 @@ pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> 
     let phone = match (body.code, body.encrypted_data, body.iv) {
         (Some(code), None, None) => by_code(state, &code).await?,
         (None, Some(encrypted_data), Some(iv)) => {
-            let data = open_sealed(state, session, &encrypted_data, &iv).await?;
-            PhoneInfo {
-                phone_number: text_field(&data, "phoneNumber")?.to_owned(),
-                pure_phone_number: text_field(&data, "purePhoneNumber")?.to_owned(),
-                country_code: text_field(&data, "countryCode")?.to_owned(),
-            }
+            open_sealed::<PhoneInfo>(state, session, &encrypted_data, &iv).await?
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -14,6 +14,7 @@ pub mod werun;
 
 use lambda_http::{Body, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::session_key_expired;
@@ -49,13 +50,13 @@ pub(crate) struct Sealed {
 /// Decrypts open data for `session` and checks its watermark. When well-formed data does not
 /// decrypt, asks WeChat (only then) whether the stored key is still current, so the client hears
 /// "log in again" for a rotated key and "bad data" for tampered data.
-pub(crate) async fn open_sealed(
+pub(crate) async fn open_sealed<T: DeserializeOwned>(
     state: &AppState,
     session: &Session,
     encrypted_data: &str,
     iv: &str,
-) -> Result<Map<String, Value>, ApiError> {
-    let opened = opendata::open(
+) -> Result<T, ApiError> {
+    let opened = opendata::open_as(
         &session.session_key,
         encrypted_data,
         iv,

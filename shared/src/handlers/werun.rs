@@ -3,7 +3,7 @@
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Sealed, open_sealed};
 use crate::http::{json_response, parse_json_body, require_method};
@@ -13,6 +13,19 @@ use crate::{ApiError, AppState};
 #[derive(Serialize, Debug, PartialEq)]
 struct Day {
     date: String,
+    timestamp: u64,
+    step: u64,
+}
+
+/// What getWeRunData decrypts to: a day's steps, each day stamped at its 00:00 (UTC+8).
+#[derive(Deserialize)]
+struct Steps {
+    #[serde(rename = "stepInfoList")]
+    step_info_list: Vec<StepEntry>,
+}
+
+#[derive(Deserialize)]
+struct StepEntry {
     timestamp: u64,
     step: u64,
 }
@@ -30,25 +43,16 @@ async fn werun(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
 /// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
 pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
     let body: Sealed = parse_json_body(req)?;
-    let data = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
-    let unexpected = || ApiError::bad_request("unexpected_data", "the decrypted data has no valid stepInfoList");
-    let list = data
-        .get("stepInfoList")
-        .and_then(|v| v.as_array())
-        .ok_or_else(unexpected)?;
-    let mut days = list
-        .iter()
-        .map(|entry| {
-            let timestamp = entry["timestamp"].as_u64()?;
-            let step = entry["step"].as_u64()?;
-            Some(Day {
-                date: china_date(timestamp),
-                timestamp,
-                step,
-            })
+    let data: Steps = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
+    let mut days: Vec<Day> = data
+        .step_info_list
+        .into_iter()
+        .map(|entry| Day {
+            date: china_date(entry.timestamp),
+            timestamp: entry.timestamp,
+            step: entry.step,
         })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(unexpected)?;
+        .collect();
     days.sort_by_key(|d| d.timestamp);
     let total: u64 = days.iter().map(|d| d.step).sum();
     Ok(json_response(

@@ -6,6 +6,11 @@
 //! talk to a moto server and the WeChat simulator started here, as in `make dev`.
 //!
 //!     cargo run -p bench --release --bin coldstart -- [--runs N] [--out FILE]
+//!     cargo run -p bench --release --bin coldstart -- --throughput N [--out FILE]
+//!
+//! `--throughput N` instead sends N warm events back to back to one instance of hello, session,
+//! werun, decrypt-phone and login (real sessions and payloads), and times the remote calls they
+//! make on their own.
 //!
 //! It times `target/release/<function>` (build them with `cargo build --release --bins`), the
 //! `hello` floor, and a Python process that imports boto3 and wechatpy (scripts/bench_python_lambda.py).
@@ -113,14 +118,15 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One cold start of `command`: exec, init, a first event, a warm event.
-async fn run_once(
+/// One process of `command`: exec, init, then `events` one after the other (Lambda sends one
+/// at a time). Returns init, each event's round trip, and the peak RSS.
+async fn run_events(
     state: &Shared,
     api: SocketAddr,
     command: &[String],
     env: &HashMap<String, String>,
-    events: (Value, Value),
-) -> Result<Run, String> {
+    events: Vec<Value>,
+) -> Result<(f64, Vec<f64>, u64), String> {
     let (event_tx, event_rx) = mpsc::channel(2);
     let (first_tx, first_rx) = oneshot::channel();
     {
@@ -144,26 +150,47 @@ async fn run_once(
         .map_err(|_| "no GET /next within 30 s".to_string())?
         .map_err(|_| "runtime dropped".to_string())?;
     let mut times = Vec::new();
-    for (i, event) in [events.0, events.1].into_iter().enumerate() {
+    for (i, event) in events.into_iter().enumerate() {
         let id = format!("req-{i}-{}", started.elapsed().as_nanos());
         let (answer_tx, answer_rx) = oneshot::channel();
         state.lock().unwrap().answers.insert(id.clone(), answer_tx);
         let sent = Instant::now();
         event_tx.send((id, event)).await.map_err(|_| "event queue closed")?;
-        let (at, _answer) = tokio::time::timeout(Duration::from_secs(30), answer_rx)
+        let (at, answer) = tokio::time::timeout(Duration::from_secs(30), answer_rx)
             .await
             .map_err(|_| "no answer within 30 s".to_string())?
             .map_err(|_| "answer dropped".to_string())?;
+        if answer["statusCode"].as_u64().is_some_and(|s| s >= 500) {
+            return Err(format!("event {i} failed: {answer}"));
+        }
         times.push((at - sent).as_secs_f64() * 1000.0);
     }
     let rss_kb = peak_rss_kb(pid);
     let _ = child.kill().await;
+    Ok(((first_next - started).as_secs_f64() * 1000.0, times, rss_kb))
+}
+
+/// One cold start: init, a first event, a warm event.
+async fn run_once(
+    state: &Shared,
+    api: SocketAddr,
+    command: &[String],
+    env: &HashMap<String, String>,
+    events: (Value, Value),
+) -> Result<Run, String> {
+    let (init_ms, times, rss_kb) = run_events(state, api, command, env, vec![events.0, events.1]).await?;
     Ok(Run {
-        init_ms: (first_next - started).as_secs_f64() * 1000.0,
+        init_ms,
         first_ms: times[0],
         warm_ms: times[1],
         rss_kb,
     })
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn root() -> PathBuf {
@@ -174,42 +201,166 @@ fn event_file(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("events").join(name)).unwrap()).unwrap()
 }
 
-/// Warm CPU of open-data decryption: the published sample through `opendata::open`, and the same
-/// payload through wechatpy's `WeChatWxaCrypto` (timeit), in µs per call.
-fn decrypt_comparison() -> Value {
-    const KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
-    const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
-    let data = std::fs::read_to_string(root().join("shared/tests/fuzz-corpus/opendata/doc-sample")).unwrap();
-    let data = data.lines().nth(1).unwrap().to_owned();
-    let key = wxa_shared::secret::Secret::new(KEY);
-    let n = 100_000;
-    let started = Instant::now();
-    for _ in 0..n {
-        let opened = wxa_shared::opendata::open(&key, &data, IV, "wx4f4bc4dec97d474b", None, 1_477_314_187);
-        assert!(opened.is_ok());
+/// An event file with the caller's token and, if given, a new JSON body.
+fn authed(name: &str, token: &str, body: Option<Value>) -> Value {
+    let mut event = event_file(name);
+    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    if let Some(body) = body {
+        event["body"] = json!(body.to_string());
     }
-    let rust_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let script = format!(
-        "import timeit\nfrom wechatpy.crypto import WeChatWxaCrypto\nc = WeChatWxaCrypto('{KEY}', '{IV}', 'wx4f4bc4dec97d474b')\n\
-         n = 20000\nprint(timeit.timeit(lambda: c.decrypt_message('{data}'), number=n) / n * 1e6)"
+    event
+}
+
+async fn sim_post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    http.post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn median_ms(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[samples.len() / 2]
+}
+
+/// Requests per second of one warm instance per function (events back to back, as Lambda sends
+/// them to one instance), and the remote calls those requests make, timed alone from here with
+/// the same clients, so that the breakdown is: runtime hop (hello) + remote calls + own CPU.
+async fn throughput(
+    state: &Shared,
+    api: SocketAddr,
+    env: &HashMap<String, String>,
+    sim_base: &str,
+    moto_endpoint: &str,
+    n: usize,
+) -> Value {
+    let http = reqwest::Client::new();
+    let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled);
+    let sdk = testkit::sdk_config(moto_endpoint).await;
+    let sessions = wxa_shared::session::SessionStore::new(aws_sdk_dynamodb::Client::new(&sdk), "bench-sessions");
+    let wechat = wxa_shared::wechat::WechatClient::new(
+        sim_base,
+        testkit::APP_ID,
+        wxa_shared::wechat::http_client(&tls, Duration::from_secs(5)),
     );
-    let python = std::process::Command::new(root().join(".venv-bench/bin/python"))
-        .args(["-c", &script])
-        .output();
-    let python_us = python
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok());
-    json!({ "rust_opendata_open_us": rust_us, "wechatpy_decrypt_message_us": python_us })
+    let secret = wxa_shared::secret::Secret::new(testkit::APP_SECRET);
+    let mint = |openid: String| {
+        let http = http.clone();
+        async move {
+            sim_post(&http, sim_base, "/__sim/login", json!({ "openid": openid })).await["code"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+
+    // A logged-in user, as the login function would leave it.
+    let code = mint("o_bench".into()).await;
+    let session = wechat.jscode2session(&secret, &code).await.unwrap();
+    let token = sessions
+        .create("o_bench", None, &session.session_key, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .token;
+    let token = token.expose().to_owned();
+    let seal = |data: Value| {
+        let http = http.clone();
+        async move {
+            let sealed = sim_post(
+                &http,
+                sim_base,
+                "/__sim/encrypt",
+                json!({ "openid": "o_bench", "data": data }),
+            )
+            .await;
+            json!({ "encryptedData": sealed["encryptedData"], "iv": sealed["iv"] })
+        }
+    };
+    let today = wxa_shared::session::now_unix() / 86_400 * 86_400;
+    let steps: Vec<Value> = (0..31)
+        .map(|d| json!({"timestamp": today - d * 86_400, "step": 4000 + d}))
+        .collect();
+    let werun = seal(json!({ "stepInfoList": steps })).await;
+    let phone =
+        seal(json!({"phoneNumber": "+86 13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"})).await;
+
+    let warmup = 20;
+    let release = root().join("target/release");
+    let mut rows = Vec::new();
+    for subject in ["hello", "session", "werun", "decrypt-phone", "login"] {
+        let events: Vec<Value> = match subject {
+            "hello" => vec![event_file("session.json"); warmup + n],
+            "session" => vec![authed("session.json", &token, None); warmup + n],
+            "werun" => vec![authed("werun.json", &token, Some(werun.clone())); warmup + n],
+            "decrypt-phone" => vec![authed("decrypt-phone.json", &token, Some(phone.clone())); warmup + n],
+            _ => {
+                let mut events = Vec::new();
+                for i in 0..warmup + n {
+                    let mut event = event_file("login.json");
+                    event["body"] = json!(json!({ "code": mint(format!("o_tp_{i}")).await }).to_string());
+                    events.push(event);
+                }
+                events
+            }
+        };
+        let command = vec![release.join(subject).display().to_string()];
+        let started = Instant::now();
+        match run_events(state, api, &command, env, events).await {
+            Ok((_, times, rss_kb)) => {
+                let warm = &times[warmup..];
+                let busy_secs: f64 = warm.iter().sum::<f64>() / 1000.0;
+                let row = json!({
+                    "subject": subject, "events": warm.len(), "rps": warm.len() as f64 / busy_secs,
+                    "p50_ms": percentile(warm, 0.5), "p99_ms": percentile(warm, 0.99),
+                    "peak_rss_mb": rss_kb as f64 / 1024.0, "wall_secs": started.elapsed().as_secs_f64(),
+                });
+                println!("{row}");
+                rows.push(row);
+            }
+            Err(e) => eprintln!("{subject}: {e}"),
+        }
+    }
+
+    // The remote calls alone, from this process, warm connections: what each request waits on.
+    let mut get_item = Vec::new();
+    let mut put_item = Vec::new();
+    let mut code_session = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        sessions.get(&token).await.unwrap().unwrap();
+        get_item.push(t.elapsed().as_secs_f64() * 1000.0);
+        let code = mint(format!("o_stage_{i}")).await;
+        let t = Instant::now();
+        let session = wechat.jscode2session(&secret, &code).await.unwrap();
+        code_session.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        sessions
+            .create(
+                &format!("o_stage_{i}"),
+                None,
+                &session.session_key,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        put_item.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let stages = json!({
+        "dynamodb_get_item_ms": median_ms(get_item),
+        "dynamodb_put_item_ms": median_ms(put_item),
+        "wechat_jscode2session_ms": median_ms(code_session),
+    });
+    println!("{stages}");
+    json!({ "instances": rows, "stages": stages })
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--decrypt") {
-        println!("{}", decrypt_comparison());
-        return;
-    }
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -269,6 +420,14 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(n) = flag("--throughput") {
+        let n = n.parse().expect("--throughput takes a number of events");
+        let result = throughput(&state, api, &env, &sim.base_url(), &moto.endpoint, n).await;
+        if let Some(out) = out {
+            std::fs::write(out, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+        }
+        return;
+    }
     let http = reqwest::Client::new();
     let mint = |http: reqwest::Client, base: String| async move {
         let answer: Value = http

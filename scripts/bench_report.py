@@ -128,7 +128,8 @@ def throughput(lines):
                      f"{r['peak_rss_mb']:.1f} |")
     hop = rows.get("hello", {}).get("p50_ms", 0)
     remote = {
-        "session": [("DynamoDB GetItem", stages["dynamodb_get_item_ms"])],
+        "session": [("DynamoDB GetItem", stages["dynamodb_get_item_ms"]),
+                    ("checksession", stages.get("wechat_checksession_ms", 0))],
         "werun": [("DynamoDB GetItem", stages["dynamodb_get_item_ms"])],
         "decrypt-phone": [("DynamoDB GetItem", stages["dynamodb_get_item_ms"])],
         "login": [("jscode2session", stages["wechat_jscode2session_ms"]),

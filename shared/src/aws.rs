@@ -36,11 +36,17 @@ pub async fn load_sdk_config(loader: ConfigLoader, tls: &rustls::ClientConfig) -
         .await
 }
 
-/// The SDK config of a Lambda container. Lambda hands the role's credentials over in environment
-/// variables: when they are there, they are used directly, which skips building the rest of the
-/// default chain (profile files, web identity with its STS client, ECS, IMDS) at every cold start.
+/// The SDK config of a Lambda container. Lambda sets `AWS_REGION` and hands the role's
+/// credentials over in environment variables: when they are there, they are used directly, which
+/// skips building the rest of the default chains (profile files, web identity with its STS
+/// client, ECS, IMDS) at every cold start.
 pub async fn sdk_config_from_env(tls: &rustls::ClientConfig) -> SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Ok(region) = std::env::var("AWS_REGION")
+        && !region.is_empty()
+    {
+        loader = loader.region(aws_config::Region::new(region));
+    }
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some() {
         loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
     }

@@ -1,7 +1,6 @@
 //! The `decrypt-phone` Lambda function: state is built once per container by
-//! [`wxa_shared::runtime::serve`]; each request goes to [`wxa_shared::handlers::decrypt_phone`].
+//! [`wxa_shared::runtime::run`]; each request goes to [`wxa_shared::handlers::decrypt_phone`].
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    wxa_shared::runtime::serve(wxa_shared::handlers::decrypt_phone::handle).await
+fn main() -> Result<(), lambda_http::Error> {
+    wxa_shared::runtime::run(wxa_shared::handlers::decrypt_phone::handle)
 }

@@ -1,7 +1,6 @@
 //! The `pay-sign` Lambda function: state is built once per container by
-//! [`wxa_shared::runtime::serve`]; each request goes to [`wxa_shared::handlers::pay_sign`].
+//! [`wxa_shared::runtime::run`]; each request goes to [`wxa_shared::handlers::pay_sign`].
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    wxa_shared::runtime::serve(wxa_shared::handlers::pay_sign::handle).await
+fn main() -> Result<(), lambda_http::Error> {
+    wxa_shared::runtime::run(wxa_shared::handlers::pay_sign::handle)
 }

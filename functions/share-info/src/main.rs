@@ -1,7 +1,6 @@
 //! The `share-info` Lambda function: state is built once per container by
-//! [`wxa_shared::runtime::serve`]; each request goes to [`wxa_shared::handlers::share_info`].
+//! [`wxa_shared::runtime::run`]; each request goes to [`wxa_shared::handlers::share_info`].
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    wxa_shared::runtime::serve(wxa_shared::handlers::share_info::handle).await
+fn main() -> Result<(), lambda_http::Error> {
+    wxa_shared::runtime::run(wxa_shared::handlers::share_info::handle)
 }

@@ -1,7 +1,6 @@
 //! The `user-info` Lambda function: state is built once per container by
-//! [`wxa_shared::runtime::serve`]; each request goes to [`wxa_shared::handlers::user_info`].
+//! [`wxa_shared::runtime::run`]; each request goes to [`wxa_shared::handlers::user_info`].
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    wxa_shared::runtime::serve(wxa_shared::handlers::user_info::handle).await
+fn main() -> Result<(), lambda_http::Error> {
+    wxa_shared::runtime::run(wxa_shared::handlers::user_info::handle)
 }

@@ -712,46 +712,73 @@ pub struct MerchantKeys {
     pub public_key_der: Vec<u8>,
 }
 
+/// Makes a merchant key pair, registers the merchant with the simulator at `sim_base`, and writes
+/// the `wechatpay` object into the app secret `secret_id`.
+pub async fn enable_pay_on(
+    http: &reqwest::Client,
+    sim_base: &str,
+    secretsmanager: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> MerchantKeys {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
+    let private: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
+    let public: PublicKeyX509Der = pair.public_key().as_der().expect("SPKI");
+    let merchant = serde_json::json!({
+        "mchid": MCHID, "serial_no": MERCHANT_SERIAL, "public_key": wechat_sim::pay::to_pem("PUBLIC KEY", public.as_ref()),
+        "apiv3_key": APIV3_KEY, "apiv2_key": APIV2_KEY,
+    });
+    let registered = http
+        .post(format!("{sim_base}/__sim/pay/merchant"))
+        .json(&merchant)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        registered.status().is_success(),
+        "sim merchant: {}",
+        registered.status()
+    );
+    let url = format!("{sim_base}/__sim/pay/platform");
+    let platform: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    let secret = serde_json::json!({
+        "app_secret": APP_SECRET,
+        "wechatpay": {
+            "mchid": MCHID,
+            "merchant_serial_no": MERCHANT_SERIAL,
+            "merchant_private_key": wechat_sim::pay::to_pem("PRIVATE KEY", private.as_ref()),
+            "apiv3_key": APIV3_KEY,
+            "apiv2_key": APIV2_KEY,
+            "platform_keys": [
+                {"id": platform["public_key_id"], "public_key": platform["public_key"]},
+                {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
+            ],
+        },
+    });
+    secretsmanager
+        .put_secret_value()
+        .secret_id(secret_id)
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .expect("secret updated");
+    MerchantKeys {
+        public_key_der: public.as_ref().to_vec(),
+    }
+}
+
 impl Stack {
     /// Makes a merchant key pair, registers the merchant with the simulator, and writes the
     /// `wechatpay` object into the app secret (before anything reads the secret).
     pub async fn enable_pay(&self) -> MerchantKeys {
-        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-        use aws_lc_rs::signature::KeyPair;
-        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
-        let private: Pkcs8V1Der = pair.as_der().expect("PKCS#8");
-        let public: PublicKeyX509Der = pair.public_key().as_der().expect("SPKI");
-        let merchant = serde_json::json!({
-            "mchid": MCHID, "serial_no": MERCHANT_SERIAL, "public_key": wechat_sim::pay::to_pem("PUBLIC KEY", public.as_ref()),
-            "apiv3_key": APIV3_KEY, "apiv2_key": APIV2_KEY,
-        });
-        self.sim_post("/__sim/pay/merchant", merchant).await;
-        let url = format!("{}/__sim/pay/platform", self.sim.base_url());
-        let platform: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
-        let secret = serde_json::json!({
-            "app_secret": APP_SECRET,
-            "wechatpay": {
-                "mchid": MCHID,
-                "merchant_serial_no": MERCHANT_SERIAL,
-                "merchant_private_key": wechat_sim::pay::to_pem("PRIVATE KEY", private.as_ref()),
-                "apiv3_key": APIV3_KEY,
-                "apiv2_key": APIV2_KEY,
-                "platform_keys": [
-                    {"id": platform["public_key_id"], "public_key": platform["public_key"]},
-                    {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
-                ],
-            },
-        });
-        self.secretsmanager()
-            .put_secret_value()
-            .secret_id(&self.secret_id)
-            .secret_string(secret.to_string())
-            .send()
-            .await
-            .expect("secret updated");
-        MerchantKeys {
-            public_key_der: public.as_ref().to_vec(),
-        }
+        enable_pay_on(
+            &self.http,
+            &self.sim.base_url(),
+            &self.secretsmanager(),
+            &self.secret_id,
+        )
+        .await
     }
 
     /// Moves a session's expiry into the past, as time would; moto (like DynamoDB for a while

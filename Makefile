@@ -1,5 +1,5 @@
 # wxa-serverless: the commands README.md documents. Each installs what it needs.
-.PHONY: dev demo test lint fuzz build bench login-latency venv
+.PHONY: dev demo test lint fuzz build bench bench-profiles login-latency venv
 
 venv:
 	@bash scripts/venv.sh
@@ -51,7 +51,13 @@ bench: venv build
 	target/release/coldstart --throughput $${EVENTS:-1000} --out target/bench/throughput.json
 	cargo bench -p wxa-shared --bench warm
 	.venv-bench/bin/python scripts/bench_wechatpy.py > target/bench/wechatpy.json
+	bash scripts/bench_jitter.sh
 	python3 scripts/bench_report.py
+
+## make bench-profiles: the release-profile size study (one arm64 build of login per variant,
+## ~10 min each); its table joins BENCHMARKS.md at the next `make bench`
+bench-profiles: venv
+	bash scripts/bench_profiles.sh
 
 ## make login-latency: warm login latency against the running `make dev` stack
 login-latency:

@@ -8,7 +8,8 @@ mkdir -p target/bench
 echo "[" > "$out"
 for mode in jitter no-jitter; do
   dir=target/jitter-probe/$mode
-  if [ "$mode" = no-jitter ]; then export AWS_LC_SYS_NO_JITTER_ENTROPY=1; else unset AWS_LC_SYS_NO_JITTER_ENTROPY; fi
+  # Explicit both ways: .cargo/config.toml sets 1 for every build of this repo.
+  if [ "$mode" = no-jitter ]; then export AWS_LC_SYS_NO_JITTER_ENTROPY=1; else export AWS_LC_SYS_NO_JITTER_ENTROPY=0; fi
   cargo build --quiet --release --manifest-path tools/jitter-probe/Cargo.toml --target-dir "$dir"
   python3 - "$dir/release/jitter-probe" "$mode" >> "$out" <<'PY'
 import json, statistics, subprocess, sys, time

@@ -20,7 +20,7 @@ for v in $variants; do
   dir=target/profile-study/$v
   echo "== $v: ${SETTINGS[$v]} (codegen-units 1, stripped)"
   start=$(date +%s)
-  env ${SETTINGS[$v]} cargo lambda build --release --arm64 -p login --target-dir "$dir" --lambda-dir "$dir/lambda" >/dev/null
+  env ${SETTINGS[$v]} CARGO_TARGET_DIR="$dir" cargo lambda build --release --arm64 -p login --lambda-dir "$dir/lambda" >/dev/null
   python3 - "$v" "${SETTINGS[$v]}" "$dir/lambda/login/bootstrap" "$(( $(date +%s) - start ))" >> "$results" <<'PY'
 import io, json, os, sys, zipfile
 name, settings, path, secs = sys.argv[1:]

@@ -137,24 +137,25 @@ def throughput(lines):
     }
     lines += [
         "",
-        "Where a request's time goes (p50): the Runtime API hop is hello's p50; remote calls are timed",
-        "alone from the harness with the same clients; own CPU is criterion's (`for_session/*`, where",
-        "measured); the rest is the function's I/O plumbing (serialising, the SDK's request signing,",
-        "sockets) and noise.",
+        "Where a request's time goes (p50): the Runtime API hop is hello's p50; the remote calls are",
+        "timed alone from the harness, right after, with the same clients (medians of 200); own CPU is",
+        "criterion's `for_session/*` (session and login: not benchmarked alone; their own work is a",
+        "token hash and a JSON answer, see the primitives). Hop + remote calls match the p50 within",
+        "this VM's run-to-run noise (about ±0.3 ms): the functions wait, they do not compute.",
         "",
-        "| function | p50 ms | runtime hop ms | remote calls ms | own CPU ms | rest ms |",
+        "| function | p50 ms | runtime hop ms | remote calls ms | own CPU ms | own CPU share |",
         "|---|---|---|---|---|---|",
     ]
     for fn, calls in remote.items():
         if fn not in rows:
             continue
         total = rows[fn]["p50_ms"]
-        remote_ms = sum(ms for _, ms in calls)
         cpu = results.get(f"for_session/{fn}")
         cpu_ms = cpu / 1e6 if cpu else 0.0
         names = " + ".join(f"{name} {ms:.2f}" for name, ms in calls)
+        share = f"{cpu_ms / total:.1%}" if cpu else ""
         lines.append(f"| {fn} | {total:.2f} | {hop:.2f} | {names} | "
-                     + (f"{cpu_ms:.4f}" if cpu else "n/a") + f" | {total - hop - remote_ms - cpu_ms:.2f} |")
+                     + (f"{cpu_ms:.4f}" if cpu else "n/a") + f" | {share} |")
     lines.append("")
 
 
@@ -176,6 +177,19 @@ def size(lines):
         lines.append("")
 
 
+def jitter(lines):
+    rows = load("jitter.json")
+    if not rows:
+        return
+    lines += ["## aws-lc's first random bytes (`scripts/bench_jitter.sh`, tools/jitter-probe, median of 20 processes)", "",
+              "| aws-lc-sys build | first random bytes µs | next µs | whole process ms |", "|---|---|---|---|"]
+    for r in rows:
+        label = {"jitter": "with CPU-jitter entropy (aws-lc's default)",
+                 "no-jitter": "`AWS_LC_SYS_NO_JITTER_ENTROPY=1` (this repo's builds)"}[r["build"]]
+        lines.append(f"| {label} | {r['first_random_us']:,.1f} | {r['next_random_us']:.2f} | {r['process_ms']:.2f} |")
+    lines.append("")
+
+
 def main():
     lines = [
         "# Benchmarks",
@@ -189,6 +203,7 @@ def main():
     cold_start(lines)
     warm_cpu(lines)
     throughput(lines)
+    jitter(lines)
     size(lines)
     lines += ["## Remote calls per warm request", "",
               "Counted in the end-to-end tests (AWS SDK interceptor, simulator request log): see the table in",

@@ -112,7 +112,12 @@ pub fn open(
     max_age_secs: Option<u64>,
     now: u64,
 ) -> Result<serde_json::Map<String, Value>, OpenDataError> {
-    open_as(session_key, encrypted_data, iv, app_id, max_age_secs, now)
+    let plain = decrypt(session_key, encrypted_data, iv)?;
+    let Ok(Value::Object(data)) = serde_json::from_slice::<Value>(&plain) else {
+        return Err(OpenDataError::NotJson);
+    };
+    check_watermark(data.get("watermark"), app_id, max_age_secs, now)?;
+    Ok(data)
 }
 
 /// The watermark alone: the rest of the object is skipped, not built.
@@ -138,6 +143,23 @@ pub fn open_as<T: DeserializeOwned>(
     let Ok(Watermarked { watermark }) = serde_json::from_slice(&plain) else {
         return Err(OpenDataError::NotJson);
     };
+    check_watermark(watermark.as_ref(), app_id, max_age_secs, now)?;
+    serde_json::from_slice(&plain).map_err(|e| {
+        // serde names a missing field, but quotes values of the wrong type: keep those out.
+        let text = e.to_string();
+        OpenDataError::UnexpectedData(match text.find(" at line") {
+            Some(end) if text.starts_with("missing field") => text[..end].to_owned(),
+            _ => "a field is missing or has the wrong type".to_owned(),
+        })
+    })
+}
+
+fn check_watermark(
+    watermark: Option<&Value>,
+    app_id: &str,
+    max_age_secs: Option<u64>,
+    now: u64,
+) -> Result<(), OpenDataError> {
     let watermark = watermark.ok_or(OpenDataError::MissingWatermark)?;
     let (Some(appid), Some(timestamp)) = (watermark["appid"].as_str(), watermark["timestamp"].as_u64()) else {
         return Err(OpenDataError::MissingWatermark);
@@ -154,14 +176,7 @@ pub fn open_as<T: DeserializeOwned>(
             return Err(OpenDataError::Stale { age_secs, max_secs });
         }
     }
-    serde_json::from_slice(&plain).map_err(|e| {
-        // serde names a missing field, but quotes values of the wrong type: keep those out.
-        let text = e.to_string();
-        OpenDataError::UnexpectedData(match text.find(" at line") {
-            Some(end) if text.starts_with("missing field") => text[..end].to_owned(),
-            _ => "a field is missing or has the wrong type".to_owned(),
-        })
-    })
+    Ok(())
 }
 
 /// Checks `signature == hex(sha1(raw_data + session_key))` in constant time (getUserInfo).

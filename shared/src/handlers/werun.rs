@@ -12,9 +12,28 @@ use crate::{ApiError, AppState};
 
 #[derive(Serialize, Debug, PartialEq)]
 struct Day {
-    date: String,
+    date: ChinaDate,
     timestamp: u64,
     step: u64,
+}
+
+/// A Unix timestamp written as `YYYY-MM-DD` in China time (UTC+8, no daylight saving), straight
+/// into the answer (no string per day).
+#[derive(Debug, PartialEq)]
+struct ChinaDate(u64);
+
+impl std::fmt::Display for ChinaDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let days = (self.0 + 8 * 3600) / 86_400;
+        let (y, m, d) = civil_from_days(days as i64);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+impl Serialize for ChinaDate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// What getWeRunData decrypts to: a day's steps, each day stamped at its 00:00 (UTC+8).
@@ -48,7 +67,7 @@ pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> 
         .step_info_list
         .into_iter()
         .map(|entry| Day {
-            date: china_date(entry.timestamp),
+            date: ChinaDate(entry.timestamp),
             timestamp: entry.timestamp,
             step: entry.step,
         })
@@ -59,13 +78,6 @@ pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> 
         StatusCode::OK,
         &serde_json::json!({ "days": days, "total": total }),
     ))
-}
-
-/// `YYYY-MM-DD` of a Unix timestamp in China time (UTC+8, no daylight saving).
-fn china_date(timestamp: u64) -> String {
-    let days = (timestamp + 8 * 3600) / 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -85,6 +97,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn china_date(timestamp: u64) -> String {
+        serde_json::to_value(ChinaDate(timestamp))
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
 
     #[test]
     fn dates_are_china_time() {

@@ -169,11 +169,13 @@ def size(lines):
     lines.append("")
     study = load("profiles.json")
     if study:
-        lines += ["### Release profile study (login, arm64; `scripts/bench_profiles.sh`)", "",
-                  "| profile settings | bytes | zipped | init ms (x86_64) |", "|---|---|---|---|"]
+        lines += ["### Release profile study (login, arm64; `make bench-profiles`, codegen-units 1, stripped)", "",
+                  "| profile settings | bytes | zipped | build s (from scratch) |", "|---|---|---|---|"]
+        login = next((r for r in rows if r[0] == "login"), None)
+        if login:
+            lines.append(f"| opt-level=3 lto=thin (the release profile, above) | {login[1]:,} | {login[2]:,} | |")
         for r in study:
-            init = f"{r['init_ms']:.2f}" if r.get("init_ms") else ""
-            lines.append(f"| {r['settings']} | {r['bytes']:,} | {r['zipped']:,} | {init} |")
+            lines.append(f"| {r['settings']} | {r['bytes']:,} | {r['zipped']:,} | {r.get('build_secs', '')} |")
         lines.append("")
 
 

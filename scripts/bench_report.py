@@ -84,18 +84,19 @@ def warm_cpu(lines):
         "for_session = that work alone. wechatpy decrypt = `WeChatWxaCrypto.decrypt_message`; wechatpy",
         "handler = json.loads(event), json.loads(body), decrypt, the same answer, json.dumps(response).",
         "",
-        "| function | Rust handler µs | Rust for_session µs | wechatpy decrypt µs | wechatpy handler µs | handler vs handler | handler vs wechatpy decrypt |",
-        "|---|---|---|---|---|---|---|",
+        "| function | Rust handler µs | of which lambda_http event parse µs | Rust for_session µs | wechatpy decrypt µs | wechatpy handler µs | handler vs handler | handler vs wechatpy decrypt |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for fn in ["decrypt-phone", "werun", "share-info", "user-info"]:
         handler = results.get(f"handler/{fn}")
         own = results.get(f"for_session/{fn}")
+        parse = results.get(f"event_parse/{fn}")
         if handler is None:
             continue
         py = (wechatpy or {}).get("functions", {}).get(fn, {})
         py_dec, py_handler = py.get("decrypt_us"), py.get("handler_us")
         lines.append(
-            f"| {fn} | {handler / 1000:.2f} | {own / 1000:.2f} | "
+            f"| {fn} | {handler / 1000:.2f} | " + (f"{parse / 1000:.2f}" if parse else "") + f" | {own / 1000:.2f} | "
             + (f"{py_dec:.2f}" if py_dec else "") + " | " + (f"{py_handler:.2f}" if py_handler else "") + " | "
             + (f"{py_handler * 1000 / handler:.1f}×" if py_handler else "") + " | "
             + (f"{py_dec * 1000 / handler:.1f}×" if py_dec else "") + " |")

@@ -222,11 +222,6 @@ async fn sim_post(http: &reqwest::Client, base: &str, path: &str, body: Value) -
         .unwrap()
 }
 
-fn median_ms(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
-}
-
 /// Requests per second of one warm instance per function (events back to back, as Lambda sends
 /// them to one instance), and the remote calls those requests make, timed alone from here with
 /// the same clients, so that the breakdown is: runtime hop (hello) + remote calls + own CPU.
@@ -360,10 +355,10 @@ async fn throughput(
         put_item.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let stages = json!({
-        "dynamodb_get_item_ms": median_ms(get_item),
-        "dynamodb_put_item_ms": median_ms(put_item),
-        "wechat_jscode2session_ms": median_ms(code_session),
-        "wechat_checksession_ms": median_ms(check_session),
+        "dynamodb_get_item_ms": median(get_item),
+        "dynamodb_put_item_ms": median(put_item),
+        "wechat_jscode2session_ms": median(code_session),
+        "wechat_checksession_ms": median(check_session),
     });
     println!("{stages}");
     json!({ "instances": rows, "stages": stages })

@@ -93,10 +93,7 @@ fn payloads(session_key: &str) -> Vec<(&'static str, String, Value)> {
     let raw_data = json!({"nickName": "Band", "gender": 1, "language": "zh_CN", "city": "Guangzhou",
         "province": "Guangdong", "country": "CN", "avatarUrl": profile["avatarUrl"]})
     .to_string();
-    let signature = {
-        use sha1::{Digest, Sha1};
-        hex::encode(Sha1::digest(format!("{raw_data}{session_key}").as_bytes()))
-    };
+    let signature = opendata_signature(&raw_data, &Secret::new(session_key));
     let mut user_info = seal(session_key, profile);
     user_info["rawData"] = json!(raw_data);
     user_info["signature"] = json!(signature);

@@ -7,10 +7,19 @@ use serde_json::Value;
 const DOC_DATA: &str = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew==";
 
 fn wxa(args: &[&str]) -> (bool, Value, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_wxa"))
-        .args(args)
-        .output()
-        .expect("wxa runs");
+    wxa_env(args, &[])
+}
+
+/// The secrets' environment variables; cleared for every run so that an operator's exported key
+/// cannot meet the one a test passes.
+const SECRET_VARS: [&str; 3] = ["WXA_SESSION_KEY", "WXA_APIV2_KEY", "WXA_APIV3_KEY"];
+
+fn wxa_env(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wxa"));
+    for name in SECRET_VARS {
+        command.env_remove(name);
+    }
+    let output = command.args(args).envs(env.iter().copied()).output().expect("wxa runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
     (
@@ -22,6 +31,15 @@ fn wxa(args: &[&str]) -> (bool, Value, String) {
 
 fn root(path: &str) -> String {
     format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file in this run's scratch folder.
+fn scratch(name: &str, contents: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("wxa-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
 }
 
 #[test]
@@ -63,22 +81,7 @@ fn verify_signature() {
 #[test]
 fn pay_sign_v2_matches_an_independent_md5() {
     // python: hashlib.md5("appId=…&nonceStr=n123&package=prepay_id=…&signType=MD5&timeStamp=1795536000&key=…")
-    let (ok, json, err) = wxa(&[
-        "pay-sign",
-        "v2",
-        "--appid",
-        "wx4f4bc4dec97d474b",
-        "--prepay-id",
-        "wx201410272009395522657a690389285100",
-        "--key",
-        "192006250b4c09247ec02edce69f6a2d",
-        "--sign-type",
-        "MD5",
-        "--timestamp",
-        "1795536000",
-        "--nonce",
-        "n123",
-    ]);
+    let (ok, json, err) = wxa(&[&PAY_SIGN_V2[..], &["--key", APIV2_KEY]].concat());
     assert!(ok, "{err}");
     assert_eq!(json["paySign"], EXPECTED_MD5);
     assert_eq!(json["package"], "prepay_id=wx201410272009395522657a690389285100");
@@ -86,6 +89,23 @@ fn pay_sign_v2_matches_an_independent_md5() {
 }
 
 const EXPECTED_MD5: &str = "47BCC9BF286964B0D904ABFE4D61A5BB";
+
+/// pay-sign v2 for EXPECTED_MD5, but for the key.
+const PAY_SIGN_V2: [&str; 12] = [
+    "pay-sign",
+    "v2",
+    "--appid",
+    "wx4f4bc4dec97d474b",
+    "--prepay-id",
+    "wx201410272009395522657a690389285100",
+    "--sign-type",
+    "MD5",
+    "--timestamp",
+    "1795536000",
+    "--nonce",
+    "n123",
+];
+const APIV2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
 #[test]
 fn pay_sign_v3_and_verify_notify_with_the_simulator_keys() {
@@ -139,6 +159,18 @@ fn pay_sign_v3_and_verify_notify_with_the_simulator_keys() {
     assert_eq!(json["amount"]["total"], 1);
     let (ok, _, err) = wxa(&[&common[..], &by_id[..]].concat());
     assert!(!ok && err.contains("away from now"), "{err}");
+
+    // The APIv3 key from the environment, then from a file, instead of argv.
+    let without_key = [&common[..1], &common[3..], &by_id[..], &["--now", "1795536000"]].concat();
+    let (ok, json, err) = wxa_env(&without_key, &[("WXA_APIV3_KEY", "test-apiv3-key-0123456789abcdefg")]);
+    assert!(ok, "{err}");
+    assert_eq!(json["out_trade_no"], "T20261125000001");
+    let key_file = scratch("apiv3-key", "test-apiv3-key-0123456789abcdefg\n");
+    let (ok, json, err) = wxa(&[&without_key[..], &["--apiv3-key-file", &key_file]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(json["out_trade_no"], "T20261125000001");
+    let (ok, _, err) = wxa_env(&without_key, &[("WXA_APIV3_KEY", "test-apiv3-key-0123456789abcdefh")]);
+    assert!(!ok && err.contains("does not decrypt with this APIv3 key"), "{err}");
 }
 
 /// The simulator's platform public key as `BEGIN PUBLIC KEY` (`openssl x509 -pubkey` of its certificate).
@@ -160,4 +192,138 @@ fn usage_errors_are_explained() {
         .unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("--apiv3-key"));
+}
+
+const SESSION_KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
+
+#[test]
+fn the_session_key_from_a_file_or_the_environment() {
+    let decrypt = [
+        "decrypt",
+        "--appid",
+        "wx4f4bc4dec97d474b",
+        "--iv",
+        "r7BXXKkLb8qrSNn05n0qiA==",
+        "--data",
+        DOC_DATA,
+    ];
+    // As `echo KEY > file` writes it: the newline is not part of the key.
+    let file = scratch("session-key", &format!("{SESSION_KEY}\n"));
+    let (ok, json, err) = wxa(&[&decrypt[..], &["--session-key-file", &file]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(json["openId"], "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+    let (ok, json, err) = wxa_env(&decrypt, &[("WXA_SESSION_KEY", SESSION_KEY)]);
+    assert!(ok, "{err}");
+    assert_eq!(json["openId"], "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+
+    let verify = [
+        "verify-signature",
+        "--raw-data",
+        r#"{"nickName":"Band"}"#,
+        "--signature",
+        "54b71917aab21b53e850dec1b03f73b0bbeb6abe",
+    ];
+    let (ok, json, err) = wxa_env(&verify, &[("WXA_SESSION_KEY", SESSION_KEY)]);
+    assert!(ok, "{err}");
+    assert_eq!(json["valid"], true);
+    // The word after an option is its value, even when it starts with `-`.
+    let (ok, _, err) = wxa_env(
+        &["verify-signature", "--raw-data", "-x", "--signature", "-0"],
+        &[("WXA_SESSION_KEY", SESSION_KEY)],
+    );
+    assert!(!ok && err.contains("sha1"), "{err}");
+}
+
+#[test]
+fn the_apiv2_key_from_a_file_or_the_environment() {
+    // A file saved on Windows ends in CRLF.
+    let file = scratch("apiv2-key", &format!("{APIV2_KEY}\r\n"));
+    let (ok, json, err) = wxa(&[&PAY_SIGN_V2[..], &["--key-file", &file]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(json["paySign"], EXPECTED_MD5);
+    let (ok, json, err) = wxa_env(&PAY_SIGN_V2, &[("WXA_APIV2_KEY", APIV2_KEY)]);
+    assert!(ok, "{err}");
+    assert_eq!(json["paySign"], EXPECTED_MD5);
+
+    let (ok, json, err) = wxa(&PAY_SIGN_V2);
+    assert!(!ok && json.is_null());
+    assert!(
+        err.contains("--key is required (or --key-file PATH, or WXA_APIV2_KEY in the environment)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_secret_from_two_sources_or_an_empty_one_is_refused() {
+    let file = scratch("session-key-twice", SESSION_KEY);
+    let verify = [
+        "verify-signature",
+        "--raw-data",
+        "{}",
+        "--signature",
+        "0000",
+        "--session-key",
+        SESSION_KEY,
+    ];
+    let (ok, _, err) = wxa(&[&verify[..], &["--session-key-file", &file]].concat());
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("the session_key is given more than once (--session-key, --session-key-file): give exactly one"),
+        "{err}"
+    );
+    let (ok, _, err) = wxa_env(&verify, &[("WXA_SESSION_KEY", SESSION_KEY)]);
+    assert!(
+        !ok && err.contains("given more than once (--session-key, WXA_SESSION_KEY)"),
+        "{err}"
+    );
+
+    // Refused before the other files are read.
+    let notify = [
+        "verify-notify",
+        "--headers",
+        "/nonexistent/headers.json",
+        "--body",
+        "/nonexistent/body.json",
+        "--platform-cert",
+        "/nonexistent/cert.pem",
+    ];
+    let key_file = scratch("apiv3-key-twice", "k");
+    let (ok, _, err) = wxa_env(
+        &[&notify[..], &["--apiv3-key-file", &key_file]].concat(),
+        &[("WXA_APIV3_KEY", "k")],
+    );
+    assert!(
+        !ok && err.contains("the APIv3 key is given more than once (--apiv3-key-file, WXA_APIV3_KEY)"),
+        "{err}"
+    );
+
+    let empty = scratch("session-key-empty", "\n");
+    let (ok, _, err) = wxa(&[&verify[..5], &["--session-key-file", &empty]].concat());
+    assert!(
+        !ok && err.contains("the session_key from ") && err.contains("is empty"),
+        "{err}"
+    );
+    let (ok, _, err) = wxa(&[&verify[..5], &["--session-key-file", "/nonexistent/key"]].concat());
+    assert!(!ok && err.contains("cannot read /nonexistent/key"), "{err}");
+    let (ok, _, err) = wxa(&verify[..5]);
+    assert_eq!(
+        err.lines().next(),
+        Some(
+            "wxa verify-signature: --session-key is required (or --session-key-file PATH, or WXA_SESSION_KEY in the environment)"
+        ),
+    );
+    assert!(!ok);
+}
+
+#[test]
+fn help_names_every_source_of_a_secret() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wxa"))
+        .args(["decrypt", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for source in ["--session-key <K>", "--session-key-file <PATH>", "WXA_SESSION_KEY"] {
+        assert!(help.contains(source), "{source} in {help}");
+    }
 }

@@ -2,8 +2,8 @@
 """Creates the local AWS resources (on moto server) exactly as template.yaml declares them.
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
-        --sessions-table wxa-sessions --orders-table wxa-orders --secret-id wxa/app --app-secret S \
-        [--pay-sim http://127.0.0.1:9100 --pay-dir .dev]
+        --sessions-table wxa-sessions --orders-table wxa-orders --app-secret-id wxa/app --app-secret S \
+        [--pay-secret-id wxa/pay --pay-sim http://127.0.0.1:9100 --pay-dir .dev]
     local_aws.py --endpoint http://127.0.0.1:9200 put-order --orders-table wxa-orders \
         --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
@@ -11,9 +11,9 @@ The tables' key schemas, attribute definitions and TTL attributes are read from 
 SessionsTable and OrdersTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
-With --pay-sim, a merchant key pair is made (kept in --pay-dir), registered with the WeChat
-simulator, and the secret gets a `wechatpay` object with the merchant's keys and the
-simulator's platform public key and certificate.
+Two secrets, as deployed: the app secret {"app_secret": ...} and, with --pay-sim, the pay secret:
+a merchant key pair is made (kept in --pay-dir) and registered with the WeChat simulator, and the
+pay secret holds the merchant's keys and the simulator's platform public key and certificate.
 """
 import argparse
 import json
@@ -73,7 +73,7 @@ def create_table(dynamodb, name, props):
 
 
 def pay_secrets(sim_url, pay_dir):
-    """Registers a local merchant with the simulator; returns the secret's wechatpay object."""
+    """Registers a local merchant with the simulator; returns the pay secret's value."""
     import urllib.request
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -140,12 +140,13 @@ def main():
     parser.add_argument("--endpoint", required=True, help="moto server URL, e.g. http://127.0.0.1:9200")
     parser.add_argument("--template", default=os.path.join(ROOT, "template.yaml"))
     sub = parser.add_subparsers(dest="command", required=True)
-    setup = sub.add_parser("setup", help="create the tables and the app secret")
+    setup = sub.add_parser("setup", help="create the tables and the secrets")
     setup.add_argument("--sessions-table", required=True)
     setup.add_argument("--orders-table", required=True)
-    setup.add_argument("--secret-id", required=True)
+    setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
-    setup.add_argument("--pay-sim", help="WeChat simulator URL: register a local merchant and add its keys")
+    setup.add_argument("--pay-secret-id", help="the pay secret's name (with --pay-sim)")
+    setup.add_argument("--pay-sim", help="WeChat simulator URL: register a local merchant, write its keys")
     setup.add_argument("--pay-dir", default=".dev", help="where the local merchant key is kept")
     order = sub.add_parser("put-order", help="put an UNPAID order, as the merchant's system would")
     order.add_argument("--orders-table", required=True)
@@ -162,10 +163,12 @@ def main():
         dynamodb = client("dynamodb", args.endpoint)
         create_table(dynamodb, args.sessions_table, table_definition(args.template, "SessionsTable"))
         create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
-        secret = {"app_secret": args.app_secret}
+        secretsmanager = client("secretsmanager", args.endpoint)
+        put_secret(secretsmanager, args.app_secret_id, {"app_secret": args.app_secret})
         if args.pay_sim:
-            secret["wechatpay"] = pay_secrets(args.pay_sim.rstrip("/"), args.pay_dir)
-        put_secret(client("secretsmanager", args.endpoint), args.secret_id, secret)
+            if not args.pay_secret_id:
+                sys.exit("--pay-sim needs --pay-secret-id")
+            put_secret(secretsmanager, args.pay_secret_id, pay_secrets(args.pay_sim.rstrip("/"), args.pay_dir))
     elif args.command == "get-order":
         item = client("dynamodb", args.endpoint).get_item(
             TableName=args.orders_table, Key={"out_trade_no": {"S": args.out_trade_no}}, ConsistentRead=True

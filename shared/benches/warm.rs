@@ -21,9 +21,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Body, LambdaEvent, Request, Response, Service, service_fn};
 use serde_json::{Value, json};
+use wxa_shared::clock::now_unix;
 use wxa_shared::pay::keys::{SigningKey, VerifyingKey};
 use wxa_shared::secret::Secret;
-use wxa_shared::session::{Session, now_unix};
+use wxa_shared::store::sessions::Session;
 use wxa_shared::{AppState, Config, handlers, opendata, pay};
 
 const APP_ID: &str = "wx4f4bc4dec97d474b";
@@ -43,11 +44,15 @@ fn state() -> &'static AppState {
     let vars = [
         ("APP_ID", APP_ID),
         ("SESSIONS_TABLE", "sessions"),
-        ("ORDERS_TABLE", "orders"),
-        ("SECRET_ID", "wxa/app"),
+        ("APP_SECRET_ID", "wxa/app"),
         ("WATERMARK_MAX_AGE_SECS", "0"),
     ];
-    let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap();
+    // The parts the four open-data functions share.
+    let parts = handlers::werun::FUNCTION.parts;
+    let config = Config::from_lookup(parts, |k| {
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    })
+    .unwrap();
     let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled);
     // Clients that are never called on the benchmarked paths.
     let http = wxa_shared::aws::sdk_http_client(wxa_shared::net::http_client(
@@ -137,10 +142,10 @@ type ForSession = for<'a> fn(
 
 fn for_session_of(function: &str) -> ForSession {
     match function {
-        "decrypt-phone" => |s, session, r| Box::pin(handlers::decrypt_phone::for_session(s, session, r)),
-        "werun" => |s, session, r| Box::pin(handlers::werun::for_session(s, session, r)),
-        "share-info" => |s, session, r| Box::pin(handlers::share_info::for_session(s, session, r)),
-        "user-info" => |s, session, r| Box::pin(handlers::user_info::for_session(s, session, r)),
+        "decrypt-phone" => |s, session, r| Box::pin(handlers::decrypt_phone::phone(s, session, r)),
+        "werun" => |s, session, r| Box::pin(handlers::werun::werun(s, session, r)),
+        "share-info" => |s, session, r| Box::pin(handlers::share_info::share_info(s, session, r)),
+        "user-info" => |s, session, r| Box::pin(handlers::user_info::user_info(s, session, r)),
         other => panic!("no handler {other}"),
     }
 }
@@ -149,6 +154,7 @@ fn handlers(c: &mut Criterion) {
     let state = state();
     let session_key = wechat_sim::crypto::new_session_key();
     let session: &'static Session = Box::leak(Box::new(Session {
+        token_hash: "bench".into(),
         openid: OPENID.into(),
         unionid: None,
         session_key: Secret::new(&session_key),
@@ -174,7 +180,7 @@ fn handlers(c: &mut Criterion) {
         // The whole warm path but the DynamoDB read, as lambda_http runs it.
         let mut adapter = Adapter::from(service_fn(move |req: Request| async move {
             let response = for_session(state, session, &req).await;
-            Ok::<_, lambda_http::Error>(response.unwrap_or_else(|e| e.into_response()))
+            Ok::<_, lambda_http::Error>(response.unwrap_or_else(|e| e.into_response("bench")))
         }));
         let answer = |adapter: &mut Adapter<'_, _, _>, event: &str| {
             let payload: LambdaRequest = serde_json::from_str(event).unwrap();
@@ -224,7 +230,7 @@ fn crypto(c: &mut Criterion) {
         b.iter(|| assert!(opendata::verify_signature(black_box(raw), &doc_key, &sig)))
     });
     c.bench_function("crypto/login_token_hash", |b| {
-        b.iter(|| wxa_shared::session::token_hash(black_box("d2h5LWFyZS15b3UtcmVhZGluZy10aGlzLWJlbmNobWFyaw")))
+        b.iter(|| wxa_shared::store::sessions::token_hash(black_box("d2h5LWFyZS15b3UtcmVhZGluZy10aGlzLWJlbmNobWFyaw")))
     });
     c.bench_function("crypto/session_signature_hmac_sha256", |b| {
         b.iter(|| wxa_shared::wechat::session_signature(black_box(&doc_key)))

@@ -17,6 +17,9 @@ use aws_smithy_types::body::SdkBody;
 /// A TCP + TLS connect to an AWS endpoint in the same region takes milliseconds.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest one SDK operation may take, retries included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Loads the SDK config from `loader` with our HTTP client, timeouts and retry policy. In Lambda
 /// the loader is `aws_config::defaults(..)` (role credentials, region, and `AWS_ENDPOINT_URL`
 /// locally).
@@ -27,7 +30,7 @@ pub async fn load_sdk_config(loader: ConfigLoader, tls: &rustls::ClientConfig) -
             TimeoutConfig::builder()
                 .connect_timeout(CONNECT_TIMEOUT)
                 .operation_attempt_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(5))
+                .operation_timeout(OPERATION_TIMEOUT)
                 .build(),
         )
         // Standard mode: 3 attempts with jittered backoff, throttling included.

@@ -42,7 +42,12 @@ impl<T: Clone + PartialEq> Expiring<T> {
             return Ok(value.clone());
         }
         let (value, lifetime) = fetch().await?;
-        *slot = Some((value.clone(), Instant::now() + usable_for(lifetime)));
+        // A lifetime too long to add to the clock is kept as "until the process ends".
+        let now = Instant::now();
+        let refresh_at = now
+            .checked_add(usable_for(lifetime))
+            .unwrap_or(now + Duration::from_secs(366 * 24 * 3600));
+        *slot = Some((value.clone(), refresh_at));
         Ok(value)
     }
 

@@ -54,17 +54,6 @@ pub fn card_ext(
     .expect("plain strings serialize")
 }
 
-/// A random nonce of 32 characters from `[0-9A-Za-z]`.
-pub fn nonce() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,7 +111,7 @@ mod tests {
 
     #[test]
     fn nonces_are_random_alphanumerics() {
-        let (a, b) = (nonce(), nonce());
+        let (a, b) = (crate::random::nonce(), crate::random::nonce());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));

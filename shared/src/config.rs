@@ -1,8 +1,10 @@
-//! Settings read once from the environment at container init.
+//! Settings read once from the environment at container init: only those of the parts the
+//! function declares ([`Parts`]), so no function fails init over a setting it never reads.
 
 use std::time::Duration;
 
 pub use crate::net::TlsRoots;
+use crate::pay::v2::SignType;
 
 pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -12,44 +14,164 @@ pub const DEFAULT_WATERMARK_MAX_AGE_SECS: u64 = 300;
 pub const DEFAULT_QRCODE_CACHE_TTL_SECS: u64 = 600;
 pub const DEFAULT_WECHATPAY_API_BASE: &str = "https://api.mch.weixin.qq.com";
 
+/// Longest accepted settings: beyond these a value is a typo, and adding it to a clock would
+/// overflow.
+const MAX_TTL_SECS: u64 = 366 * 24 * 3600;
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// What a function uses of the shared crate. Its settings, its state and its IAM policy in
+/// `template.yaml` (checked by a test) follow from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Parts {
+    /// The sessions table (`SESSIONS_TABLE`).
+    pub sessions: bool,
+    /// Issues sessions (`SESSION_TTL_SECS`).
+    pub login: bool,
+    /// The WeChat server API: the app secret and the access token.
+    pub wechat: bool,
+    /// Open data: decryption and its watermark (`WATERMARK_MAX_AGE_SECS`).
+    pub open_data: bool,
+    /// The in-memory cache of mini-program code images (`QRCODE_CACHE_TTL_SECS`).
+    pub qrcode_cache: bool,
+    /// WeChat Pay's keys (the pay secret) and the orders table.
+    pub pay: bool,
+    /// Places orders with WeChat Pay (`WECHATPAY_API_BASE`, `PAY_NOTIFY_URL`).
+    pub pay_orders: bool,
+}
+
+impl Parts {
+    pub const NONE: Self = Self {
+        sessions: false,
+        login: false,
+        wechat: false,
+        open_data: false,
+        qrcode_cache: false,
+        pay: false,
+        pay_orders: false,
+    };
+
+    /// Every part (tests build one state that serves every function).
+    pub const ALL: Self = Self {
+        sessions: true,
+        login: true,
+        wechat: true,
+        open_data: true,
+        qrcode_cache: true,
+        pay: true,
+        pay_orders: true,
+    };
+
+    /// Every setting these parts read: `(name, required)`.
+    pub fn settings(&self) -> Vec<(&'static str, bool)> {
+        let mut names = vec![("APP_ID", true), ("TLS_ROOTS", false)];
+        let mut add = |on: bool, list: &[(&'static str, bool)]| {
+            if on {
+                for item in list {
+                    if !names.iter().any(|(n, _)| *n == item.0) {
+                        names.push(*item);
+                    }
+                }
+            }
+        };
+        add(self.sessions, &[("SESSIONS_TABLE", true)]);
+        add(self.login, &[("SESSION_TTL_SECS", false)]);
+        add(
+            self.wechat,
+            &[
+                ("APP_SECRET_ID", true),
+                ("WECHAT_API_BASE", false),
+                ("WECHAT_TIMEOUT_MS", false),
+                ("SECRET_CACHE_TTL_SECS", false),
+            ],
+        );
+        add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
+        add(self.qrcode_cache, &[("QRCODE_CACHE_TTL_SECS", false)]);
+        add(
+            self.pay,
+            &[
+                ("PAY_SECRET_ID", true),
+                ("ORDERS_TABLE", true),
+                ("PAY_API", false),
+                ("PAY_V2_SIGN_TYPE", false),
+                ("SECRET_CACHE_TTL_SECS", false),
+            ],
+        );
+        add(
+            self.pay_orders,
+            &[
+                ("WECHATPAY_API_BASE", false),
+                ("PAY_NOTIFY_URL", true),
+                ("WECHAT_TIMEOUT_MS", false),
+            ],
+        );
+        names
+    }
+}
+
 /// Which WeChat Pay API places orders (`PAY_API`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayApi {
     V3,
-    /// The legacy XML API, with the sign type of `PAY_V2_SIGN_TYPE`.
-    V2(crate::pay::v2::SignType),
+    /// The legacy XML API.
+    V2,
+}
+
+impl PayApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V3 => "v3",
+            Self::V2 => "v2",
+        }
+    }
+}
+
+/// WeChat Pay settings (part `pay`).
+#[derive(Debug, Clone)]
+pub struct PaySettings {
+    /// Secrets Manager id/ARN of the pay secret (`PAY_SECRET_ID`).
+    pub secret_id: String,
+    /// DynamoDB table of orders (`ORDERS_TABLE`).
+    pub orders_table: String,
+    pub api: PayApi,
+    /// The sign type of APIv2 requests, answers and notifications (`PAY_V2_SIGN_TYPE`): a
+    /// notification signed otherwise is refused.
+    pub v2_sign_type: SignType,
+}
+
+/// Placing orders (part `pay_orders`).
+#[derive(Debug, Clone)]
+pub struct PayOrderSettings {
+    /// WeChat Pay base URL (`WECHATPAY_API_BASE`); the simulator's URL locally.
+    pub api_base: String,
+    /// Where WeChat Pay sends payment notifications (`PAY_NOTIFY_URL`): configured, never taken
+    /// from a request.
+    pub notify_url: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The mini-program's AppID (`wx…`), sent to WeChat with every call.
     pub app_id: String,
-    /// DynamoDB table holding login sessions (`SESSIONS_TABLE`).
-    pub sessions_table: String,
-    /// Secrets Manager secret id or ARN of the JSON secret (`SECRET_ID`).
-    pub secret_id: String,
-    /// WeChat API base URL without a trailing slash; the simulator's URL locally.
-    pub wechat_api_base: String,
+    /// Trusted TLS roots (`TLS_ROOTS`: `bundled`, the default, or `system`).
+    pub tls_roots: TlsRoots,
+    /// DynamoDB table holding login sessions (`SESSIONS_TABLE`; part `sessions`).
+    pub sessions_table: Option<String>,
     /// How long a login token stays valid.
     pub session_ttl: Duration,
-    /// How long the secret is trusted before it is read again.
-    pub secret_cache_ttl: Duration,
-    /// Whole-request timeout of every WeChat call.
+    /// Secrets Manager id/ARN of the app secret (`APP_SECRET_ID`; part `wechat`).
+    pub app_secret_id: Option<String>,
+    /// WeChat API base URL without a trailing slash; the simulator's URL locally.
+    pub wechat_api_base: String,
+    /// Whole-request timeout of every WeChat and WeChat Pay call (cut further by the deadline).
     pub wechat_timeout: Duration,
+    /// How long a secret is trusted before it is read again.
+    pub secret_cache_ttl: Duration,
     /// Oldest open data accepted, by its watermark (`WATERMARK_MAX_AGE_SECS`; `0` = no limit).
     pub watermark_max_age_secs: Option<u64>,
     /// How long a generated mini-program code is served from memory (`QRCODE_CACHE_TTL_SECS`; `0` = off).
     pub qrcode_cache_ttl: Duration,
-    /// DynamoDB table of orders (`ORDERS_TABLE`).
-    pub orders_table: String,
-    pub pay_api: PayApi,
-    /// WeChat Pay base URL (`WECHATPAY_API_BASE`); the simulator's URL locally.
-    pub wechatpay_api_base: String,
-    /// Where WeChat Pay sends payment notifications (`PAY_NOTIFY_URL`); by default
-    /// `https://<the API's domain>/pay/notify`, taken from the request.
-    pub pay_notify_url: Option<String>,
-    /// Trusted TLS roots (`TLS_ROOTS`: `bundled`, the default, or `system`).
-    pub tls_roots: TlsRoots,
+    pub pay: Option<PaySettings>,
+    pub pay_orders: Option<PayOrderSettings>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -59,118 +181,174 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Reads the settings of `parts` from the process environment.
+    pub fn from_env(parts: Parts) -> Result<Self, ConfigError> {
+        Self::from_lookup(parts, |name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `lookup`, reporting every missing or malformed one at once so
-    /// that an operator fixes the deployment in one go.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Reads the settings of `parts` through `lookup` (and no other), reporting every missing or
+    /// malformed one at once so that an operator fixes the deployment in one go.
+    pub fn from_lookup(parts: Parts, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let wanted = parts.settings();
+        let lookup = |name: &str| {
+            debug_assert!(
+                wanted.iter().any(|(n, _)| *n == name),
+                "{name} is read but not listed in Parts::settings"
+            );
+            lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        };
         let mut problems = Vec::new();
-        let mut required = |name: &str| match lookup(name).map(|v| v.trim().to_owned()) {
-            Some(v) if !v.is_empty() => v,
-            _ => {
+        let mut required = |on: bool, name: &str| {
+            if !on {
+                return None;
+            }
+            let value = lookup(name);
+            if value.is_none() {
                 problems.push(format!("{name} is not set"));
-                String::new()
+            }
+            value
+        };
+        let app_id = required(true, "APP_ID").unwrap_or_default();
+        let sessions_table = required(parts.sessions, "SESSIONS_TABLE");
+        let app_secret_id = required(parts.wechat, "APP_SECRET_ID");
+        let pay_secret_id = required(parts.pay, "PAY_SECRET_ID");
+        let orders_table = required(parts.pay, "ORDERS_TABLE");
+        let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
+
+        let mut number = |on: bool, name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            if !on {
+                return default;
+            }
+            match lookup(name) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if range.contains(&n) => n,
+                    _ => {
+                        problems.push(format!(
+                            "{name} must be a whole number from {} to {}, got {v:?}",
+                            range.start(),
+                            range.end()
+                        ));
+                        default
+                    }
+                },
             }
         };
-        let app_id = required("APP_ID");
-        let sessions_table = required("SESSIONS_TABLE");
-        let secret_id = required("SECRET_ID");
-        let orders_table = required("ORDERS_TABLE");
+        let secret_reader = parts.wechat || parts.pay;
+        let caller = parts.wechat || parts.pay_orders;
+        let session_ttl = Duration::from_secs(number(
+            parts.login,
+            "SESSION_TTL_SECS",
+            DEFAULT_SESSION_TTL_SECS,
+            60..=MAX_TTL_SECS,
+        ));
+        let secret_cache_ttl = Duration::from_secs(number(
+            secret_reader,
+            "SECRET_CACHE_TTL_SECS",
+            DEFAULT_SECRET_CACHE_TTL_SECS,
+            0..=MAX_TTL_SECS,
+        ));
+        let wechat_timeout = Duration::from_millis(number(
+            caller,
+            "WECHAT_TIMEOUT_MS",
+            DEFAULT_WECHAT_TIMEOUT_MS,
+            100..=MAX_TIMEOUT_MS,
+        ));
+        let watermark_max_age_secs = Some(number(
+            parts.open_data,
+            "WATERMARK_MAX_AGE_SECS",
+            DEFAULT_WATERMARK_MAX_AGE_SECS,
+            0..=MAX_TTL_SECS,
+        ))
+        .filter(|&n| n > 0);
+        let qrcode_cache_ttl = Duration::from_secs(number(
+            parts.qrcode_cache,
+            "QRCODE_CACHE_TTL_SECS",
+            DEFAULT_QRCODE_CACHE_TTL_SECS,
+            0..=MAX_TTL_SECS,
+        ));
 
-        let mut number = |name: &str, default: u64, min: u64| match lookup(name) {
-            None => default,
-            Some(v) if v.trim().is_empty() => default,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if n >= min => n,
-                _ => {
-                    problems.push(format!("{name} must be a whole number >= {min}, got {v:?}"));
-                    default
-                }
-            },
+        let mut url = |on: bool, name: &str, default: &str| {
+            if !on {
+                return default.to_owned();
+            }
+            let value = lookup(name)
+                .map(|v| v.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| default.to_owned());
+            if !(value.starts_with("https://") || value.starts_with("http://")) {
+                problems.push(format!("{name} must be an http(s) URL, got {value:?}"));
+            }
+            value
         };
-        let session_ttl = Duration::from_secs(number("SESSION_TTL_SECS", DEFAULT_SESSION_TTL_SECS, 60));
-        let secret_cache_ttl = Duration::from_secs(number("SECRET_CACHE_TTL_SECS", DEFAULT_SECRET_CACHE_TTL_SECS, 0));
-        let wechat_timeout = Duration::from_millis(number("WECHAT_TIMEOUT_MS", DEFAULT_WECHAT_TIMEOUT_MS, 100));
-        let watermark_max_age_secs =
-            Some(number("WATERMARK_MAX_AGE_SECS", DEFAULT_WATERMARK_MAX_AGE_SECS, 0)).filter(|&n| n > 0);
-        let qrcode_cache_ttl = Duration::from_secs(number("QRCODE_CACHE_TTL_SECS", DEFAULT_QRCODE_CACHE_TTL_SECS, 0));
-
-        let wechat_api_base = lookup("WECHAT_API_BASE")
-            .map(|v| v.trim().trim_end_matches('/').to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| DEFAULT_WECHAT_API_BASE.to_owned());
-        if !(wechat_api_base.starts_with("https://") || wechat_api_base.starts_with("http://")) {
+        let wechat_api_base = url(parts.wechat, "WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE);
+        let wechatpay_api_base = url(parts.pay_orders, "WECHATPAY_API_BASE", DEFAULT_WECHATPAY_API_BASE);
+        if let Some(notify) = &notify_url
+            && (!(notify.starts_with("https://") || notify.starts_with("http://")) || notify.contains('?'))
+        {
             problems.push(format!(
-                "WECHAT_API_BASE must be an http(s) URL, got {wechat_api_base:?}"
+                "PAY_NOTIFY_URL must be an http(s) URL without a query, got {notify:?}"
             ));
         }
-        let text = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let pay_api = match (text("PAY_API").as_deref(), text("PAY_V2_SIGN_TYPE").as_deref()) {
-            (None | Some("v3"), _) => PayApi::V3,
-            (Some("v2"), sign_type) => match crate::pay::v2::SignType::parse(sign_type.unwrap_or("HMAC-SHA256")) {
-                Some(t) => PayApi::V2(t),
-                None => {
-                    problems.push(format!(
-                        "PAY_V2_SIGN_TYPE must be MD5 or HMAC-SHA256, got {sign_type:?}"
-                    ));
+
+        let (api, v2_sign_type) = if parts.pay {
+            let api = match lookup("PAY_API").as_deref() {
+                None | Some("v3") => PayApi::V3,
+                Some("v2") => PayApi::V2,
+                Some(other) => {
+                    problems.push(format!("PAY_API must be v3 or v2, got {other:?}"));
                     PayApi::V3
                 }
-            },
-            (Some(other), _) => {
-                problems.push(format!("PAY_API must be v3 or v2, got {other:?}"));
-                PayApi::V3
-            }
+            };
+            let sign_type = match lookup("PAY_V2_SIGN_TYPE").as_deref() {
+                None => SignType::HmacSha256,
+                Some(name @ ("MD5" | "HMAC-SHA256")) => SignType::parse(name).expect("a listed sign type"),
+                Some(other) => {
+                    problems.push(format!("PAY_V2_SIGN_TYPE must be MD5 or HMAC-SHA256, got {other:?}"));
+                    SignType::HmacSha256
+                }
+            };
+            (api, sign_type)
+        } else {
+            (PayApi::V3, SignType::HmacSha256)
         };
-        let wechatpay_api_base = text("WECHATPAY_API_BASE")
-            .map(|v| v.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| DEFAULT_WECHATPAY_API_BASE.to_owned());
-        let pay_notify_url = text("PAY_NOTIFY_URL");
-        let tls_roots = match text("TLS_ROOTS") {
+        let tls_roots = match lookup("TLS_ROOTS") {
             None => TlsRoots::default(),
             Some(v) => TlsRoots::parse(&v).unwrap_or_else(|| {
                 problems.push(format!("TLS_ROOTS must be bundled or system, got {v:?}"));
                 TlsRoots::default()
             }),
         };
-        for (name, url) in [
-            ("WECHATPAY_API_BASE", Some(&wechatpay_api_base)),
-            ("PAY_NOTIFY_URL", pay_notify_url.as_ref()),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("https://") || url.starts_with("http://"))
-            {
-                problems.push(format!("{name} must be an http(s) URL, got {url:?}"));
-            }
-        }
         if !app_id.is_empty() && !is_app_id(&app_id) {
             problems.push(format!(
                 "APP_ID must look like wx followed by 16 hex digits, got {app_id:?}"
             ));
         }
 
-        if problems.is_empty() {
-            Ok(Self {
-                app_id,
-                sessions_table,
-                secret_id,
-                wechat_api_base,
-                session_ttl,
-                secret_cache_ttl,
-                wechat_timeout,
-                watermark_max_age_secs,
-                qrcode_cache_ttl,
-                orders_table,
-                pay_api,
-                wechatpay_api_base,
-                pay_notify_url,
-                tls_roots,
-            })
-        } else {
-            Err(ConfigError { problems })
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
         }
+        Ok(Self {
+            app_id,
+            tls_roots,
+            sessions_table,
+            session_ttl,
+            app_secret_id,
+            wechat_api_base,
+            wechat_timeout,
+            secret_cache_ttl,
+            watermark_max_age_secs,
+            qrcode_cache_ttl,
+            pay: parts.pay.then(|| PaySettings {
+                secret_id: pay_secret_id.unwrap_or_default(),
+                orders_table: orders_table.unwrap_or_default(),
+                api,
+                v2_sign_type,
+            }),
+            pay_orders: parts.pay_orders.then(|| PayOrderSettings {
+                api_base: wechatpay_api_base,
+                notify_url: notify_url.unwrap_or_default(),
+            }),
+        })
     }
 }
 
@@ -181,43 +359,78 @@ fn is_app_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::collections::HashMap;
 
-    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    const ALL: Parts = Parts::ALL;
+
+    fn load(parts: Parts, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|k| map.get(k).cloned())
+        Config::from_lookup(parts, |k| map.get(k).cloned())
     }
 
     const MINIMAL: &[(&str, &str)] = &[
         ("APP_ID", "wx4f4bc4dec97d474b"),
         ("SESSIONS_TABLE", "sessions"),
-        ("SECRET_ID", "wxa/app"),
+        ("APP_SECRET_ID", "wxa/app"),
+        ("PAY_SECRET_ID", "wxa/pay"),
         ("ORDERS_TABLE", "orders"),
+        ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),
     ];
 
     #[test]
     fn defaults_apply_when_only_required_settings_are_given() {
-        let c = load(MINIMAL).unwrap();
+        let c = load(ALL, MINIMAL).unwrap();
         assert_eq!(c.wechat_api_base, "https://api.weixin.qq.com");
         assert_eq!(c.session_ttl, Duration::from_secs(DEFAULT_SESSION_TTL_SECS));
         assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
         assert_eq!(c.wechat_timeout, Duration::from_millis(5000));
         assert_eq!(c.watermark_max_age_secs, Some(300));
         assert_eq!(c.qrcode_cache_ttl, Duration::from_secs(600));
-        assert_eq!(c.pay_api, PayApi::V3);
-        assert_eq!(c.wechatpay_api_base, "https://api.mch.weixin.qq.com");
-        assert_eq!(c.pay_notify_url, None);
+        let pay = c.pay.unwrap();
+        assert_eq!((pay.api, pay.v2_sign_type), (PayApi::V3, SignType::HmacSha256));
+        assert_eq!(c.pay_orders.unwrap().api_base, "https://api.mch.weixin.qq.com");
         assert_eq!(c.tls_roots, TlsRoots::Bundled);
     }
 
     #[test]
     fn every_missing_setting_is_named_in_one_error() {
-        let err = load(&[]).unwrap_err();
-        assert_eq!(err.problems.len(), 4, "{err}");
+        let err = load(ALL, &[]).unwrap_err();
         let text = err.to_string();
-        for name in ["APP_ID", "SESSIONS_TABLE", "SECRET_ID", "ORDERS_TABLE"] {
+        let required: Vec<&str> = ALL.settings().into_iter().filter(|s| s.1).map(|s| s.0).collect();
+        assert_eq!(err.problems.len(), required.len(), "{err}");
+        for name in required {
             assert!(text.contains(name), "{text}");
         }
+    }
+
+    #[test]
+    fn a_function_reads_only_the_settings_of_its_parts() {
+        let login = Parts {
+            sessions: true,
+            login: true,
+            wechat: true,
+            ..Parts::NONE
+        };
+        let read = RefCell::new(Vec::new());
+        let vars: HashMap<&str, &str> = MINIMAL.iter().copied().collect();
+        let config = Config::from_lookup(login, |name| {
+            read.borrow_mut().push(name.to_owned());
+            vars.get(name).map(|v| v.to_string())
+        })
+        .unwrap();
+        assert!(config.pay.is_none() && config.pay_orders.is_none());
+        let read = read.into_inner();
+        for name in [
+            "ORDERS_TABLE",
+            "PAY_SECRET_ID",
+            "PAY_NOTIFY_URL",
+            "QRCODE_CACHE_TTL_SECS",
+        ] {
+            assert!(!read.iter().any(|n| n == name), "login read {name}");
+        }
+        // And it starts without them.
+        assert!(load(login, &MINIMAL[..3]).is_ok());
     }
 
     #[test]
@@ -227,15 +440,19 @@ mod tests {
             ("WECHAT_API_BASE", "http://127.0.0.1:9100/"),
             ("SESSION_TTL_SECS", "3600"),
             ("TLS_ROOTS", "system"),
+            ("PAY_API", "v2"),
+            ("PAY_V2_SIGN_TYPE", "MD5"),
         ]);
-        let c = load(&vars).unwrap();
+        let c = load(ALL, &vars).unwrap();
         assert_eq!(c.tls_roots, TlsRoots::System);
         assert_eq!(c.wechat_api_base, "http://127.0.0.1:9100");
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        let pay = c.pay.unwrap();
+        assert_eq!((pay.api, pay.v2_sign_type), (PayApi::V2, SignType::Md5));
         let mut off = MINIMAL.to_vec();
         off.push(("WATERMARK_MAX_AGE_SECS", "0"));
         assert_eq!(
-            load(&off).unwrap().watermark_max_age_secs,
+            load(ALL, &off).unwrap().watermark_max_age_secs,
             None,
             "0 turns the age check off"
         );
@@ -245,22 +462,30 @@ mod tests {
             ("SESSION_TTL_SECS", "soon"),
             ("WECHAT_TIMEOUT_MS", "5"),
             ("TLS_ROOTS", "openssl"),
+            ("SECRET_CACHE_TTL_SECS", "18446744073709551615"),
+            ("PAY_V2_SIGN_TYPE", ""),
         ]);
-        let err = load(&bad).unwrap_err();
-        assert!(err.to_string().contains("TLS_ROOTS must be bundled or system"), "{err}");
-        assert!(err.to_string().contains("SESSION_TTL_SECS"), "{err}");
-        assert!(err.to_string().contains("WECHAT_TIMEOUT_MS"), "{err}");
+        let err = load(ALL, &bad).unwrap_err();
+        for needle in [
+            "TLS_ROOTS must be bundled or system",
+            "SESSION_TTL_SECS",
+            "WECHAT_TIMEOUT_MS",
+            "SECRET_CACHE_TTL_SECS",
+        ] {
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let mut query = MINIMAL.to_vec();
+        query.push(("PAY_NOTIFY_URL", "https://x.example/pay/notify?from=host"));
+        let query: HashMap<&str, &str> = query.into_iter().collect();
+        let err = Config::from_lookup(ALL, |k| query.get(k).map(|v| v.to_string())).unwrap_err();
+        assert!(err.to_string().contains("PAY_NOTIFY_URL"), "{err}");
     }
 
     #[test]
     fn malformed_app_id_is_rejected() {
-        let err = load(&[
-            ("APP_ID", "my-app"),
-            ("SESSIONS_TABLE", "s"),
-            ("SECRET_ID", "x"),
-            ("ORDERS_TABLE", "o"),
-        ])
-        .unwrap_err();
+        let mut vars = MINIMAL.to_vec();
+        vars[0] = ("APP_ID", "my-app");
+        let err = load(ALL, &vars).unwrap_err();
         assert!(err.to_string().contains("APP_ID must look like"), "{err}");
     }
 }

@@ -1,16 +1,20 @@
 //! The one error type handlers return, and its JSON shape:
-//! `{"error": {"code": "...", "message": "..."}}`.
+//! `{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Response};
 
-/// An error answered to the client. `code` is stable and machine-readable; `message` is for
-/// people and never holds a secret.
+/// An error answered to the client. `code` is stable and machine-readable; `message` says what
+/// the caller can do and never names a secret, an ARN, a table or an upstream message: those go
+/// in `detail`, which only the log sees.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    detail: Option<String>,
+    /// The methods of the route, for a 405's `Allow` header.
+    allow: Option<String>,
 }
 
 impl ApiError {
@@ -19,7 +23,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
+            allow: None,
         }
+    }
+
+    /// What the operator needs to know (logged with the request id, never answered).
+    pub fn with_detail(mut self, detail: impl std::fmt::Display) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -30,12 +46,32 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    pub fn misconfigured(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_misconfigured", message)
+    /// A deployment problem (a missing table or secret, a malformed secret): the caller learns
+    /// only that the operator must look; `detail` says what is wrong.
+    pub fn misconfigured(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_misconfigured",
+            "the server is misconfigured: the operator finds the cause in the log under this request_id",
+        )
+        .with_detail(detail)
     }
 
-    pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+    /// 405 for a known path, with the methods it takes.
+    pub fn method_not_allowed(allow: &str) -> Self {
+        let mut error = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route takes {allow}"),
+        );
+        error.allow = Some(allow.to_owned());
+        error
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message, "request_id": request_id }
+        });
         let mut response = crate::http::json_response(self.status, &body);
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -44,13 +80,20 @@ impl ApiError {
         if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(allow) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(header::ALLOW, allow);
+        }
         response
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
     }
 }
 
@@ -60,14 +103,15 @@ impl std::error::Error for ApiError {}
 impl From<crate::wechat::WechatError> for ApiError {
     fn from(e: crate::wechat::WechatError) -> Self {
         use crate::wechat::WechatError as W;
-        let operator = |what: &str| {
+        let operator = || {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_credentials_rejected",
-                format!("{what}: the operator must check APP_ID and the app_secret in the configured secret"),
+                "WeChat rejected this server's credentials: the operator must check APP_ID and the app secret",
             )
         };
-        match e {
+        let detail = e.to_string();
+        let answer = match e {
             W::InvalidCode => ApiError::bad_request(
                 "invalid_login_code",
                 "WeChat rejected the login code as invalid or expired (40029): call wx.login again",
@@ -96,26 +140,29 @@ impl From<crate::wechat::WechatError> for ApiError {
                 "wechat_timeout",
                 "WeChat did not answer in time",
             ),
-            W::Unreachable(_) | W::BadResponse(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "wechat_unavailable", format!("{e}"))
-            }
-            W::InvalidAppId(code) => operator(&format!("WeChat rejected the AppID ({code})")),
-            W::InvalidAppSecret => operator("WeChat rejected the app secret (40125)"),
-            W::AppSecretFrozen => operator("WeChat says the AppSecret is frozen (40243)"),
+            W::Unreachable(_) | W::BadResponse(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechat_unavailable",
+                "WeChat could not be reached or answered unexpectedly: try again later",
+            ),
+            W::InvalidAppId(_) | W::InvalidAppSecret | W::AppSecretFrozen => operator(),
             W::IpNotWhitelisted => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_ip_not_whitelisted",
                 "WeChat refused this server's IP (40164): add it to the app's API IP whitelist or turn the whitelist off",
             ),
-            W::InvalidAccessToken(code) => ApiError::new(
+            W::InvalidAccessToken(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_token_rejected",
-                format!("WeChat rejected a freshly fetched access token ({code})"),
+                "WeChat rejected a freshly fetched access token: try again later",
             ),
-            W::MissingParameter(_) | W::InvalidSignature | W::Other { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "wechat_error", e.to_string())
-            }
-        }
+            W::MissingParameter(_) | W::InvalidSignature | W::Other { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechat_error",
+                "WeChat refused the request: the operator finds its answer in the log under this request_id",
+            ),
+        };
+        answer.with_detail(detail)
     }
 }
 
@@ -128,36 +175,31 @@ impl From<crate::token::TokenError> for ApiError {
     }
 }
 
-impl From<crate::opendata::OpenDataError> for ApiError {
-    fn from(e: crate::opendata::OpenDataError) -> Self {
-        use crate::opendata::OpenDataError as O;
-        let code = match e {
-            O::InvalidBase64 { .. } | O::BadIvLength(_) | O::EmptyCiphertext | O::NotBlockAligned(_) => {
-                "malformed_encrypted_data"
-            }
-            O::BadPadding | O::NotJson | O::MissingWatermark => "decryption_failed",
-            O::ForeignAppId(_) => "watermark_app_mismatch",
-            O::Stale { .. } | O::FromTheFuture(_) => "watermark_expired",
-            O::UnexpectedData(_) => "unexpected_data",
-            O::BadSessionKey => return session_key_expired(),
-        };
-        ApiError::bad_request(code, e.to_string())
-    }
+/// The one answer to open data (or a `rawData` signature) that does not check out under the
+/// session's key, whatever the reason: bad padding, not UTF-8 or JSON, no watermark, another
+/// app's, the wrong shape. One answer, so that a caller probing with their own session learns
+/// nothing (no padding oracle); the reason goes to the log.
+pub fn invalid_open_data() -> ApiError {
+    ApiError::bad_request(
+        "invalid_open_data",
+        "the data does not check out under this session: do not retry it; ask WeChat for the data again",
+    )
 }
 
-/// The answer when open data does not match the session's key because WeChat rotated it.
+/// The answer when the session's key is no longer the one WeChat holds (the user ran `wx.login`
+/// again): the session is gone, the client logs in again.
 pub fn session_key_expired() -> ApiError {
     ApiError::unauthorized(
         "session_key_expired",
-        "the user's session key changed (wx.login ran again): POST /session/reset or log in again (wx.login, POST /login), then ask for the data again",
+        "the user's session key changed (wx.login ran again): log in again (wx.login, POST /login), then ask for the data again",
     )
 }
 
 impl From<crate::pay::client::PayError> for ApiError {
     fn from(e: crate::pay::client::PayError) -> Self {
         use crate::pay::client::PayError as P;
-        match &e {
-            P::NotConfigured(_) => ApiError::misconfigured(e.to_string()),
+        let answer = match &e {
+            P::NotConfigured(_) => return ApiError::misconfigured(e),
             P::Rejected { code, .. } if code == "ORDERPAID" || code == "ORDER_PAID" => ApiError::new(
                 StatusCode::CONFLICT,
                 "order_already_paid",
@@ -168,10 +210,27 @@ impl From<crate::pay::client::PayError> for ApiError {
                 "order_closed",
                 "WeChat Pay says this order is closed",
             ),
-            P::Rejected { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "wechatpay_rejected", e.to_string()),
-            P::BadSignature(_) => ApiError::new(StatusCode::BAD_GATEWAY, "wechatpay_signature_invalid", e.to_string()),
-            P::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "wechatpay_unavailable", e.to_string()),
-            P::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wechatpay_timeout", e.to_string()),
-        }
+            P::Rejected { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechatpay_rejected",
+                "WeChat Pay refused the order: the operator finds its reason in the log under this request_id",
+            ),
+            P::BadSignature(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechatpay_signature_invalid",
+                "WeChat Pay's answer did not carry a valid signature: nothing was stored",
+            ),
+            P::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wechatpay_unavailable",
+                "WeChat Pay could not be reached: try again",
+            ),
+            P::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "wechatpay_timeout",
+                "WeChat Pay did not answer in time: try again",
+            ),
+        };
+        answer.with_detail(e)
     }
 }

@@ -1,6 +1,6 @@
 //! Request parsing and response building shared by every handler.
 
-use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,19 +19,6 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Res
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// Answers 405 unless the request uses `method`.
-pub fn require_method(req: &Request, method: Method) -> Result<(), ApiError> {
-    if req.method() == method {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("use {method} for this route, not {}", req.method()),
-        ))
-    }
 }
 
 /// Parses a JSON request body into `T`: at most [`MAX_BODY_BYTES`], UTF-8, `application/json`
@@ -204,7 +191,7 @@ mod tests {
 
     #[test]
     fn error_response_has_the_documented_shape() {
-        let response = ApiError::unauthorized("missing_token", "log in first").into_response();
+        let response = ApiError::unauthorized("missing_token", "log in first").into_response("req-1");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         let Body::Text(text) = response.body() else {
@@ -213,7 +200,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"error": {"code": "missing_token", "message": "log in first"}})
+            serde_json::json!({"error": {"code": "missing_token", "message": "log in first", "request_id": "req-1"}})
         );
     }
 }

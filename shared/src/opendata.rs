@@ -2,7 +2,10 @@
 //! mini-program encrypted under the user's session_key, and the `rawData` signature.
 //!
 //! AES-128-CBC with **strict** PKCS#7: several SDKs accept any last byte and return garbage when
-//! the key is wrong; here every pad byte is checked and each failure has its own error.
+//! the key is wrong; here every pad byte is checked. Each failure has its own error, for the log
+//! and the operator's CLI; the API answers all of them after decryption with one answer
+//! ([`OpenDataError::is_rejected`]), since telling "bad padding" from "not JSON" to a caller is a
+//! padding oracle.
 
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
 use base64::Engine;
@@ -47,10 +50,22 @@ pub enum OpenDataError {
 }
 
 impl OpenDataError {
-    /// Well-formed input that does not decrypt: the usual cause is a session_key that WeChat
-    /// rotated because the user ran `wx.login` again (or the data was tampered with).
-    pub fn is_wrong_key(&self) -> bool {
-        matches!(self, Self::BadPadding | Self::NotJson)
+    /// Well-formed input (base64 of whole blocks, a 16-byte iv) that does not check out under the
+    /// key: bad padding, not JSON, no watermark, another app's, from the future, the wrong shape.
+    /// The usual cause is a session_key that WeChat rotated because the user ran `wx.login` again;
+    /// the other is forged data. All of these get one answer. Not included: malformed input
+    /// (said before anything is decrypted), a stale watermark on data that opened fine (the
+    /// user is asked again), and a stored key that is not a key.
+    pub fn is_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::BadPadding
+                | Self::NotJson
+                | Self::MissingWatermark
+                | Self::ForeignAppId(_)
+                | Self::FromTheFuture(_)
+                | Self::UnexpectedData(_)
+        )
     }
 }
 
@@ -112,12 +127,7 @@ pub fn open(
     max_age_secs: Option<u64>,
     now: u64,
 ) -> Result<serde_json::Map<String, Value>, OpenDataError> {
-    let plain = decrypt(session_key, encrypted_data, iv)?;
-    let Ok(Value::Object(data)) = serde_json::from_slice::<Value>(&plain) else {
-        return Err(OpenDataError::NotJson);
-    };
-    check_watermark(data.get("watermark"), app_id, max_age_secs, now)?;
-    Ok(data)
+    open_as(session_key, encrypted_data, iv, app_id, max_age_secs, now)
 }
 
 /// The watermark alone: the rest of the object is skipped, not built.
@@ -126,7 +136,8 @@ struct Watermarked {
     watermark: Option<Value>,
 }
 
-/// [`open`] into the fields a handler reads (`T`), without building the whole JSON tree.
+/// [`open`] into the fields a handler reads (`T`), without building the whole JSON tree. Checks in
+/// this order: padding, JSON object, watermark present and ours, `T`'s shape, then the age.
 pub fn open_as<T: DeserializeOwned>(
     session_key: &Secret,
     encrypted_data: &str,
@@ -143,31 +154,28 @@ pub fn open_as<T: DeserializeOwned>(
     let Ok(Watermarked { watermark }) = serde_json::from_slice(&plain) else {
         return Err(OpenDataError::NotJson);
     };
-    check_watermark(watermark.as_ref(), app_id, max_age_secs, now)?;
-    serde_json::from_slice(&plain).map_err(|e| {
-        // serde names a missing field, but quotes values of the wrong type: keep those out.
-        let text = e.to_string();
-        OpenDataError::UnexpectedData(match text.find(" at line") {
-            Some(end) if text.starts_with("missing field") => text[..end].to_owned(),
-            _ => "a field is missing or has the wrong type".to_owned(),
-        })
-    })
-}
-
-fn check_watermark(
-    watermark: Option<&Value>,
-    app_id: &str,
-    max_age_secs: Option<u64>,
-    now: u64,
-) -> Result<(), OpenDataError> {
-    let watermark = watermark.ok_or(OpenDataError::MissingWatermark)?;
+    let watermark = watermark.as_ref().ok_or(OpenDataError::MissingWatermark)?;
     let (Some(appid), Some(timestamp)) = (watermark["appid"].as_str(), watermark["timestamp"].as_u64()) else {
         return Err(OpenDataError::MissingWatermark);
     };
     if appid != app_id {
         return Err(OpenDataError::ForeignAppId(appid.to_owned()));
     }
-    if timestamp > now + FUTURE_SKEW_SECS {
+    let data = serde_json::from_slice(&plain).map_err(|e| {
+        // serde names a missing field, but quotes values of the wrong type: keep those out.
+        let text = e.to_string();
+        OpenDataError::UnexpectedData(match text.find(" at line") {
+            Some(end) if text.starts_with("missing field") => text[..end].to_owned(),
+            _ => "a field is missing or has the wrong type".to_owned(),
+        })
+    })?;
+    // The age last: "ask again" is only said of data that is otherwise good.
+    check_age(timestamp, max_age_secs, now)?;
+    Ok(data)
+}
+
+fn check_age(timestamp: u64, max_age_secs: Option<u64>, now: u64) -> Result<(), OpenDataError> {
+    if timestamp > now.saturating_add(FUTURE_SKEW_SECS) {
         return Err(OpenDataError::FromTheFuture(timestamp - now));
     }
     if let Some(max_secs) = max_age_secs {
@@ -296,10 +304,7 @@ mod tests {
         );
         let err = open_as::<Phone>(&key(), &wrong, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
         assert!(!err.to_string().contains("13800138000"), "{err}");
-        assert!(
-            !err.is_wrong_key(),
-            "well-formed data of the wrong shape is not a key problem"
-        );
+        assert!(err.is_rejected(), "the wrong shape gets the one answer too");
         // The watermark is still checked before the fields are read.
         assert_eq!(
             open_as::<Phone>(&key(), &good, &iv64, "wx0000000000000000", None, DOC_TIMESTAMP).unwrap_err(),
@@ -423,10 +428,19 @@ mod tests {
     }
 
     #[test]
-    fn the_wrong_key_is_reported_as_such() {
+    fn the_wrong_key_is_rejected_and_only_staleness_and_malformed_input_are_told_apart() {
         let other = Secret::new(STANDARD.encode([5u8; 16]));
         let err = open(&other, DOC_DATA, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
-        assert!(err.is_wrong_key(), "{err:?}");
+        assert!(err.is_rejected(), "{err:?}");
+        assert!(
+            !OpenDataError::Stale {
+                age_secs: 1,
+                max_secs: 0
+            }
+            .is_rejected()
+        );
+        assert!(!OpenDataError::NotBlockAligned(20).is_rejected());
+        assert!(!OpenDataError::BadSessionKey.is_rejected());
     }
 
     #[test]

@@ -1,34 +1,28 @@
 //! The Lambda entry point every function's `main` calls.
 
-use lambda_http::{Body, Error, Request, Response, service_fn};
+use lambda_http::{Error, Request, service_fn};
 
 use crate::AppState;
+use crate::function::Function;
 
 /// What each function's `main` calls. Lambda hands a container one event at a time, so a
 /// single-threaded runtime serves it: no worker threads to spawn (nor cgroup limits to read to
 /// size them) at every cold start.
-pub fn run<F, Fut>(handler: F) -> Result<(), Error>
-where
-    F: Fn(&'static AppState, Request) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send,
-{
+pub fn run(function: &'static Function) -> Result<(), Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(handler))
+        .block_on(serve(function))
 }
 
-/// Sets up logging (JSON when the function's log format is JSON), builds the [`AppState`] once
-/// for the container, and serves `handler` until the runtime stops the process.
-pub async fn serve<F, Fut>(handler: F) -> Result<(), Error>
-where
-    F: Fn(&'static AppState, Request) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send,
-{
+/// Sets up logging (JSON when the function's log format is JSON), builds the [`AppState`] of the
+/// function's parts once for the container, and serves its routes until the runtime stops the
+/// process.
+pub async fn serve(function: &'static Function) -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let state: &'static AppState = Box::leak(Box::new(AppState::from_env().await?));
+    let state: &'static AppState = Box::leak(Box::new(AppState::from_env(function.parts).await?));
     lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(handler(state, req).await)
+        Ok::<_, Error>(function.handle(state, req).await)
     }))
     .await
 }

@@ -1,8 +1,13 @@
-//! The app's secrets, read from one Secrets Manager JSON secret and cached in memory.
+//! The app's secrets in Secrets Manager, read on first use and cached in memory.
 //!
-//! The secret is a JSON object: `{"app_secret": "..."}` (pay keys join it later). It is read on
-//! first use, not at init, so a cold start never waits on Secrets Manager; a failure is not
-//! cached, so the next invocation tries again.
+//! Two JSON secrets, each readable only by the functions that use it (IAM, per function):
+//! - the **app secret** ([`AppSecrets`], `APP_SECRET_ID`): `{"app_secret": "..."}`, what the
+//!   WeChat API needs (jscode2session, access tokens);
+//! - the **pay secret** ([`Merchant`](crate::pay::Merchant), `PAY_SECRET_ID`): the merchant's
+//!   WeChat Pay keys, read only by the functions that pay.
+//!
+//! A secret is read on first use, not at init, so a cold start never waits on Secrets Manager;
+//! a failure is not cached, so the next invocation tries again. Each read is parsed once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,51 +16,36 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use lambda_http::http::StatusCode;
-use std::sync::OnceLock;
-
 use serde::Deserialize;
 use tokio::sync::Mutex;
-
-use crate::pay::{Merchant, PaySecrets};
 
 use crate::ApiError;
 use crate::secret::Secret;
 
-#[derive(Deserialize)]
+/// The app secret: what the WeChat server API needs. Nothing else may be in it (the merchant's
+/// keys belong in the pay secret, which fewer functions may read).
+#[derive(Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct AppSecrets {
     /// The mini-program's AppSecret, used for jscode2session and access tokens.
     pub app_secret: Secret,
-    /// WeChat Pay merchant keys, for `pay-sign` and `pay-notify`.
-    #[serde(default)]
-    pub wechatpay: Option<PaySecrets>,
-    /// The pay keys parsed once per secret read, not per request.
-    #[serde(skip)]
-    merchant: OnceLock<Result<Merchant, String>>,
-}
-
-impl PartialEq for AppSecrets {
-    fn eq(&self, other: &Self) -> bool {
-        self.app_secret == other.app_secret && self.wechatpay == other.wechatpay
-    }
 }
 
 impl std::fmt::Debug for AppSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pay = if self.wechatpay.is_some() { "configured" } else { "none" };
-        write!(f, "AppSecrets {{ app_secret: ***, wechatpay: {pay} }}")
+        f.write_str("AppSecrets { app_secret: *** }")
     }
 }
 
-impl AppSecrets {
-    /// The merchant's parsed keys, or why WeChat Pay cannot be used.
-    pub fn merchant(&self) -> Result<&Merchant, String> {
-        self.merchant
-            .get_or_init(|| match &self.wechatpay {
-                Some(pay) => Merchant::parse(pay),
-                None => Err("the secret has no wechatpay object".into()),
-            })
-            .as_ref()
-            .map_err(String::clone)
+/// A secret's JSON document, parsed once per read.
+pub trait SecretDocument: Sized + Send + Sync + 'static {
+    /// Parses the SecretString. The error names what is wrong, never a value.
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+impl SecretDocument for AppSecrets {
+    fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| describe_json_error(&e))
     }
 }
 
@@ -72,29 +62,30 @@ pub enum SecretsError {
 impl From<SecretsError> for ApiError {
     fn from(e: SecretsError) -> Self {
         match e {
-            SecretsError::NotFound(_) | SecretsError::Malformed { .. } => ApiError::misconfigured(e.to_string()),
+            SecretsError::NotFound(_) | SecretsError::Malformed { .. } => ApiError::misconfigured(e),
             SecretsError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "secrets_unavailable",
                 "the secret store is unavailable; try again",
-            ),
+            )
+            .with_detail(e),
         }
     }
 }
 
-struct Cached {
-    secrets: Arc<AppSecrets>,
+struct Cached<T> {
+    value: Arc<T>,
     fetched_at: Instant,
 }
 
-pub struct SecretCache {
+pub struct SecretCache<T> {
     client: Client,
     secret_id: String,
     ttl: Duration,
-    cached: Mutex<Option<Cached>>,
+    cached: Mutex<Option<Cached<T>>>,
 }
 
-impl SecretCache {
+impl<T: SecretDocument> SecretCache<T> {
     pub fn new(client: Client, secret_id: &str, ttl: Duration) -> Self {
         Self {
             client,
@@ -104,48 +95,47 @@ impl SecretCache {
         }
     }
 
-    /// The cached secrets, read again once the TTL has passed. Concurrent callers wait for one
+    /// The cached secret, read again once the TTL has passed. Concurrent callers wait for one
     /// read rather than each calling Secrets Manager.
-    pub async fn get(&self) -> Result<Arc<AppSecrets>, SecretsError> {
+    pub async fn get(&self) -> Result<Arc<T>, SecretsError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| c.fetched_at.elapsed() < self.ttl) {
-            return Ok(c.secrets.clone());
+            return Ok(c.value.clone());
         }
-        let secrets = Arc::new(self.fetch().await?);
+        let value = Arc::new(self.fetch().await?);
         *cached = Some(Cached {
-            secrets: secrets.clone(),
+            value: value.clone(),
             fetched_at: Instant::now(),
         });
-        Ok(secrets)
+        Ok(value)
     }
+}
 
+impl<T: SecretDocument + PartialEq> SecretCache<T> {
     /// Called when WeChat rejected `stale` as a credential: reads the secret again (once, however
     /// many callers report the same stale value) and returns the new value if it changed, i.e. the
     /// secret was rotated and a retry with it is worth making.
-    pub async fn refresh_after_rejection(
-        &self,
-        stale: &Arc<AppSecrets>,
-    ) -> Result<Option<Arc<AppSecrets>>, SecretsError> {
+    pub async fn refresh_after_rejection(&self, stale: &Arc<T>) -> Result<Option<Arc<T>>, SecretsError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| !Arc::ptr_eq(&c.secrets, stale)) {
+        if let Some(c) = cached.as_ref().filter(|c| !Arc::ptr_eq(&c.value, stale)) {
             // Another caller already re-read it.
-            return Ok((c.secrets != *stale).then(|| c.secrets.clone()));
+            return Ok((*c.value != **stale).then(|| c.value.clone()));
         }
         let fresh = Arc::new(self.fetch().await?);
         *cached = Some(Cached {
-            secrets: fresh.clone(),
+            value: fresh.clone(),
             fetched_at: Instant::now(),
         });
-        Ok((fresh != *stale).then_some(fresh))
+        Ok((*fresh != **stale).then_some(fresh))
     }
+}
 
-    async fn fetch(&self) -> Result<AppSecrets, SecretsError> {
-        let output = self
-            .client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
+impl<T: SecretDocument> SecretCache<T> {
+    async fn fetch(&self) -> Result<T, SecretsError> {
+        let request = self.client.get_secret_value().secret_id(&self.secret_id).send();
+        let output = crate::deadline::within(crate::aws::OPERATION_TIMEOUT, request)
             .await
+            .ok_or_else(|| SecretsError::Unavailable("no answer within the invocation's time budget".into()))?
             .map_err(|e| match e {
                 SdkError::ServiceError(ref service) => match service.err() {
                     GetSecretValueError::ResourceNotFoundException(_) => SecretsError::NotFound(self.secret_id.clone()),
@@ -160,19 +150,38 @@ impl SecretCache {
             id: self.secret_id.clone(),
             reason: "it has no SecretString".into(),
         })?;
-        serde_json::from_str(text).map_err(|e| SecretsError::Malformed {
+        T::parse(text).map_err(|reason| SecretsError::Malformed {
             id: self.secret_id.clone(),
-            reason: describe_json_error(&e),
+            reason,
         })
     }
 }
 
-/// Describes a parse failure without quoting the secret: serde's messages can echo a value.
-fn describe_json_error(e: &serde_json::Error) -> String {
+/// Describes a parse failure without quoting the secret: serde's messages can echo a value, but
+/// its "missing field" and "unknown field" messages name only fields.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
     let message = e.to_string();
-    if message.starts_with("missing field") {
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
         message
     } else {
         format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_secret_holds_the_app_secret_and_nothing_else() {
+        let ok = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value"}"#).unwrap();
+        assert_eq!(ok.app_secret.expose(), "s3cr3t-value");
+        assert_eq!(format!("{ok:?}"), "AppSecrets { app_secret: *** }");
+        let err = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value","wechatpay":{"mchid":"1"}}"#).unwrap_err();
+        assert!(err.contains("unknown field `wechatpay`"), "{err}");
+        let err = AppSecrets::parse(r#"{"app_secret":42}"#).unwrap_err();
+        assert!(!err.contains("42"), "{err}");
+        let err = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value""#).unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! What a container builds once at init and every invocation reuses.
+//! What a container builds once at init and every invocation reuses: only the parts its
+//! function declares ([`Parts`]). A function that does not pay has no pay secret reader at all.
 
 use std::sync::Arc;
 
@@ -6,35 +7,56 @@ use aws_config::SdkConfig;
 use lambda_http::Request;
 
 use crate::cache::ImageCache;
-use crate::config::Config;
+use crate::config::{Config, Parts, PayOrderSettings, PaySettings};
 use crate::error::ApiError;
 use crate::http::bearer_token;
+use crate::pay::Merchant;
 use crate::pay::client::PayClient;
-use crate::pay::orders::OrderStore;
-use crate::secrets::SecretCache;
-use crate::session::{Session, SessionStore};
+use crate::secrets::{AppSecrets, SecretCache};
+use crate::store::orders::OrderStore;
+use crate::store::sessions::{Session, SessionStore};
 use crate::token::AccessTokenCache;
 use crate::wechat::WechatClient;
 
+/// The WeChat server API: its client, the app secret and the access token.
+pub struct Wechat {
+    pub client: WechatClient,
+    pub secrets: Arc<SecretCache<AppSecrets>>,
+    pub tokens: AccessTokenCache,
+}
+
+/// WeChat Pay: the merchant's keys (the pay secret), the orders table, and the client that
+/// places orders (only where orders are placed).
+pub struct Payments {
+    pub settings: PaySettings,
+    pub merchant: SecretCache<Merchant>,
+    pub orders: OrderStore,
+    pub client: Option<(PayClient, PayOrderSettings)>,
+}
+
 pub struct AppState {
     pub config: Config,
-    pub wechat: WechatClient,
-    pub secrets: Arc<SecretCache>,
-    pub tokens: AccessTokenCache,
-    pub sessions: SessionStore,
-    /// Mini-program code images by request (empty until `qrcode` uses it).
+    sessions: Option<SessionStore>,
+    wechat: Option<Wechat>,
+    pay: Option<Payments>,
+    /// Mini-program code images by request (empty unless `qrcode` uses it).
     pub qrcodes: ImageCache,
-    pub orders: OrderStore,
-    pub pay: PayClient,
 }
 
 /// Memory the qrcode cache may use: a code image is 30–150 KB, so this holds a hundred or more.
 const QRCODE_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// A part a handler uses but its function did not declare: a programming error, which the
+/// function's own tests catch.
+fn undeclared(part: &str) -> ApiError {
+    ApiError::misconfigured(format!("this function does not declare the part {part}"))
+}
+
 impl AppState {
-    /// Builds the clients. Nothing here touches the network: secrets and tokens are fetched on
-    /// first use, so init stays fast and a Secrets Manager outage is not cached by a cold start.
-    /// `tls` is the container's one TLS configuration (the SDK config's HTTP client uses it too).
+    /// Builds the clients of the parts `config` was read for. Nothing here touches the network:
+    /// secrets and tokens are fetched on first use, so init stays fast and a Secrets Manager
+    /// outage is not cached by a cold start. `tls` is the container's one TLS configuration (the
+    /// SDK config's HTTP client uses it too).
     pub fn new(config: Config, sdk: &SdkConfig, tls: &rustls::ClientConfig) -> Self {
         Self::from_clients(
             config,
@@ -52,41 +74,70 @@ impl AppState {
         tls: &rustls::ClientConfig,
     ) -> Self {
         let http = crate::wechat::http_client(tls, config.wechat_timeout);
-        let wechat = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone());
-        let secrets = Arc::new(SecretCache::new(
-            secretsmanager,
-            &config.secret_id,
-            config.secret_cache_ttl,
-        ));
-        let tokens = AccessTokenCache::new(wechat.clone(), secrets.clone());
-        let orders = OrderStore::new(dynamodb.clone(), &config.orders_table);
-        let sessions = SessionStore::new(dynamodb, &config.sessions_table);
+        let sessions = config
+            .sessions_table
+            .as_deref()
+            .map(|table| SessionStore::new(dynamodb.clone(), table));
+        let wechat = config.app_secret_id.as_deref().map(|secret_id| {
+            let client = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone())
+                .with_timeout(config.wechat_timeout);
+            let secrets = Arc::new(SecretCache::new(
+                secretsmanager.clone(),
+                secret_id,
+                config.secret_cache_ttl,
+            ));
+            Wechat {
+                tokens: AccessTokenCache::new(client.clone(), secrets.clone()),
+                client,
+                secrets,
+            }
+        });
+        let pay = config.pay.as_ref().map(|settings| Payments {
+            merchant: SecretCache::new(secretsmanager, &settings.secret_id, config.secret_cache_ttl),
+            orders: OrderStore::new(dynamodb, &settings.orders_table),
+            client: config.pay_orders.as_ref().map(|orders| {
+                (
+                    PayClient::new(&orders.api_base, http, config.wechat_timeout),
+                    orders.clone(),
+                )
+            }),
+            settings: settings.clone(),
+        });
         let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
-        let pay = PayClient::new(&config.wechatpay_api_base, http);
         Self {
             config,
-            wechat,
-            secrets,
-            tokens,
             sessions,
-            qrcodes,
-            orders,
+            wechat,
             pay,
+            qrcodes,
         }
     }
 
-    /// Reads the config from the environment and the AWS settings the Lambda runtime provides.
-    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let config = Config::from_env()?;
+    /// Reads the settings of `parts` from the environment and the AWS settings the Lambda
+    /// runtime provides.
+    pub async fn from_env(parts: Parts) -> Result<Self, crate::config::ConfigError> {
+        let config = Config::from_env(parts)?;
         let tls = crate::net::tls_config(config.tls_roots);
         let sdk = crate::aws::sdk_config_from_env(&tls).await;
         Ok(Self::new(config, &sdk, &tls))
     }
 
+    pub fn sessions(&self) -> Result<&SessionStore, ApiError> {
+        self.sessions.as_ref().ok_or_else(|| undeclared("sessions"))
+    }
+
+    pub fn wechat(&self) -> Result<&Wechat, ApiError> {
+        self.wechat.as_ref().ok_or_else(|| undeclared("wechat"))
+    }
+
+    pub fn pay(&self) -> Result<&Payments, ApiError> {
+        self.pay.as_ref().ok_or_else(|| undeclared("pay"))
+    }
+
     /// The session of the request's `Authorization: Bearer` token: one DynamoDB read.
     pub async fn authenticate(&self, req: &Request) -> Result<Session, ApiError> {
         let token = bearer_token(req)?;
-        self.sessions.get(token).await?.ok_or_else(|| {
+        self.sessions()?.get(token).await?.ok_or_else(|| {
             ApiError::unauthorized("invalid_token", "the login token is unknown or expired: log in again")
         })
     }

@@ -9,11 +9,26 @@ use std::time::Duration;
 
 use crate::cache::Expiring;
 use crate::secret::Secret;
-use crate::secrets::{SecretCache, SecretsError};
+use crate::secrets::{AppSecrets, SecretCache, SecretsError};
 use crate::wechat::{WechatClient, WechatError};
 
 /// Attempts at fetching a token when WeChat is busy or unreachable (the call is idempotent).
 const FETCH_ATTEMPTS: u32 = 3;
+
+/// The longest lifetime WeChat gives a token or ticket (7200 s) with room to spare; anything
+/// beyond is a broken answer, not a reason to cache a value for centuries.
+const MAX_LIFETIME_SECS: u64 = 24 * 3600;
+
+/// `expires_in` as a lifetime, refused when absurd (zero, or over a day).
+fn lifetime(expires_in: u64) -> Result<Duration, WechatError> {
+    if (1..=MAX_LIFETIME_SECS).contains(&expires_in) {
+        Ok(Duration::from_secs(expires_in))
+    } else {
+        Err(WechatError::BadResponse(format!(
+            "expires_in {expires_in} is not a lifetime"
+        )))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -25,13 +40,13 @@ pub enum TokenError {
 
 pub struct AccessTokenCache {
     wechat: WechatClient,
-    secrets: Arc<SecretCache>,
+    secrets: Arc<SecretCache<AppSecrets>>,
     token: Expiring<Secret>,
     card_ticket: Expiring<Secret>,
 }
 
 impl AccessTokenCache {
-    pub fn new(wechat: WechatClient, secrets: Arc<SecretCache>) -> Self {
+    pub fn new(wechat: WechatClient, secrets: Arc<SecretCache<AppSecrets>>) -> Self {
         Self {
             wechat,
             secrets,
@@ -62,7 +77,7 @@ impl AccessTokenCache {
                 let ticket = self
                     .with_token(|token: Secret| async move { self.wechat.get_ticket(&token, "wx_card").await })
                     .await?;
-                Ok((ticket.ticket, Duration::from_secs(ticket.expires_in)))
+                Ok((ticket.ticket, lifetime(ticket.expires_in)?))
             })
             .await
     }
@@ -85,13 +100,14 @@ impl AccessTokenCache {
         }
     }
 
+    /// `stable_token`, retried on a busy or unreachable WeChat while the deadline allows.
     async fn fetch(&self) -> Result<(Secret, Duration), TokenError> {
         let mut secrets = self.secrets.get().await?;
         let mut rotated_once = false;
         let mut attempt = 1;
         loop {
             match self.wechat.stable_token(&secrets.app_secret).await {
-                Ok(t) => return Ok((t.access_token, Duration::from_secs(t.expires_in))),
+                Ok(t) => return Ok((t.access_token, lifetime(t.expires_in)?)),
                 Err(WechatError::InvalidAppSecret) if !rotated_once => {
                     rotated_once = true;
                     match self.secrets.refresh_after_rejection(&secrets).await? {
@@ -100,11 +116,29 @@ impl AccessTokenCache {
                     }
                 }
                 Err(e) if e.is_transient() && attempt < FETCH_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    let pause = Duration::from_millis(100 * u64::from(attempt));
+                    // Another attempt only if it can finish before the invocation's deadline.
+                    if !crate::deadline::allows(pause, Duration::from_secs(1)) {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_lifetimes_are_refused() {
+        assert_eq!(lifetime(7200).unwrap(), Duration::from_secs(7200));
+        for absurd in [0, MAX_LIFETIME_SECS + 1, u64::MAX] {
+            assert!(matches!(lifetime(absurd), Err(WechatError::BadResponse(_))), "{absurd}");
         }
     }
 }

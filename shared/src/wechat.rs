@@ -128,6 +128,8 @@ pub struct WechatClient {
     http: reqwest::Client,
     base: String,
     app_id: String,
+    /// Each call's own timeout, cut further to the invocation's deadline.
+    timeout: Duration,
 }
 
 impl WechatClient {
@@ -137,7 +139,19 @@ impl WechatClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             app_id: app_id.to_owned(),
+            timeout: Duration::from_millis(crate::config::DEFAULT_WECHAT_TIMEOUT_MS),
         }
+    }
+
+    /// Each call's timeout (`WECHAT_TIMEOUT_MS`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends `request` within this call's time budget and decodes the WeChat JSON answer.
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, WechatError> {
+        send(bounded(request, self.timeout)?).await
     }
 
     pub fn app_id(&self) -> &str {
@@ -153,7 +167,7 @@ impl WechatClient {
             ("js_code", code),
             ("grant_type", "authorization_code"),
         ]);
-        send(request).await
+        self.send(request).await
     }
 
     /// `cgi-bin/stable_token` in normal mode: every container gets the same current token.
@@ -164,7 +178,7 @@ impl WechatClient {
             "secret": secret.expose(),
             "force_refresh": false,
         });
-        send(
+        self.send(
             self.http
                 .post(format!("{}/cgi-bin/stable_token", self.base))
                 .json(&body),
@@ -186,7 +200,7 @@ impl WechatClient {
             ("signature", signature.as_str()),
             ("sig_method", "hmac_sha256"),
         ]);
-        match send::<Envelope>(request).await {
+        match self.send::<Envelope>(request).await {
             Ok(_) => Ok(true),
             Err(WechatError::InvalidSignature) => Ok(false),
             Err(e) => Err(e),
@@ -212,7 +226,7 @@ impl WechatClient {
             ("signature", signature.as_str()),
             ("sig_method", "hmac_sha256"),
         ]);
-        send::<Reset>(request).await.map(|r| r.session_key)
+        self.send::<Reset>(request).await.map(|r| r.session_key)
     }
 
     /// `cgi-bin/ticket/getticket`: the `api_ticket` of `kind` (`wx_card` signs `cardExt`).
@@ -221,7 +235,7 @@ impl WechatClient {
             .http
             .get(format!("{}/cgi-bin/ticket/getticket", self.base))
             .query(&[("access_token", access_token.expose()), ("type", kind)]);
-        send(request).await
+        self.send(request).await
     }
 
     /// `wxa/getwxacodeunlimit`: the mini-program code image for `request` (a JSON object with
@@ -231,14 +245,12 @@ impl WechatClient {
         access_token: &Secret,
         request: &serde_json::Value,
     ) -> Result<Vec<u8>, WechatError> {
-        let response = self
+        let request = self
             .http
             .post(format!("{}/wxa/getwxacodeunlimit", self.base))
             .query(&[("access_token", access_token.expose())])
-            .json(request)
-            .send()
-            .await
-            .map_err(transport_error)?;
+            .json(request);
+        let response = bounded(request, self.timeout)?.send().await.map_err(transport_error)?;
         let status = response.status();
         let is_image = response
             .headers()
@@ -265,7 +277,7 @@ impl WechatClient {
             .post(format!("{}/wxa/business/getuserphonenumber", self.base))
             .query(&[("access_token", access_token.expose())])
             .json(&serde_json::json!({ "code": code }));
-        send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
+        self.send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
     }
 }
 
@@ -280,6 +292,16 @@ pub fn http_client(tls: &rustls::ClientConfig, timeout: Duration) -> reqwest::Cl
 pub fn session_signature(session_key: &Secret) -> String {
     let mac = Hmac::<Sha256>::new_from_slice(session_key.expose().as_bytes()).expect("HMAC takes any key length");
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// `request` with the time budget left of `timeout` (see [`crate::deadline`]); no budget left is a
+/// timeout before anything is sent.
+pub(crate) fn bounded(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, WechatError> {
+    let budget = crate::deadline::budget(timeout).ok_or(WechatError::Timeout)?;
+    Ok(request.timeout(budget))
 }
 
 /// Sends a request and decodes a WeChat JSON answer: errors come back as HTTP 200 with a

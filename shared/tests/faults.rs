@@ -11,11 +11,12 @@ use wxa_shared::handlers::{login, session};
 async fn login_status(stack: &Stack, openid: &str) -> (u16, serde_json::Value) {
     let code = stack.mint_code(openid).await;
     read(
-        &login::handle(
-            &stack.state,
-            event_with_body("login.json", &json!({"code": code}).to_string()),
-        )
-        .await,
+        &login::FUNCTION
+            .handle(
+                &stack.state,
+                event_with_body("login.json", &json!({"code": code}).to_string()),
+            )
+            .await,
     )
 }
 
@@ -27,7 +28,11 @@ async fn an_unreachable_dynamodb_is_a_bounded_503_and_nothing_is_lost() {
 
     moto.freeze();
     let started = Instant::now();
-    let check = read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await);
+    let check = read(
+        &session::FUNCTION
+            .handle(&stack.state, authed_event("session.json", &token, None))
+            .await,
+    );
     let waited = started.elapsed();
     let (status, body) = login_status(&stack, "o_bob").await;
     moto.thaw();
@@ -46,7 +51,11 @@ async fn an_unreachable_dynamodb_is_a_bounded_503_and_nothing_is_lost() {
     assert!(waited < Duration::from_secs(8), "waited {waited:?}");
 
     // Back: the earlier session is intact, and new logins work.
-    let (status, body) = read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await);
+    let (status, body) = read(
+        &session::FUNCTION
+            .handle(&stack.state, authed_event("session.json", &token, None))
+            .await,
+    );
     assert_eq!((status, body["valid"].as_bool()), (200, Some(true)), "{body}");
     assert_eq!(login_status(&stack, "o_bob").await.0, 200);
 }
@@ -83,11 +92,12 @@ async fn fifty_concurrent_logins_of_one_user_each_get_a_session_with_the_current
         let state = state.clone();
         set.spawn(async move {
             read(
-                &login::handle(
-                    &state,
-                    event_with_body("login.json", &json!({"code": code}).to_string()),
-                )
-                .await,
+                &login::FUNCTION
+                    .handle(
+                        &state,
+                        event_with_body("login.json", &json!({"code": code}).to_string()),
+                    )
+                    .await,
             )
         });
     }
@@ -113,7 +123,13 @@ async fn dynamodb_throttling_is_retried_then_a_clear_503() {
     let token = stack.log_in("o_alice").await;
     // Two throttled attempts: the SDK's third attempt goes through.
     stack.throttle.next(2);
-    let check = || async { read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await) };
+    let check = || async {
+        read(
+            &session::FUNCTION
+                .handle(&stack.state, authed_event("session.json", &token, None))
+                .await,
+        )
+    };
     assert_eq!(check().await.0, 200);
     // Throttled beyond the 3 attempts: 503, and the next request works.
     stack.throttle.next(3);
@@ -137,7 +153,12 @@ async fn a_session_write_whose_answer_was_lost_is_not_a_failure() {
     assert_eq!(stack.session_items().await.len(), 1);
     let token = body["token"].as_str().unwrap();
     assert_eq!(
-        read(&session::handle(&stack.state, authed_event("session.json", token, None)).await).0,
+        read(
+            &session::FUNCTION
+                .handle(&stack.state, authed_event("session.json", token, None))
+                .await
+        )
+        .0,
         200
     );
 }

@@ -12,11 +12,12 @@ async fn every_route_answers_as_documented() {
     let mut records: Vec<Value> = Vec::new();
 
     let code = stack.mint_code("o_alice").await;
-    let response = login::handle(
-        &stack.state,
-        event_with_body("login.json", &json!({"code": code}).to_string()),
-    )
-    .await;
+    let response = login::FUNCTION
+        .handle(
+            &stack.state,
+            event_with_body("login.json", &json!({"code": code}).to_string()),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     records.push(record("/login", "POST", &response));
     for (errcode, fault) in [
@@ -31,21 +32,23 @@ async fn every_route_answers_as_documented() {
         fault["api"] = json!("jscode2session");
         stack.sim_post("/__sim/faults", fault).await;
         let code = stack.mint_code("o_alice").await;
-        let response = login::handle(
-            &stack.state,
-            event_with_body("login.json", &json!({"code": code}).to_string()),
-        )
-        .await;
+        let response = login::FUNCTION
+            .handle(
+                &stack.state,
+                event_with_body("login.json", &json!({"code": code}).to_string()),
+            )
+            .await;
         assert!(response.status().as_u16() >= 400, "fault {errcode}");
         records.push(record("/login", "POST", &response));
     }
     let code = stack.mint_code("o_alice").await;
     let token = {
-        let response = login::handle(
-            &stack.state,
-            event_with_body("login.json", &json!({"code": code}).to_string()),
-        )
-        .await;
+        let response = login::FUNCTION
+            .handle(
+                &stack.state,
+                event_with_body("login.json", &json!({"code": code}).to_string()),
+            )
+            .await;
         records.push(record("/login", "POST", &response));
         read(&response).1["token"].as_str().unwrap().to_owned()
     };
@@ -53,49 +56,57 @@ async fn every_route_answers_as_documented() {
     let ok = |name: &str, response: &lambda_http::Response<lambda_http::Body>| {
         assert!(response.status().is_success(), "{name}: {}", response.status());
     };
-    let response = session::handle(&stack.state, authed_event("session.json", &token, None)).await;
+    let response = session::FUNCTION
+        .handle(&stack.state, authed_event("session.json", &token, None))
+        .await;
     ok("session", &response);
     records.push(record("/session", "GET", &response));
-    let response = session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await;
+    let response = session::FUNCTION
+        .handle(&stack.state, authed_event("session-reset.json", &token, None))
+        .await;
     ok("reset", &response);
     records.push(record("/session/reset", "POST", &response));
 
     let phone = stack
         .sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
         .await;
-    let response = decrypt_phone::handle(
-        &stack.state,
-        authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
-    )
-    .await;
+    let response = decrypt_phone::FUNCTION
+        .handle(
+            &stack.state,
+            authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
+        )
+        .await;
     ok("phone", &response);
     records.push(record("/phone", "POST", &response));
-    let response = decrypt_phone::handle(
-        &stack.state,
-        authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
-    )
-    .await;
+    let response = decrypt_phone::FUNCTION
+        .handle(
+            &stack.state,
+            authed_event("decrypt-phone.json", &token, Some(&json!({"code": phone["code"]}))),
+        )
+        .await;
     records.push(record("/phone", "POST", &response));
 
     let steps = json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": 42}]});
     let (data, iv) = stack.seal("o_alice", steps).await;
-    let response = werun::handle(
-        &stack.state,
-        authed_event("werun.json", &token, Some(&json!({"encryptedData": data, "iv": iv}))),
-    )
-    .await;
+    let response = werun::FUNCTION
+        .handle(
+            &stack.state,
+            authed_event("werun.json", &token, Some(&json!({"encryptedData": data, "iv": iv}))),
+        )
+        .await;
     ok("werun", &response);
     records.push(record("/werun", "POST", &response));
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
-    let response = share_info::handle(
-        &stack.state,
-        authed_event(
-            "share-info.json",
-            &token,
-            Some(&json!({"encryptedData": data, "iv": iv})),
-        ),
-    )
-    .await;
+    let response = share_info::FUNCTION
+        .handle(
+            &stack.state,
+            authed_event(
+                "share-info.json",
+                &token,
+                Some(&json!({"encryptedData": data, "iv": iv})),
+            ),
+        )
+        .await;
     ok("share-info", &response);
     records.push(record("/share-info", "POST", &response));
     let key = stack.sim_session_key("o_alice").await;
@@ -104,7 +115,9 @@ async fn every_route_answers_as_documented() {
     let profile = json!({"openId": "o_alice", "nickName": "A", "gender": 1, "unionId": "u1"});
     let (data, iv) = stack.seal("o_alice", profile).await;
     let body = json!({"rawData": raw, "signature": signature, "encryptedData": data, "iv": iv});
-    let response = user_info::handle(&stack.state, authed_event("user-info.json", &token, Some(&body))).await;
+    let response = user_info::FUNCTION
+        .handle(&stack.state, authed_event("user-info.json", &token, Some(&body)))
+        .await;
     ok("user-info", &response);
     records.push(record("/user-info", "POST", &response));
     let (data, iv) = stack.seal("o_alice", json!({"openId": "o_bob"})).await;
@@ -112,7 +125,9 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/user-info",
         "POST",
-        &user_info::handle(&stack.state, authed_event("user-info.json", &token, Some(&body))).await,
+        &user_info::FUNCTION
+            .handle(&stack.state, authed_event("user-info.json", &token, Some(&body)))
+            .await,
     ));
     // A rotated key.
     stack.mint_code("o_alice").await;
@@ -120,37 +135,61 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/share-info",
         "POST",
-        &share_info::handle(
-            &stack.state,
-            authed_event(
-                "share-info.json",
-                &token,
-                Some(&json!({"encryptedData": data, "iv": iv})),
-            ),
-        )
-        .await,
+        &share_info::FUNCTION
+            .handle(
+                &stack.state,
+                authed_event(
+                    "share-info.json",
+                    &token,
+                    Some(&json!({"encryptedData": data, "iv": iv})),
+                ),
+            )
+            .await,
     ));
     records.push(record(
         "/session/reset",
         "POST",
-        &session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await,
+        &session::FUNCTION
+            .handle(&stack.state, authed_event("session-reset.json", &token, None))
+            .await,
+    ));
+    // The rotated key revoked that session: log in again.
+    let token = stack.log_in("o_alice").await;
+    // Data that does not check out: the one open-data answer.
+    let (data, _) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
+    records.push(record(
+        "/share-info",
+        "POST",
+        &share_info::FUNCTION
+            .handle(
+                &stack.state,
+                authed_event(
+                    "share-info.json",
+                    &token,
+                    Some(&json!({"encryptedData": data, "iv": "AAAAAAAAAAAAAAAAAAAAAA=="})),
+                ),
+            )
+            .await,
     ));
 
-    let response = qrcode::handle(&stack.state, authed_event("qrcode.json", &token, None)).await;
+    let response = qrcode::FUNCTION
+        .handle(&stack.state, authed_event("qrcode.json", &token, None))
+        .await;
     ok("qrcode", &response);
     records.push(record("/qrcode", "POST", &response));
     records.push(record(
         "/qrcode",
         "POST",
-        &qrcode::handle(
-            &stack.state,
-            authed_event(
-                "qrcode.json",
-                &token,
-                Some(&json!({"scene": "a", "page": "pages/none"})),
-            ),
-        )
-        .await,
+        &qrcode::FUNCTION
+            .handle(
+                &stack.state,
+                authed_event(
+                    "qrcode.json",
+                    &token,
+                    Some(&json!({"scene": "a", "page": "pages/none"})),
+                ),
+            )
+            .await,
     ));
     stack
         .sim_post("/__sim/faults", json!({"api": "getwxacodeunlimit", "errcode": 45009}))
@@ -158,19 +197,24 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/qrcode",
         "POST",
-        &qrcode::handle(
-            &stack.state,
-            authed_event("qrcode.json", &token, Some(&json!({"scene": "b"}))),
-        )
-        .await,
+        &qrcode::FUNCTION
+            .handle(
+                &stack.state,
+                authed_event("qrcode.json", &token, Some(&json!({"scene": "b"}))),
+            )
+            .await,
     ));
-    let response = card_sign::handle(&stack.state, authed_event("card-sign.json", &token, None)).await;
+    let response = card_sign::FUNCTION
+        .handle(&stack.state, authed_event("card-sign.json", &token, None))
+        .await;
     ok("card", &response);
     records.push(record("/card/sign", "POST", &response));
 
     stack.put_order("T20261125000001", "o_alice", 1).await;
     stack.put_order("T_BOB_000001", "o_bob", 1).await;
-    let response = pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await;
+    let response = pay_sign::FUNCTION
+        .handle(&stack.state, authed_event("pay-sign.json", &token, None))
+        .await;
     ok("pay-sign", &response);
     records.push(record("/pay/sign", "POST", &response));
     let prepay_id = read(&response).1["package"]
@@ -185,7 +229,9 @@ async fn every_route_answers_as_documented() {
         records.push(record(
             "/pay/sign",
             "POST",
-            &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body))).await,
+            &pay_sign::FUNCTION
+                .handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body)))
+                .await,
         ));
     }
     stack
@@ -196,7 +242,9 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/pay/sign",
         "POST",
-        &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body))).await,
+        &pay_sign::FUNCTION
+            .handle(&stack.state, authed_event("pay-sign.json", &token, Some(&body)))
+            .await,
     ));
     // The notification, delivered over HTTP by the simulator: 204; then the order is paid.
     let delivered = stack
@@ -207,7 +255,9 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/pay/sign",
         "POST",
-        &pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await,
+        &pay_sign::FUNCTION
+            .handle(&stack.state, authed_event("pay-sign.json", &token, None))
+            .await,
     ));
     let forged = stack
         .sim_post(
@@ -220,7 +270,22 @@ async fn every_route_answers_as_documented() {
     records.push(record(
         "/pay/notify",
         "POST",
-        &pay_notify::handle(&stack.state, testkit::event("pay-notify-v2.json")).await,
+        &pay_notify::FUNCTION
+            .handle(&stack.state, testkit::event("pay-notify-v2.json"))
+            .await,
+    ));
+
+    let response = session::FUNCTION
+        .handle(&stack.state, authed_event("logout.json", &token, None))
+        .await;
+    assert_eq!(response.status(), 204);
+    records.push(record("/logout", "POST", &response));
+    records.push(record(
+        "/logout",
+        "POST",
+        &session::FUNCTION
+            .handle(&stack.state, authed_event("logout.json", &token, None))
+            .await,
     ));
 
     check_openapi(&records);

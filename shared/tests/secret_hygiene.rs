@@ -39,24 +39,35 @@ async fn no_secret_reaches_a_log_line() {
     stack.enable_pay().await;
     let code = stack.mint_code("o_alice").await;
     let (status, body) = read(
-        &login::handle(
-            &stack.state,
-            event_with_body("login.json", &json!({"code": code}).to_string()),
-        )
-        .await,
+        &login::FUNCTION
+            .handle(
+                &stack.state,
+                event_with_body("login.json", &json!({"code": code}).to_string()),
+            )
+            .await,
     );
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
     let first_key = stack.sim_session_key("o_alice").await;
 
     assert_eq!(
-        read(&session::handle(&stack.state, authed_event("session.json", &token, None)).await).0,
+        read(
+            &session::FUNCTION
+                .handle(&stack.state, authed_event("session.json", &token, None))
+                .await
+        )
+        .0,
         200
     );
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
     let sealed = json!({"encryptedData": data, "iv": iv});
     assert_eq!(
-        read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&sealed))).await).0,
+        read(
+            &share_info::FUNCTION
+                .handle(&stack.state, authed_event("share-info.json", &token, Some(&sealed)))
+                .await
+        )
+        .0,
         200
     );
     let phone = stack
@@ -65,27 +76,38 @@ async fn no_secret_reaches_a_log_line() {
     let phone_body = json!({"code": phone["code"]});
     assert_eq!(
         read(
-            &decrypt_phone::handle(
-                &stack.state,
-                authed_event("decrypt-phone.json", &token, Some(&phone_body))
-            )
-            .await
+            &decrypt_phone::FUNCTION
+                .handle(
+                    &stack.state,
+                    authed_event("decrypt-phone.json", &token, Some(&phone_body))
+                )
+                .await
         )
         .0,
         200
     );
     assert_eq!(
-        qrcode::handle(&stack.state, authed_event("qrcode.json", &token, None))
+        qrcode::FUNCTION
+            .handle(&stack.state, authed_event("qrcode.json", &token, None))
             .await
             .status(),
         200
     );
     assert_eq!(
-        read(&card_sign::handle(&stack.state, authed_event("card-sign.json", &token, None)).await).0,
+        read(
+            &card_sign::FUNCTION
+                .handle(&stack.state, authed_event("card-sign.json", &token, None))
+                .await
+        )
+        .0,
         200
     );
     stack.put_order("T20261125000001", "o_alice", 1).await;
-    let (status, params) = read(&pay_sign::handle(&stack.state, authed_event("pay-sign.json", &token, None)).await);
+    let (status, params) = read(
+        &pay_sign::FUNCTION
+            .handle(&stack.state, authed_event("pay-sign.json", &token, None))
+            .await,
+    );
     assert_eq!(status, 200, "{params}");
     let prepay_id = params["package"].as_str().unwrap().trim_start_matches("prepay_id=");
     let paid = stack
@@ -103,15 +125,46 @@ async fn no_secret_reaches_a_log_line() {
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
     let stale = json!({"encryptedData": data, "iv": iv});
     assert_eq!(
-        read(&share_info::handle(&stack.state, authed_event("share-info.json", &token, Some(&stale))).await).0,
+        read(
+            &share_info::FUNCTION
+                .handle(&stack.state, authed_event("share-info.json", &token, Some(&stale)))
+                .await
+        )
+        .0,
         401
     );
+    // The rotated key revoked that session; a new one is reset, then logged out.
+    let second = stack.log_in("o_alice").await;
     assert_eq!(
-        read(&session::handle(&stack.state, authed_event("session-reset.json", &token, None)).await).0,
+        read(
+            &session::FUNCTION
+                .handle(&stack.state, authed_event("session-reset.json", &second, None))
+                .await
+        )
+        .0,
         200
     );
+    // A failure that costs the session: data that does not open (another iv).
+    let (data, _) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
+    let tampered = json!({"encryptedData": data, "iv": "AAAAAAAAAAAAAAAAAAAAAA=="});
+    assert_eq!(
+        read(
+            &share_info::FUNCTION
+                .handle(&stack.state, authed_event("share-info.json", &second, Some(&tampered)))
+                .await
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        session::FUNCTION
+            .handle(&stack.state, authed_event("logout.json", &second, None))
+            .await
+            .status(),
+        204
+    );
     let reused = event_with_body("login.json", &json!({"code": code}).to_string());
-    assert_eq!(read(&login::handle(&stack.state, reused).await).0, 400);
+    assert_eq!(read(&login::FUNCTION.handle(&stack.state, reused).await).0, 400);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -128,6 +181,7 @@ async fn no_secret_reaches_a_log_line() {
         ("APIv3 key", APIV3_KEY),
         ("APIv2 key", APIV2_KEY),
         ("login token", token.as_str()),
+        ("second login token", second.as_str()),
         ("private key", "PRIVATE KEY"),
     ] {
         assert!(!logs.contains(secret), "the {name} appears in the logs");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::{Stack, sdk_config};
-use wxa_shared::secrets::{SecretCache, SecretsError};
+use wxa_shared::secrets::{AppSecrets, SecretCache, SecretsError};
 
 async fn put(stack: &Stack, secret_id: &str, value: &str) {
     let sm = stack.secretsmanager();
@@ -31,10 +31,10 @@ async fn the_secret_is_cached_for_its_ttl_and_never_printed() {
     let stack = Stack::start().await;
     let id = testkit::unique("cache");
     put(&stack, &id, "first").await;
-    let cache = SecretCache::new(stack.secretsmanager(), &id, Duration::from_secs(300));
+    let cache = SecretCache::<AppSecrets>::new(stack.secretsmanager(), &id, Duration::from_secs(300));
     let first = cache.get().await.unwrap();
     assert_eq!(first.app_secret.expose(), "first");
-    assert_eq!(format!("{first:?}"), "AppSecrets { app_secret: ***, wechatpay: none }");
+    assert_eq!(format!("{first:?}"), "AppSecrets { app_secret: *** }");
     put(&stack, &id, "second").await;
     assert_eq!(
         cache.get().await.unwrap().app_secret.expose(),
@@ -60,7 +60,7 @@ async fn the_secret_is_cached_for_its_ttl_and_never_printed() {
         "second"
     );
 
-    let uncached = SecretCache::new(stack.secretsmanager(), &id, Duration::ZERO);
+    let uncached = SecretCache::<AppSecrets>::new(stack.secretsmanager(), &id, Duration::ZERO);
     put(&stack, &id, "third").await;
     assert_eq!(uncached.get().await.unwrap().app_secret.expose(), "third");
 }
@@ -69,7 +69,7 @@ async fn the_secret_is_cached_for_its_ttl_and_never_printed() {
 async fn a_failure_is_not_cached() {
     let stack = Stack::start().await;
     let id = testkit::unique("late");
-    let cache = SecretCache::new(stack.secretsmanager(), &id, Duration::from_secs(300));
+    let cache = SecretCache::<AppSecrets>::new(stack.secretsmanager(), &id, Duration::from_secs(300));
     assert!(matches!(cache.get().await, Err(SecretsError::NotFound(_))));
     put(&stack, &id, "now-there").await;
     assert_eq!(cache.get().await.unwrap().app_secret.expose(), "now-there");
@@ -86,7 +86,7 @@ async fn a_malformed_secret_is_reported_without_its_value() {
         .send()
         .await
         .unwrap();
-    let err = SecretCache::new(sm.clone(), &id, Duration::ZERO)
+    let err = SecretCache::<AppSecrets>::new(sm.clone(), &id, Duration::ZERO)
         .get()
         .await
         .unwrap_err();
@@ -98,15 +98,19 @@ async fn a_malformed_secret_is_reported_without_its_value() {
         .send()
         .await
         .unwrap();
-    let err = SecretCache::new(sm, &id, Duration::ZERO).get().await.unwrap_err();
-    assert!(err.to_string().contains("missing field `app_secret`"), "{err}");
+    let err = SecretCache::<AppSecrets>::new(sm, &id, Duration::ZERO)
+        .get()
+        .await
+        .unwrap_err();
+    // The typo is named (a field name, never a value).
+    assert!(err.to_string().contains("unknown field `appsecret`"), "{err}");
 }
 
 #[tokio::test]
 async fn an_unreachable_secrets_manager_is_unavailable_not_missing() {
     let closed = testkit::free_port();
     let sdk = sdk_config(&format!("http://127.0.0.1:{closed}")).await;
-    let cache = SecretCache::new(
+    let cache = SecretCache::<AppSecrets>::new(
         aws_sdk_secretsmanager::Client::new(&sdk),
         "wxa/app",
         Duration::from_secs(300),

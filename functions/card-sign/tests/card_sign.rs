@@ -5,7 +5,11 @@ use testkit::{Stack, authed_event, read};
 use wxa_shared::handlers::card_sign;
 
 async fn sign(stack: &Stack, token: &str, body: Option<Value>) -> (u16, Value) {
-    read(&card_sign::handle(&stack.state, authed_event("card-sign.json", token, body.as_ref())).await)
+    read(
+        &card_sign::FUNCTION
+            .handle(&stack.state, authed_event("card-sign.json", token, body.as_ref()))
+            .await,
+    )
 }
 
 async fn add_card(stack: &Stack, card_id: &str, card_ext: &str) -> Value {
@@ -69,7 +73,7 @@ async fn the_ticket_is_cached_and_codes_are_signed() {
 async fn a_stale_access_token_is_refreshed_once_for_the_ticket() {
     let stack = Stack::start().await;
     let token = stack.log_in("o_alice").await;
-    stack.state.tokens.get().await.unwrap();
+    stack.state.wechat().unwrap().tokens.get().await.unwrap();
     stack.sim_post("/__sim/invalidate-tokens", json!({})).await;
     let (status, body) = sign(&stack, &token, None).await;
     assert_eq!(status, 200, "{body}");

@@ -12,15 +12,22 @@ async fn phone_code(stack: &Stack, phone: &str) -> String {
 }
 
 async fn ask(stack: &Stack, token: &str, body: Value) -> (u16, Value) {
-    read(&decrypt_phone::handle(&stack.state, authed_event("decrypt-phone.json", token, Some(&body))).await)
+    read(
+        &decrypt_phone::FUNCTION
+            .handle(&stack.state, authed_event("decrypt-phone.json", token, Some(&body)))
+            .await,
+    )
 }
 
 #[tokio::test]
 async fn the_event_files_code_is_sent_to_wechat_and_refused() {
     let stack = Stack::start().await;
     let token = stack.log_in("o_alice").await;
-    let (status, body) =
-        read(&decrypt_phone::handle(&stack.state, authed_event("decrypt-phone.json", &token, None)).await);
+    let (status, body) = read(
+        &decrypt_phone::FUNCTION
+            .handle(&stack.state, authed_event("decrypt-phone.json", &token, None))
+            .await,
+    );
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_phone_code")),
@@ -177,7 +184,7 @@ async fn ambiguous_bodies_are_refused() {
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        testkit::handler!(decrypt_phone::handle),
+        &decrypt_phone::FUNCTION,
         "decrypt-phone.json",
         json!({"phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

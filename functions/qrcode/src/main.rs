@@ -1,6 +1,6 @@
-//! The `qrcode` Lambda function: state is built once per container by
-//! [`wxa_shared::runtime::run`]; each request goes to [`wxa_shared::handlers::qrcode`].
+//! The `qrcode` Lambda function: the shared crate builds its state once per
+//! container ([`wxa_shared::runtime::run`]) and routes each request to [`wxa_shared::handlers::qrcode`].
 
 fn main() -> Result<(), lambda_http::Error> {
-    wxa_shared::runtime::run(wxa_shared::handlers::qrcode::handle)
+    wxa_shared::runtime::run(&wxa_shared::handlers::qrcode::FUNCTION)
 }

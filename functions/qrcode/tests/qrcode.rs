@@ -6,7 +6,9 @@ use testkit::{Stack, authed_event, read};
 use wxa_shared::handlers::qrcode;
 
 async fn ask(stack: &Stack, token: &str, body: Option<Value>) -> Response<Body> {
-    qrcode::handle(&stack.state, authed_event("qrcode.json", token, body.as_ref())).await
+    qrcode::FUNCTION
+        .handle(&stack.state, authed_event("qrcode.json", token, body.as_ref()))
+        .await
 }
 
 fn png_texts(response: &Response<Body>) -> Vec<(String, String)> {

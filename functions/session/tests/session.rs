@@ -13,7 +13,7 @@ fn session_request(token: &str) -> lambda_http::Request {
 }
 
 async fn check(stack: &Stack, token: &str) -> (u16, Value) {
-    read(&session::handle(&stack.state, session_request(token)).await)
+    read(&session::FUNCTION.handle(&stack.state, session_request(token)).await)
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn unauthenticated_requests_are_401_without_calling_wechat() {
             r
         },
     ] {
-        let (status, body) = read(&session::handle(&stack.state, request).await);
+        let (status, body) = read(&session::FUNCTION.handle(&stack.state, request).await);
         assert_eq!(status, 401, "{body}");
         assert!(
             matches!(body["error"]["code"].as_str(), Some("missing_token" | "invalid_token")),
@@ -160,7 +160,7 @@ async fn wrong_method_is_405() {
     let stack = Stack::start().await;
     let mut request = event("session.json");
     *request.method_mut() = lambda_http::http::Method::POST;
-    let (status, body) = read(&session::handle(&stack.state, request).await);
+    let (status, body) = read(&session::FUNCTION.handle(&stack.state, request).await);
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
@@ -168,7 +168,11 @@ async fn wrong_method_is_405() {
 }
 
 async fn reset(stack: &Stack, token: &str) -> (u16, Value) {
-    read(&session::handle(&stack.state, testkit::authed_event("session-reset.json", token, None)).await)
+    read(
+        &session::FUNCTION
+            .handle(&stack.state, testkit::authed_event("session-reset.json", token, None))
+            .await,
+    )
 }
 
 #[tokio::test]
@@ -176,8 +180,7 @@ async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key()
     let stack = Stack::start().await;
     let token = stack.log_in("o_alice").await;
     stack.mint_code("o_alice").await; // the user logs in elsewhere: our key is stale
-    assert_eq!(check(&stack, &token).await.1["valid"], false);
-
+    // (The simulator accepts a reset signed by an earlier key; see README.)
     let (status, body) = reset(&stack, &token).await;
     assert_eq!(
         (status, body.clone()),
@@ -185,7 +188,7 @@ async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key()
     );
     let new_key = stack.sim_session_key("o_alice").await;
     assert!(!body.to_string().contains(&new_key), "the key never leaves the server");
-    let stored = stack.state.sessions.get(&token).await.unwrap().unwrap();
+    let stored = stack.state.sessions().unwrap().get(&token).await.unwrap().unwrap();
     assert_eq!(stored.session_key.expose(), new_key, "the new key is stored");
     assert_eq!(check(&stack, &token).await.1["valid"], true);
     assert_eq!(stack.sim_calls("resetusersessionkey").await, 1);
@@ -197,7 +200,11 @@ async fn a_reset_makes_a_rotated_session_valid_again_without_returning_the_key()
         &token,
         Some(&json!({"encryptedData": data, "iv": iv})),
     );
-    let (status, body) = read(&wxa_shared::handlers::share_info::handle(&stack.state, request).await);
+    let (status, body) = read(
+        &wxa_shared::handlers::share_info::FUNCTION
+            .handle(&stack.state, request)
+            .await,
+    );
     assert_eq!((status, body), (200, json!({"openGId": "G1"})));
 }
 
@@ -214,6 +221,14 @@ async fn a_reset_wechat_refuses_means_log_in_again() {
         (401, Some("session_key_expired")),
         "{body}"
     );
+    // The stale session is gone: its token no longer works.
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    let token = stack.log_in("o_alice").await;
     stack
         .sim_post("/__sim/faults", json!({"api": "resetusersessionkey", "errcode": 45011}))
         .await;
@@ -233,9 +248,52 @@ async fn reset_needs_post_and_check_needs_get() {
     let token = stack.log_in("o_alice").await;
     let mut get_reset = testkit::authed_event("session-reset.json", &token, None);
     *get_reset.method_mut() = lambda_http::http::Method::GET;
-    let (status, body) = read(&session::handle(&stack.state, get_reset).await);
+    let (status, body) = read(&session::FUNCTION.handle(&stack.state, get_reset).await);
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
     );
+}
+
+#[tokio::test]
+async fn a_check_that_finds_the_key_rotated_revokes_the_session() {
+    let stack = Stack::start().await;
+    let token = stack.log_in("o_alice").await;
+    stack.mint_code("o_alice").await; // the user logs in elsewhere: our key is stale
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!((status, body["valid"].as_bool()), (200, Some(false)), "{body}");
+    let (status, body) = check(&stack, &token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    assert!(stack.session_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn logout_deletes_the_callers_session_only() {
+    let stack = Stack::start().await;
+    let alice = stack.log_in("o_alice").await;
+    let bob = stack.log_in("o_bob").await;
+    let logout = |token: &str| {
+        let request = testkit::authed_event("logout.json", token, None);
+        async { session::FUNCTION.handle(&stack.state, request).await }
+    };
+    let response = logout(&alice).await;
+    assert_eq!(response.status(), 204);
+    let (status, body) = check(&stack, &alice).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    let (status, body) = read(&logout(&alice).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "twice: {body}"
+    );
+    assert_eq!(check(&stack, &bob).await.0, 200, "another session is untouched");
+    assert_eq!(stack.session_items().await.len(), 1);
 }

@@ -10,7 +10,9 @@ async fn the_event_file_decrypts_for_its_user() {
     let token = stack
         .log_in_as(json!({"openid": DOC_OPENID, "session_key": DOC_SESSION_KEY}))
         .await;
-    let response = share_info::handle(&stack.state, authed_event("share-info.json", &token, None)).await;
+    let response = share_info::FUNCTION
+        .handle(&stack.state, authed_event("share-info.json", &token, None))
+        .await;
     assert_eq!(
         read(&response),
         (200, json!({"openGId": "GA0vb5B2I0GyDjxjz9KhDEVk2BgE"}))
@@ -29,7 +31,7 @@ async fn a_fresh_share_ticket_gives_the_group_id_with_one_dynamodb_read() {
         Some(&json!({"encryptedData": data, "iv": iv})),
     );
     assert_eq!(
-        read(&share_info::handle(&stack.state, request).await),
+        read(&share_info::FUNCTION.handle(&stack.state, request).await),
         (200, json!({"openGId": "G_group_1"}))
     );
     assert_eq!(stack.aws_calls.take(), ["DynamoDB.GetItem"]);
@@ -45,13 +47,13 @@ async fn a_fresh_share_ticket_gives_the_group_id_with_one_dynamodb_read() {
         &token,
         Some(&json!({"encryptedData": data, "iv": iv})),
     );
-    assert_eq!(read(&share_info::handle(&stack.state, request).await).0, 200);
+    assert_eq!(read(&share_info::FUNCTION.handle(&stack.state, request).await).0, 200);
 }
 
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        testkit::handler!(share_info::handle),
+        &share_info::FUNCTION,
         "share-info.json",
         json!({"openGId": "G1"}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

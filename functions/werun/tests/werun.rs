@@ -11,7 +11,11 @@ async fn the_event_file_decrypts_for_its_user() {
     let token = stack
         .log_in_as(json!({"openid": DOC_OPENID, "session_key": DOC_SESSION_KEY}))
         .await;
-    let (status, body) = read(&werun::handle(&stack.state, authed_event("werun.json", &token, None)).await);
+    let (status, body) = read(
+        &werun::FUNCTION
+            .handle(&stack.state, authed_event("werun.json", &token, None))
+            .await,
+    );
     assert_eq!(status, 200, "{body}");
     let days = body["days"].as_array().unwrap();
     assert_eq!(days.len(), 30);
@@ -35,7 +39,7 @@ async fn steps_are_dated_in_china_time_sorted_and_totalled_with_one_dynamodb_rea
     stack.aws_calls.take();
     let before = stack.sim_calls("checksession").await + stack.sim_calls("stable_token").await;
     let request = authed_event("werun.json", &token, Some(&json!({"encryptedData": data, "iv": iv})));
-    let (status, body) = read(&werun::handle(&stack.state, request).await);
+    let (status, body) = read(&werun::FUNCTION.handle(&stack.state, request).await);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -55,20 +59,26 @@ async fn steps_are_dated_in_china_time_sorted_and_totalled_with_one_dynamodb_rea
 }
 
 #[tokio::test]
-async fn data_without_steps_is_refused() {
+async fn data_without_steps_or_with_absurd_steps_is_refused_as_any_bad_data() {
     let stack = Stack::start().await;
-    let token = stack.log_in("o_alice").await;
+    let huge = u64::MAX / 2 + 1;
     for payload in [
         json!({"openGId": "g"}),
         json!({"stepInfoList": [{"timestamp": "x", "step": 1}]}),
+        // Two counts whose sum overflows 64 bits: a clear 400, never a panic or a wrapped total.
+        json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": huge}, {"timestamp": 1_795_449_600u64, "step": huge}]}),
+        // A timestamp no calendar reaches: no date arithmetic overflow.
+        json!({"stepInfoList": [{"timestamp": u64::MAX, "step": 1}]}),
     ] {
-        let (data, iv) = stack.seal("o_alice", payload).await;
+        // Each failure costs the session one of its budget: a fresh login per case.
+        let token = stack.log_in("o_alice").await;
+        let (data, iv) = stack.seal("o_alice", payload.clone()).await;
         let request = authed_event("werun.json", &token, Some(&json!({"encryptedData": data, "iv": iv})));
-        let (status, body): (u16, Value) = read(&werun::handle(&stack.state, request).await);
+        let (status, body): (u16, Value) = read(&werun::FUNCTION.handle(&stack.state, request).await);
         assert_eq!(
             (status, body["error"]["code"].as_str()),
-            (400, Some("unexpected_data")),
-            "{body}"
+            (400, Some("invalid_open_data")),
+            "{payload}: {body}"
         );
     }
 }
@@ -76,7 +86,7 @@ async fn data_without_steps_is_refused() {
 #[tokio::test]
 async fn the_open_data_contract_holds() {
     check_open_data_contract(
-        testkit::handler!(werun::handle),
+        &werun::FUNCTION,
         "werun.json",
         json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": 1}]}),
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),

@@ -2,14 +2,32 @@
 //! `wx.addCard({cardList: [{cardId, cardExt}]})`. `cardExt` is signed with the card `api_ticket`
 //! (cached until shortly before it expires) and, with `bind_openid`, bound to the caller.
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use crate::card::{card_ext, nonce};
-use crate::http::{json_response, parse_json_body, require_method};
-use crate::session::now_unix;
-use crate::{ApiError, AppState};
+use crate::card::card_ext;
+use crate::clock::now_unix;
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, parse_json_body};
+use crate::random::nonce;
+use crate::store::sessions::Session;
+use crate::{ApiError, AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "card-sign",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/card/sign",
+        handler: authed!(sign),
+    }],
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,13 +43,7 @@ fn is_token_text(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(sign(state, &req).await)
-}
-
-async fn sign(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    let session = state.authenticate(req).await?;
+async fn sign(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: CardSignRequest = parse_json_body(req)?;
     if !is_token_text(&body.card_id, 64) {
         return Err(ApiError::bad_request(
@@ -46,7 +58,7 @@ async fn sign(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErro
             "code must be a card code ([A-Za-z0-9_-], at most 64)",
         ));
     }
-    let ticket = state.tokens.card_api_ticket().await?;
+    let ticket = state.wechat()?.tokens.card_api_ticket().await?;
     let openid = body.bind_openid.then_some(session.openid.as_str());
     let ext = card_ext(&ticket, &body.card_id, code, openid, now_unix(), &nonce());
     Ok(json_response(

@@ -2,17 +2,34 @@
 //! `{"code"}` (current button: `wxa/business/getuserphonenumber`) or `{"encryptedData", "iv"}`
 //! (legacy button: decrypted with the session key) → `{"phoneNumber", "purePhoneNumber", "countryCode"}`.
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::open_sealed;
-use crate::http::{json_response, one_time_code, parse_json_body, require_method};
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, one_time_code, parse_json_body};
 use crate::secret::Secret;
-use crate::session::Session;
+use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "decrypt-phone",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        open_data: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/phone",
+        handler: authed!(phone),
+    }],
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,18 +40,7 @@ struct PhoneRequest {
     iv: Option<String>,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(phone(state, &req).await)
-}
-
-async fn phone(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    let session = state.authenticate(req).await?;
-    for_session(state, &session, req).await
-}
-
-/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
-pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn phone(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: PhoneRequest = parse_json_body(req)?;
     let phone = match (body.code, body.encrypted_data, body.iv) {
         (Some(code), None, None) => by_code(state, &code).await?,
@@ -53,9 +59,10 @@ pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> 
 
 async fn by_code(state: &AppState, code: &str) -> Result<PhoneInfo, ApiError> {
     let code = one_time_code(code, "the getPhoneNumber event")?;
-    let result = state
+    let wechat = state.wechat()?;
+    let result = wechat
         .tokens
-        .with_token(|token: Secret| async move { state.wechat.get_user_phone_number(&token, code).await })
+        .with_token(|token: Secret| async move { wechat.client.get_user_phone_number(&token, code).await })
         .await;
     result.map_err(|e| match e {
         TokenError::Wechat(WechatError::InvalidCode | WechatError::CodeUsed) => ApiError::bad_request(

@@ -1,13 +1,30 @@
 //! `POST /login {"code"}`: exchanges a `wx.login` code for our own login token.
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{json_response, one_time_code, parse_json_body, require_method};
-use crate::session::now_unix;
+use crate::clock::now_unix;
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, one_time_code, parse_json_body};
 use crate::wechat::WechatError;
-use crate::{ApiError, AppState};
+use crate::{AppState, public};
+
+pub const FUNCTION: Function = Function {
+    name: "login",
+    parts: Parts {
+        sessions: true,
+        login: true,
+        wechat: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/login",
+        handler: public!(login),
+    }],
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,29 +41,25 @@ struct LoginResponse<'a> {
     unionid: Option<&'a str>,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(login(state, &req).await)
-}
-
-async fn login(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
+async fn login(state: &AppState, req: &Request) -> Answer {
     let body: LoginRequest = parse_json_body(req)?;
     let code = one_time_code(&body.code, "wx.login")?;
 
-    let secrets = state.secrets.get().await?;
-    let exchanged = match state.wechat.jscode2session(&secrets.app_secret, code).await {
+    let wechat = state.wechat()?;
+    let secrets = wechat.secrets.get().await?;
+    let exchanged = match wechat.client.jscode2session(&secrets.app_secret, code).await {
         // WeChat checks the credentials before it looks at the code, so the code is still
         // unused: after a secret rotation, one more exchange with the new secret is safe. Every
         // other failure is final, since a code is single-use.
-        Err(WechatError::InvalidAppSecret) => match state.secrets.refresh_after_rejection(&secrets).await? {
-            Some(fresh) => state.wechat.jscode2session(&fresh.app_secret, code).await,
+        Err(WechatError::InvalidAppSecret) => match wechat.secrets.refresh_after_rejection(&secrets).await? {
+            Some(fresh) => wechat.client.jscode2session(&fresh.app_secret, code).await,
             None => Err(WechatError::InvalidAppSecret),
         },
         other => other,
     }?;
 
     let issued = state
-        .sessions
+        .sessions()?
         .create(
             &exchanged.openid,
             exchanged.unionid.as_deref(),

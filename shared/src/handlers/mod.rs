@@ -1,5 +1,6 @@
-//! One module per Lambda function: each takes the container's [`AppState`](crate::AppState) and
-//! a request, and always answers (errors become JSON responses, never a panic or a `500`).
+//! One module per Lambda function: its [`Function`](crate::function::Function) (name, parts,
+//! routes) and the work of each route. Routing, authentication, deadlines and error answers are
+//! [`Function::handle`](crate::function::Function::handle)'s.
 
 pub mod card_sign;
 pub mod decrypt_phone;
@@ -12,31 +13,15 @@ pub mod share_info;
 pub mod user_info;
 pub mod werun;
 
-use lambda_http::{Body, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
-use crate::error::session_key_expired;
-use crate::opendata;
+use crate::clock::now_unix;
+use crate::error::{invalid_open_data, session_key_expired};
+use crate::opendata::{self, OpenDataError};
 use crate::secret::Secret;
-use crate::session::{Session, now_unix};
+use crate::store::sessions::Session;
 use crate::{ApiError, AppState};
-
-/// Turns a handler's result into the response, logging refusals at the right level.
-pub(crate) fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
-    match result {
-        Ok(response) => response,
-        Err(error) => {
-            if error.status.is_server_error() {
-                tracing::error!(status = error.status.as_u16(), code = error.code, message = %error.message, "request failed");
-            } else {
-                tracing::info!(status = error.status.as_u16(), code = error.code, "request refused");
-            }
-            error.into_response()
-        }
-    }
-}
 
 /// The body of getWeRunData / getShareInfo results and of the legacy phone button.
 #[derive(Deserialize)]
@@ -47,9 +32,9 @@ pub(crate) struct Sealed {
     pub iv: String,
 }
 
-/// Decrypts open data for `session` and checks its watermark. When well-formed data does not
-/// decrypt, asks WeChat (only then) whether the stored key is still current, so the client hears
-/// "log in again" for a rotated key and "bad data" for tampered data.
+/// Decrypts open data for `session` and checks its watermark. Malformed input (bad base64, an iv
+/// that is not 16 bytes, a ragged ciphertext) is said as such; a stale watermark on data that
+/// opened asks for the data again; every other failure is [`reject_open_data`]'s one answer.
 pub(crate) async fn open_sealed<T: DeserializeOwned>(
     state: &AppState,
     session: &Session,
@@ -66,38 +51,76 @@ pub(crate) async fn open_sealed<T: DeserializeOwned>(
     );
     match opened {
         Ok(data) => Ok(data),
-        Err(e) if e.is_wrong_key() => Err(if key_still_current(state, session).await {
-            e.into()
-        } else {
-            session_key_expired()
-        }),
-        Err(e) => Err(e.into()),
+        Err(e) if e.is_rejected() => Err(reject_open_data(state, session, &e).await),
+        Err(e @ OpenDataError::Stale { .. }) => Err(ApiError::bad_request(
+            "watermark_expired",
+            "the data is older than this server accepts: ask the user for it again",
+        )
+        .with_detail(e)),
+        Err(OpenDataError::BadSessionKey) => {
+            // The stored key is not a key: the session is unusable.
+            state.sessions()?.revoke(session).await?;
+            Err(session_key_expired().with_detail("the stored session_key is not base64 of 16 bytes"))
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "malformed_encrypted_data",
+            format!("{e}: send encryptedData and iv exactly as WeChat gave them"),
+        )),
     }
 }
 
-/// Whether the session's key is still the one WeChat holds, asked only after a decryption or
-/// signature failure: `false` (a rotated key, the common case after the user logs in elsewhere)
-/// means "log in again", `true` means the data itself is bad.
-pub(crate) async fn key_still_current(state: &AppState, session: &Session) -> bool {
-    let current = state
+/// The one answer to open data or a `rawData` signature that does not check out under the
+/// session's key, whatever failed, with the same remote calls whatever failed: one
+/// `checksession`, then one write to the session. A rotated key (the user ran `wx.login`
+/// elsewhere) revokes the session: "log in again". A current key means the data is bad or
+/// forged: the failure is counted, and the session is revoked at its failure budget
+/// ([`FAILURE_BUDGET`](crate::store::sessions::FAILURE_BUDGET)), so probing costs the session.
+pub(crate) async fn reject_open_data(
+    state: &AppState,
+    session: &Session,
+    why: &(dyn std::fmt::Display + Sync),
+) -> ApiError {
+    let answer = async {
+        let sessions = state.sessions()?;
+        match key_still_current(state, session).await {
+            Some(false) => {
+                sessions.revoke(session).await?;
+                Ok(session_key_expired())
+            }
+            current => {
+                sessions.record_failure(session).await?;
+                // When WeChat cannot say, a rotated key is by far the likeliest cause.
+                Ok(if current == Some(true) {
+                    invalid_open_data()
+                } else {
+                    session_key_expired()
+                })
+            }
+        }
+    };
+    match answer.await {
+        Ok(answer) => answer.with_detail(format_args!("open data rejected: {why}")),
+        Err(failed) => {
+            tracing::info!(reason = %why, "open data rejected");
+            failed
+        }
+    }
+}
+
+/// Whether the session's key is still the one WeChat holds (`wxa/checksession`), asked only
+/// after a decryption or signature failure; `None` when WeChat cannot tell.
+async fn key_still_current(state: &AppState, session: &Session) -> Option<bool> {
+    let wechat = state.wechat().ok()?;
+    let current = wechat
         .tokens
         .with_token(|token: Secret| async move {
-            state
-                .wechat
+            wechat
+                .client
                 .check_session(&token, &session.openid, &session.session_key)
                 .await
         })
         .await;
-    current.unwrap_or_else(|e| {
-        // WeChat cannot tell us; a rotated key is by far the likeliest cause.
-        tracing::warn!(error = %e, "checksession failed while explaining a decryption failure");
-        false
-    })
-}
-
-/// A string field of decrypted open data, or a 400 naming it.
-pub(crate) fn text_field<'a>(data: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
-    data.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("unexpected_data", format!("the decrypted data has no {name}")))
+    current
+        .inspect_err(|e| tracing::warn!(error = %e, "checksession failed while explaining an open-data failure"))
+        .ok()
 }

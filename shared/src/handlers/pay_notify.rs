@@ -1,54 +1,80 @@
 //! `POST /pay/notify`: WeChat Pay's payment notifications (no login token: WeChat calls it).
 //!
 //! APIv3 (JSON): the signature over `timestamp\nnonce\nbody\n` is checked on the raw body with the
-//! platform key named by `Wechatpay-Serial`; stale timestamps and `WECHATPAY/SIGNTEST/` probes are
-//! refused; the AES-256-GCM resource is decrypted with the APIv3 key; appid, mchid, the order and
-//! its amount are checked; the order is marked paid with a conditional write, so any number of
-//! deliveries, concurrent or not, change it once. 204 on success, `{"code":"FAIL","message"}`
-//! with a 4xx/5xx otherwise. APIv2 (XML): the same checks with the v2 sign, and the XML reply.
+//! platform key named by `Wechatpay-Serial`, before anything in the body is read; stale
+//! timestamps and `WECHATPAY/SIGNTEST/` probes are refused; the AES-256-GCM resource is decrypted
+//! with the APIv3 key; appid and mchid are checked; then one conditional write records the
+//! payment (amount and payer are part of its condition), so any number of deliveries, concurrent
+//! or not, change the order once. A payment the order cannot take (closed, paid twice, another
+//! amount or payer) is kept on the order for the merchant, logged as `PAYMENT NEEDS ATTENTION`,
+//! and acknowledged: WeChat's retries cannot change it. 204 on success,
+//! `{"code":"FAIL","message"}` with a 4xx/5xx otherwise, saying nothing about our internals;
+//! the detail goes to the log. APIv2 (XML): the same with the v2 sign, of the configured sign
+//! type only, and the XML reply.
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use crate::AppState;
-use crate::pay::Merchant;
-use crate::pay::orders::MarkPaid;
-use crate::pay::v2;
-use crate::pay::v3::{self, SignedHeaders};
-use crate::session::now_unix;
+use crate::clock::now_unix;
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::pay::{Merchant, v2, v3};
+use crate::state::Payments;
+use crate::store::orders::{Payment, Settled};
+use crate::{AppState, public};
 
-/// A refusal, answered in the dialect of the notification.
+pub const FUNCTION: Function = Function {
+    name: "pay-notify",
+    parts: Parts {
+        pay: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/pay/notify",
+        handler: public!(notify),
+    }],
+};
+
+/// A refusal, answered in the dialect of the notification: `message` is all WeChat Pay (or
+/// whoever posted) hears; `detail` goes to the log.
 struct Fail {
     status: StatusCode,
-    message: String,
+    message: &'static str,
+    detail: String,
 }
 
-fn fail(status: StatusCode, message: impl Into<String>) -> Fail {
+fn fail(status: StatusCode, message: &'static str, detail: impl std::fmt::Display) -> Fail {
     Fail {
         status,
-        message: message.into(),
+        message,
+        detail: detail.to_string(),
     }
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+/// Our side cannot process notifications now (store, secret): WeChat Pay retries.
+fn unavailable(detail: impl std::fmt::Display) -> Fail {
+    fail(StatusCode::SERVICE_UNAVAILABLE, "try again later", detail)
+}
+
+fn refused(detail: impl std::fmt::Display) -> Fail {
+    fail(StatusCode::BAD_REQUEST, "the notification was refused", detail)
+}
+
+async fn notify(state: &AppState, req: &Request) -> Answer {
     let body: &[u8] = match req.body() {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
         _ => &[],
     };
     let is_xml = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
-    let result = if req.method() != Method::POST {
-        Err(fail(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "WeChat Pay notifications are POSTed",
-        ))
-    } else if is_xml {
-        notify_v2(state, body).await
-    } else {
-        notify_v3(state, &req, body).await
+    let result = match state.pay() {
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, "try again later", e)),
+        Ok(pay) if is_xml => notify_v2(state, pay, body).await,
+        Ok(pay) => notify_v3(state, pay, req, body).await,
     };
-    match result {
+    Ok(match result {
         Ok(()) if is_xml => xml_reply(StatusCode::OK, "SUCCESS", "OK"),
         Ok(()) => {
             let mut response = Response::new(Body::Empty);
@@ -57,17 +83,17 @@ pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
         }
         Err(f) => {
             if f.status.is_server_error() {
-                tracing::error!(status = f.status.as_u16(), message = %f.message, "payment notification failed");
+                tracing::error!(status = f.status.as_u16(), detail = %f.detail, "payment notification failed");
             } else {
-                tracing::warn!(status = f.status.as_u16(), message = %f.message, "payment notification refused");
+                tracing::warn!(status = f.status.as_u16(), detail = %f.detail, "payment notification refused");
             }
             if is_xml {
-                xml_reply(f.status, "FAIL", &f.message)
+                xml_reply(f.status, "FAIL", f.message)
             } else {
                 crate::http::json_response(f.status, &serde_json::json!({ "code": "FAIL", "message": f.message }))
             }
         }
-    }
+    })
 }
 
 fn xml_reply(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -81,19 +107,6 @@ fn xml_reply(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
     response
-}
-
-async fn merchant_of(state: &AppState) -> Result<std::sync::Arc<crate::secrets::AppSecrets>, Fail> {
-    let secrets = state.secrets.get().await.map_err(|e| {
-        fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read the merchant keys: {e}"),
-        )
-    })?;
-    secrets
-        .merchant()
-        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, format!("WeChat Pay: {e}")))?;
-    Ok(secrets)
 }
 
 #[derive(Deserialize)]
@@ -121,6 +134,8 @@ struct Transaction {
     amount: Amount,
     #[serde(default)]
     payer: Option<Payer>,
+    #[serde(default)]
+    success_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -133,164 +148,138 @@ struct Payer {
     openid: String,
 }
 
-async fn notify_v3(state: &AppState, req: &Request, body: &[u8]) -> Result<(), Fail> {
-    let secrets = merchant_of(state).await?;
-    let merchant = secrets.merchant().expect("checked by merchant_of");
+async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8]) -> Result<(), Fail> {
+    let merchant = pay.merchant.get().await.map_err(unavailable)?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let signed = SignedHeaders {
+    let signed = v3::SignedHeaders {
         timestamp: header("wechatpay-timestamp"),
         nonce: header("wechatpay-nonce"),
         signature: header("wechatpay-signature"),
         serial: header("wechatpay-serial"),
     };
     v3::verify_signed(&signed, body, merchant.platform_keys(), now_unix())
-        .map_err(|e| fail(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("not a notification: {e}")))?;
+        .map_err(|e| fail(StatusCode::UNAUTHORIZED, "the signature does not verify", e))?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| refused(format!("not a notification: {e}")))?;
     if envelope.event_type != "TRANSACTION.SUCCESS" {
         tracing::info!(event_type = %envelope.event_type, "notification acknowledged without action");
         return Ok(());
     }
     if envelope.resource.algorithm != "AEAD_AES_256_GCM" {
-        return Err(fail(StatusCode::BAD_REQUEST, "the resource is not AEAD_AES_256_GCM"));
+        return Err(refused("the resource is not AEAD_AES_256_GCM"));
     }
     let apiv3_key = merchant.apiv3_key.as_ref().ok_or_else(|| {
         fail(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "WeChat Pay: the secret has no wechatpay.apiv3_key",
+            "try again later",
+            "WeChat Pay: the pay secret has no apiv3_key",
         )
     })?;
     let r = &envelope.resource;
-    let plain = v3::decrypt_resource(apiv3_key, &r.nonce, &r.associated_data, &r.ciphertext).ok_or_else(|| {
-        fail(
-            StatusCode::BAD_REQUEST,
-            "the resource does not decrypt with the APIv3 key",
-        )
-    })?;
-    let tx: Transaction = serde_json::from_slice(&plain).map_err(|e| {
-        fail(
-            StatusCode::BAD_REQUEST,
-            format!("the transaction is not the expected JSON: {e}"),
-        )
-    })?;
+    let plain = v3::decrypt_resource(apiv3_key, &r.nonce, &r.associated_data, &r.ciphertext)
+        .ok_or_else(|| refused("the resource does not decrypt with the APIv3 key"))?;
+    let tx: Transaction = serde_json::from_slice(&plain)
+        .map_err(|e| refused(format!("the transaction is not the expected JSON: {e}")))?;
     if tx.trade_state != "SUCCESS" {
         return Ok(());
     }
-    settle(
-        state,
-        merchant,
-        &tx.appid,
-        &tx.mchid,
-        &tx.out_trade_no,
-        &tx.transaction_id,
-        tx.amount.total,
-        tx.payer.as_ref().map(|p| p.openid.as_str()),
-    )
-    .await
+    let payment = Payment {
+        transaction_id: &tx.transaction_id,
+        amount_total: tx.amount.total,
+        payer_openid: tx.payer.as_ref().map(|p| p.openid.as_str()),
+        success_time: tx.success_time.as_deref(),
+        paid_at: now_unix(),
+    };
+    settle(state, pay, &merchant, &tx.appid, &tx.mchid, &tx.out_trade_no, &payment).await
 }
 
-async fn notify_v2(state: &AppState, body: &[u8]) -> Result<(), Fail> {
-    let text = std::str::from_utf8(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "the XML is not UTF-8"))?;
-    let fields = v2::from_xml(text).ok_or_else(|| fail(StatusCode::BAD_REQUEST, "not a WeChat Pay XML document"))?;
+async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), Fail> {
+    let text = std::str::from_utf8(body).map_err(|_| refused("the XML is not UTF-8"))?;
+    let fields = v2::from_xml(text).ok_or_else(|| refused("not a WeChat Pay XML document"))?;
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
     match get("return_code") {
         "SUCCESS" => {}
         "FAIL" => return Ok(()), // a communication failure report: nothing to record
-        _ => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "not a WeChat Pay notification: no return_code",
-            ));
-        }
+        _ => return Err(refused("not a WeChat Pay notification: no return_code")),
     }
-    let secrets = merchant_of(state).await?;
-    let merchant = secrets.merchant().expect("checked by merchant_of");
+    let merchant = pay.merchant.get().await.map_err(unavailable)?;
     let key = merchant.apiv2_key.as_ref().ok_or_else(|| {
         fail(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "WeChat Pay: the secret has no wechatpay.apiv2_key",
+            "try again later",
+            "WeChat Pay: the pay secret has no apiv2_key",
         )
     })?;
-    if !v2::verify(&fields, key) {
-        return Err(fail(StatusCode::UNAUTHORIZED, "the sign does not match"));
+    if !v2::verify(&fields, key, pay.settings.v2_sign_type) {
+        return Err(fail(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not verify",
+            format!(
+                "the v2 sign does not match, or is not {} (PAY_V2_SIGN_TYPE)",
+                pay.settings.v2_sign_type.as_str()
+            ),
+        ));
     }
     if get("result_code") != "SUCCESS" {
         return Ok(());
     }
     let total: u64 = get("total_fee")
         .parse()
-        .map_err(|_| fail(StatusCode::BAD_REQUEST, "total_fee is not a number"))?;
-    let openid = Some(get("openid")).filter(|o| !o.is_empty());
+        .map_err(|_| refused("total_fee is not a number"))?;
+    let payment = Payment {
+        transaction_id: get("transaction_id"),
+        amount_total: total,
+        payer_openid: Some(get("openid")).filter(|o| !o.is_empty()),
+        success_time: Some(get("time_end")).filter(|t| !t.is_empty()),
+        paid_at: now_unix(),
+    };
     settle(
         state,
-        merchant,
+        pay,
+        &merchant,
         get("appid"),
         get("mch_id"),
         get("out_trade_no"),
-        get("transaction_id"),
-        total,
-        openid,
+        &payment,
     )
     .await
 }
 
 /// The checks both dialects share, then the one conditional write.
-#[allow(clippy::too_many_arguments)]
 async fn settle(
     state: &AppState,
+    pay: &Payments,
     merchant: &Merchant,
     appid: &str,
     mchid: &str,
     out_trade_no: &str,
-    transaction_id: &str,
-    total: u64,
-    payer_openid: Option<&str>,
+    payment: &Payment<'_>,
 ) -> Result<(), Fail> {
     if appid != state.config.app_id {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            format!("appid {appid} is not this app's"),
-        ));
+        return Err(refused(format!("appid {appid} is not this app's")));
     }
     if mchid != merchant.mchid {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            format!("mchid {mchid} is not this merchant's"),
-        ));
+        return Err(refused(format!("mchid {mchid} is not this merchant's")));
     }
-    let unavailable = |e: crate::session::StoreError| fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    let order = state
-        .orders
-        .get(out_trade_no)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| fail(StatusCode::NOT_FOUND, format!("no order {out_trade_no}")))?;
-    if total != order.amount_total {
-        tracing::error!(
-            out_trade_no,
-            paid = total,
-            expected = order.amount_total,
-            "amount mismatch in a payment notification"
-        );
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            format!("amount {total} does not match the order's {}", order.amount_total),
-        ));
-    }
-    if payer_openid.is_some_and(|openid| openid != order.openid) {
-        return Err(fail(StatusCode::BAD_REQUEST, "the payer is not the order's user"));
-    }
-    match state
-        .orders
-        .mark_paid(out_trade_no, transaction_id, now_unix())
-        .await
-        .map_err(unavailable)?
-    {
-        MarkPaid::Changed => tracing::info!(out_trade_no, transaction_id, "order paid"),
-        MarkPaid::AlreadyPaid => tracing::info!(out_trade_no, "repeated notification: order already paid"),
-        MarkPaid::NotPayable(status) => {
-            // The money moved; retries cannot change that. The merchant must refund or reopen.
-            tracing::error!(out_trade_no, status = %status, "payment notified for an order that is not unpaid");
+    match pay.orders.settle(out_trade_no, payment).await.map_err(unavailable)? {
+        Settled::Changed => tracing::info!(out_trade_no, transaction_id = payment.transaction_id, "order paid"),
+        Settled::AlreadyPaid => tracing::info!(out_trade_no, "repeated notification: order already paid"),
+        Settled::UnknownOrder => {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "the notification was refused",
+                format!("no order {out_trade_no}"),
+            ));
+        }
+        Settled::NeedsAttention(reason) => {
+            // The money moved; WeChat's retries cannot change that. Kept on the order; the
+            // merchant must refund or reconcile. The message is stable: an alarm matches it.
+            tracing::error!(
+                out_trade_no,
+                transaction_id = payment.transaction_id,
+                amount = payment.amount_total,
+                reason = %reason,
+                "PAYMENT NEEDS ATTENTION"
+            );
         }
     }
     Ok(())

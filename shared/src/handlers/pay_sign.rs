@@ -8,17 +8,40 @@
 
 use std::collections::BTreeMap;
 
-use lambda_http::http::{Method, StatusCode, header};
-use lambda_http::{Body, Request, Response};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
 use serde::{Deserialize, Serialize};
 
-use crate::card::nonce;
-use crate::config::PayApi;
-use crate::http::{json_response, parse_json_body, require_method};
-use crate::pay::orders::{Order, PAID, UNPAID};
+use crate::clock::now_unix;
+use crate::config::{Parts, PayApi};
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, parse_json_body};
 use crate::pay::{Merchant, v2, v3};
-use crate::session::{Session, now_unix};
-use crate::{ApiError, AppState};
+use crate::random::nonce;
+use crate::state::Payments;
+use crate::store::orders::{Order, PAID, UNPAID};
+use crate::store::sessions::Session;
+use crate::{ApiError, AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "pay-sign",
+    parts: Parts {
+        sessions: true,
+        pay: true,
+        pay_orders: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/pay/sign",
+        handler: authed!(pay_sign),
+    }],
+};
+
+/// APIv2 `body` is at most 128 bytes (APIv3 `description` 127 characters).
+const V2_BODY_MAX_BYTES: usize = 128;
+const V3_DESCRIPTION_MAX_CHARS: usize = 127;
 
 /// A prepay_id is valid for 2 hours; reuse it for 1 h 50 min so the payment sheet never opens
 /// on an expired one.
@@ -45,13 +68,7 @@ pub fn is_out_trade_no(s: &str) -> bool {
     (6..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(pay_sign(state, &req).await)
-}
-
-async fn pay_sign(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    let session = state.authenticate(req).await?;
+async fn pay_sign(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: PaySignRequest = parse_json_body(req)?;
     if !is_out_trade_no(&body.out_trade_no) {
         return Err(ApiError::bad_request(
@@ -59,36 +76,33 @@ async fn pay_sign(state: &AppState, req: &Request) -> Result<Response<Body>, Api
             "out_trade_no must be 6 to 32 of [0-9A-Za-z_-|*]",
         ));
     }
-    let order = payable_order(state, &session, &body.out_trade_no).await?;
-    let secrets = state.secrets.get().await?;
-    let merchant = secrets
-        .merchant()
-        .map_err(|e| ApiError::misconfigured(format!("WeChat Pay: {e}")))?;
-    let api = match state.config.pay_api {
-        PayApi::V3 => "v3",
-        PayApi::V2(_) => "v2",
-    };
+    let pay = state.pay()?;
+    let order = payable_order(pay, session, &body.out_trade_no).await?;
+    let merchant = pay.merchant.get().await?;
+    let api = pay.settings.api;
     let prepay_id = match fresh_prepay_id(&order, api) {
         Some(id) => id.to_owned(),
-        None => place_order(state, req, merchant, &order, api).await?,
+        None => place_order(state, pay, req, &merchant, &order).await?,
     };
 
     let time_stamp = now_unix().to_string();
     let nonce_str = nonce();
     let package = format!("prepay_id={prepay_id}");
     let app_id = &state.config.app_id;
-    let (sign_type, pay_sign) = match state.config.pay_api {
+    let (sign_type, pay_sign) = match api {
         PayApi::V3 => {
-            let key = merchant.signing_key.as_ref().ok_or_else(|| {
-                ApiError::misconfigured("WeChat Pay: the secret has no wechatpay.merchant_private_key")
-            })?;
+            let key = merchant
+                .signing_key
+                .as_ref()
+                .ok_or_else(|| ApiError::misconfigured("WeChat Pay: the pay secret has no merchant_private_key"))?;
             ("RSA", v3::pay_sign(key, app_id, &time_stamp, &nonce_str, &package))
         }
-        PayApi::V2(sign_type) => {
+        PayApi::V2 => {
+            let sign_type = pay.settings.v2_sign_type;
             let key = merchant
                 .apiv2_key
                 .as_ref()
-                .ok_or_else(|| ApiError::misconfigured("WeChat Pay: the secret has no wechatpay.apiv2_key"))?;
+                .ok_or_else(|| ApiError::misconfigured("WeChat Pay: the pay secret has no apiv2_key"))?;
             (
                 sign_type.as_str(),
                 v2::pay_sign(key, sign_type, app_id, &time_stamp, &nonce_str, &package),
@@ -107,8 +121,8 @@ async fn pay_sign(state: &AppState, req: &Request) -> Result<Response<Body>, Api
     ))
 }
 
-async fn payable_order(state: &AppState, session: &Session, out_trade_no: &str) -> Result<Order, ApiError> {
-    let order = state.orders.get(out_trade_no).await?.ok_or_else(|| {
+async fn payable_order(pay: &Payments, session: &Session, out_trade_no: &str) -> Result<Order, ApiError> {
+    let order = pay.orders.get(out_trade_no).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "order_not_found",
@@ -137,9 +151,10 @@ async fn payable_order(state: &AppState, session: &Session, out_trade_no: &str) 
     }
 }
 
-fn fresh_prepay_id<'a>(order: &'a Order, api: &str) -> Option<&'a str> {
+fn fresh_prepay_id(order: &Order, api: PayApi) -> Option<&str> {
     let created = order.prepay_created_at?;
-    let fresh = created + PREPAY_REUSE_SECS > now_unix() && order.pay_api.as_deref() == Some(api);
+    let fresh =
+        created.saturating_add(PREPAY_REUSE_SECS) > now_unix() && order.pay_api.as_deref() == Some(api.as_str());
     fresh.then_some(order.prepay_id.as_deref()?)
 }
 
@@ -147,58 +162,62 @@ fn fresh_prepay_id<'a>(order: &'a Order, api: &str) -> Option<&'a str> {
 /// first, uses that one.
 async fn place_order(
     state: &AppState,
+    pay: &Payments,
     req: &Request,
     merchant: &Merchant,
     order: &Order,
-    api: &str,
 ) -> Result<String, ApiError> {
-    let notify_url = notify_url(state, req)?;
+    let (client, settings) = pay
+        .client
+        .as_ref()
+        .ok_or_else(|| ApiError::misconfigured("this function does not declare the part pay_orders"))?;
+    let notify_url = settings.notify_url.as_str();
     let app_id = state.config.app_id.as_str();
-    let prepay_id = match state.config.pay_api {
+    let api = pay.settings.api;
+    let prepay_id = match api {
         PayApi::V3 => {
             let body = serde_json::json!({
                 "appid": app_id,
                 "mchid": merchant.mchid,
-                "description": truncate(&order.description, 127),
+                "description": truncate_chars(&order.description, V3_DESCRIPTION_MAX_CHARS),
                 "out_trade_no": order.out_trade_no,
                 "notify_url": notify_url,
                 "amount": { "total": order.amount_total, "currency": "CNY" },
                 "payer": { "openid": order.openid },
             });
-            state.pay.jsapi_prepay(merchant, &body).await?
+            client.jsapi_prepay(merchant, &body).await?
         }
-        PayApi::V2(sign_type) => {
-            let client_ip = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|ip| !ip.is_empty())
-                .unwrap_or("127.0.0.1");
+        PayApi::V2 => {
+            let client_ip = source_ip(req);
             let fields: BTreeMap<String, String> = [
                 ("appid", app_id),
                 ("mch_id", &merchant.mchid),
                 ("nonce_str", &nonce()),
-                ("body", truncate(&order.description, 127)),
+                ("body", truncate_bytes(&order.description, V2_BODY_MAX_BYTES)),
                 ("out_trade_no", &order.out_trade_no),
                 ("total_fee", &order.amount_total.to_string()),
                 ("spbill_create_ip", client_ip),
-                ("notify_url", &notify_url),
+                ("notify_url", notify_url),
                 ("trade_type", "JSAPI"),
                 ("openid", &order.openid),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-            state.pay.unified_order(merchant, fields, sign_type).await?
+            client
+                .unified_order(merchant, fields, pay.settings.v2_sign_type)
+                .await?
         }
     };
-    if state.orders.save_prepay(order, &prepay_id, now_unix(), api).await? {
+    if pay
+        .orders
+        .save_prepay(order, &prepay_id, now_unix(), api.as_str())
+        .await?
+    {
         return Ok(prepay_id);
     }
     // A concurrent call stored its prepay_id first: everyone pays with that one.
-    let current = state.orders.get(&order.out_trade_no).await?;
+    let current = pay.orders.get(&order.out_trade_no).await?;
     current
         .as_ref()
         .filter(|o| o.status == UNPAID)
@@ -213,19 +232,41 @@ async fn place_order(
         })
 }
 
-fn notify_url(state: &AppState, req: &Request) -> Result<String, ApiError> {
-    if let Some(url) = &state.config.pay_notify_url {
-        return Ok(url.clone());
-    }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| !h.is_empty());
-    host.map(|h| format!("https://{h}/pay/notify"))
-        .ok_or_else(|| ApiError::misconfigured("set PAY_NOTIFY_URL: the request has no Host to derive it from"))
+/// The payer's IP as API Gateway saw the connection (`requestContext.http.sourceIp`), never a
+/// header the client could write.
+fn source_ip(req: &Request) -> &str {
+    let ip = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.as_deref(),
+        _ => None,
+    };
+    ip.filter(|ip| !ip.is_empty()).unwrap_or("127.0.0.1")
 }
 
-fn truncate(text: &str, max_chars: usize) -> &str {
+fn truncate_chars(text: &str, max_chars: usize) -> &str {
     text.char_indices().nth(max_chars).map_or(text, |(i, _)| &text[..i])
+}
+
+/// At most `max_bytes` of `text`, cut on a character boundary (a Chinese character is 3 bytes).
+fn truncate_bytes(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_cut_on_character_boundaries() {
+        let tea = "一杯好茶".repeat(20); // 80 characters, 240 bytes
+        let body = truncate_bytes(&tea, V2_BODY_MAX_BYTES);
+        assert_eq!(body.len(), 126, "42 whole characters");
+        assert!(tea.starts_with(body));
+        assert_eq!(truncate_bytes("tea", V2_BODY_MAX_BYTES), "tea");
+        assert_eq!(truncate_chars(&tea, V3_DESCRIPTION_MAX_CHARS), tea);
+        assert_eq!(truncate_chars(&tea, 3), "一杯好");
+    }
 }

@@ -12,11 +12,29 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{parse_json_body, require_method};
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::parse_json_body;
 use crate::secret::Secret;
+use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "qrcode",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        qrcode_cache: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/qrcode",
+        handler: authed!(qrcode),
+    }],
+};
 
 /// Characters WeChat allows in a scene besides letters and digits.
 const SCENE_EXTRA: &str = "!#$&'()*+,/:;=?@-._~";
@@ -87,24 +105,19 @@ fn validate(req: &QrcodeRequest) -> Result<WxacodeRequest<'_>, ApiError> {
     })
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(qrcode(state, &req).await)
-}
-
-async fn qrcode(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    state.authenticate(req).await?;
+async fn qrcode(state: &AppState, _session: &Session, req: &Request) -> Answer {
     let body: QrcodeRequest = parse_json_body(req)?;
     let wx_request = serde_json::to_value(validate(&body)?).expect("plain fields serialize");
     let key = wx_request.to_string();
     if let Some(image) = state.qrcodes.get(&key) {
         return Ok(image_response(&image, "hit", state));
     }
-    let image = state
+    let wechat = state.wechat()?;
+    let image = wechat
         .tokens
         .with_token(|token: Secret| {
-            let (wechat, wx_request) = (&state.wechat, &wx_request);
-            async move { wechat.get_wxa_code_unlimit(&token, wx_request).await }
+            let (client, wx_request) = (&wechat.client, &wx_request);
+            async move { client.get_wxa_code_unlimit(&token, wx_request).await }
         })
         .await
         .map_err(|e| match e {

@@ -1,71 +1,93 @@
-//! `GET /session`: whether the caller's session_key is still the one WeChat holds
-//! (`wxa/checksession`). `POST /session/reset`: asks WeChat for a new session key
-//! (`wxa/resetusersessionkey`) and stores it, so that a mini-program whose data no longer decrypts
-//! can recover without a full `wx.login` round. The key itself is never returned.
+//! The caller's session:
+//! - `GET /session`: whether its session_key is still the one WeChat holds (`wxa/checksession`);
+//!   a key WeChat no longer holds revokes the session (only a new login helps).
+//! - `POST /session/reset`: WeChat issues a new session key (`wxa/resetusersessionkey`), stored in
+//!   place. The key itself is never returned. A key WeChat refuses revokes the session.
+//! - `POST /logout`: deletes the session; the token stops working at once.
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 
+use crate::config::Parts;
 use crate::error::session_key_expired;
-use crate::http::{bearer_token, json_response};
+use crate::function::{Answer, Function, Route};
+use crate::http::json_response;
 use crate::secret::Secret;
+use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, authed};
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    // Deployed, the path is /session or /session/reset; locally the function URL ends in / or /reset.
-    let reset = req.uri().path().trim_end_matches('/').ends_with("/reset");
-    let result = match (req.method(), reset) {
-        (&Method::GET, false) => check(state, &req).await,
-        (&Method::POST, true) => reset_key(state, &req).await,
-        _ => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET /session or POST /session/reset",
-        )),
-    };
-    super::respond(result)
-}
+pub const FUNCTION: Function = Function {
+    name: "session",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        ..Parts::NONE
+    },
+    routes: &[
+        Route {
+            method: Method::GET,
+            path: "/session",
+            handler: authed!(check),
+        },
+        Route {
+            method: Method::POST,
+            path: "/session/reset",
+            handler: authed!(reset_key),
+        },
+        Route {
+            method: Method::POST,
+            path: "/logout",
+            handler: authed!(logout),
+        },
+    ],
+};
 
-async fn check(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    let session = state.authenticate(req).await?;
-    let valid = state
+async fn check(state: &AppState, session: &Session, _req: &Request) -> Answer {
+    let wechat = state.wechat()?;
+    let valid = wechat
         .tokens
-        .with_token(|token: Secret| {
-            let (wechat, session) = (&state.wechat, &session);
-            async move {
-                wechat
-                    .check_session(&token, &session.openid, &session.session_key)
-                    .await
-            }
+        .with_token(|token: Secret| async move {
+            wechat
+                .client
+                .check_session(&token, &session.openid, &session.session_key)
+                .await
         })
         .await?;
+    if !valid {
+        // Data the phone sends now is sealed under a key this session does not hold.
+        state.sessions()?.revoke(session).await?;
+        tracing::info!(openid = %session.openid, "stale session revoked");
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "valid": valid, "openid": session.openid }),
     ))
 }
 
-async fn reset_key(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    let session = state.authenticate(req).await?;
-    let new_key = state
+async fn reset_key(state: &AppState, session: &Session, _req: &Request) -> Answer {
+    let wechat = state.wechat()?;
+    let sessions = state.sessions()?;
+    let reset = wechat
         .tokens
-        .with_token(|token: Secret| {
-            let (wechat, session) = (&state.wechat, &session);
-            async move {
-                wechat
-                    .reset_user_session_key(&token, &session.openid, &session.session_key)
-                    .await
-            }
+        .with_token(|token: Secret| async move {
+            wechat
+                .client
+                .reset_user_session_key(&token, &session.openid, &session.session_key)
+                .await
         })
-        .await
-        .map_err(|e| match e {
-            // WeChat does not recognise the key we hold: only a new wx.login helps.
-            TokenError::Wechat(WechatError::InvalidSignature) => session_key_expired(),
-            other => other.into(),
-        })?;
-    if !state.sessions.replace_session_key(bearer_token(req)?, &new_key).await? {
+        .await;
+    let new_key = match reset {
+        Ok(key) => key,
+        // WeChat does not recognise the key we hold: only a new wx.login helps.
+        Err(TokenError::Wechat(WechatError::InvalidSignature)) => {
+            sessions.revoke(session).await?;
+            return Err(session_key_expired().with_detail("resetusersessionkey refused the stored key (87009)"));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if !sessions.replace_session_key(session, &new_key).await? {
         return Err(ApiError::unauthorized(
             "invalid_token",
             "the login token is unknown or expired: log in again",
@@ -76,4 +98,12 @@ async fn reset_key(state: &AppState, req: &Request) -> Result<Response<Body>, Ap
         StatusCode::OK,
         &serde_json::json!({ "valid": true, "openid": session.openid }),
     ))
+}
+
+async fn logout(state: &AppState, session: &Session, _req: &Request) -> Answer {
+    state.sessions()?.revoke(session).await?;
+    tracing::info!(openid = %session.openid, "logged out");
+    let mut response = lambda_http::Response::new(lambda_http::Body::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
 }

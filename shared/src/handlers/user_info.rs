@@ -1,18 +1,35 @@
 //! `POST /user-info {"rawData", "signature", "encryptedData", "iv"}` (from `wx.getUserInfo` with
 //! credentials): checks `signature = sha1(rawData + session_key)`, decrypts, checks that the
-//! data is the caller's own (`openId`), and returns the profile.
+//! data is the caller's own (`openId`), and returns the profile. Any of these failing is the one
+//! open-data answer (`invalid_open_data`, or `session_key_expired` for a rotated key).
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{key_still_current, open_sealed, text_field};
-use crate::error::session_key_expired;
-use crate::http::{json_response, parse_json_body, require_method};
+use super::{open_sealed, reject_open_data};
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, parse_json_body};
 use crate::opendata::verify_signature;
-use crate::session::Session;
-use crate::{ApiError, AppState};
+use crate::store::sessions::Session;
+use crate::{AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "user-info",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        open_data: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/user-info",
+        handler: authed!(user_info),
+    }],
+};
 
 /// Profile fields returned; anything else in the decrypted data stays on the server.
 const PROFILE_FIELDS: [&str; 9] = [
@@ -38,34 +55,15 @@ struct UserInfoRequest {
     iv: String,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(user_info(state, &req).await)
-}
-
-async fn user_info(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    let session = state.authenticate(req).await?;
-    for_session(state, &session, req).await
-}
-
-/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
-pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn user_info(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: UserInfoRequest = parse_json_body(req)?;
+    // A rotated key fails here first; a forged rawData too. Either way, the one answer.
     if !verify_signature(&body.raw_data, &session.session_key, &body.signature) {
-        // A rotated key fails here first; tell that apart from a forged rawData.
-        return Err(if key_still_current(state, session).await {
-            ApiError::bad_request("invalid_signature", "signature is not sha1(rawData + session_key)")
-        } else {
-            session_key_expired()
-        });
+        return Err(reject_open_data(state, session, &"the rawData signature does not match").await);
     }
-    let data = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
-    if text_field(&data, "openId")? != session.openid {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "openid_mismatch",
-            "the encrypted data belongs to another user",
-        ));
+    let data: Map<String, Value> = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
+    if data.get("openId").and_then(Value::as_str) != Some(session.openid.as_str()) {
+        return Err(reject_open_data(state, session, &"the data's openId is not the caller's").await);
     }
     let profile: Map<String, Value> = PROFILE_FIELDS
         .iter()

@@ -1,14 +1,31 @@
 //! `POST /werun {"encryptedData", "iv"}` (from `wx.getWeRunData`) → the last 30 days of steps,
 //! each dated in China time (UTC+8), oldest first, and the total.
 
+use lambda_http::Request;
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{Sealed, open_sealed};
-use crate::http::{json_response, parse_json_body, require_method};
-use crate::session::Session;
-use crate::{ApiError, AppState};
+use super::{Sealed, open_sealed, reject_open_data};
+use crate::config::Parts;
+use crate::function::{Answer, Function, Route};
+use crate::http::{json_response, parse_json_body};
+use crate::store::sessions::Session;
+use crate::{AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "werun",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        open_data: true,
+        ..Parts::NONE
+    },
+    routes: &[Route {
+        method: Method::POST,
+        path: "/werun",
+        handler: authed!(werun),
+    }],
+};
 
 #[derive(Serialize, Debug, PartialEq)]
 struct Day {
@@ -49,18 +66,11 @@ struct StepEntry {
     step: u64,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    super::respond(werun(state, &req).await)
-}
+/// The last day a WeRun timestamp may name (9999-12-31, UTC+8): later ones are not dates, and
+/// would overflow the date arithmetic.
+const LAST_TIMESTAMP: u64 = 253_402_271_999;
 
-async fn werun(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_method(req, Method::POST)?;
-    let session = state.authenticate(req).await?;
-    for_session(state, &session, req).await
-}
-
-/// Everything after the session lookup (benchmarked on its own in `shared/benches/handlers.rs`).
-pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn werun(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: Sealed = parse_json_body(req)?;
     let data: Steps = open_sealed(state, session, &body.encrypted_data, &body.iv).await?;
     let mut days: Vec<Day> = data
@@ -73,7 +83,12 @@ pub async fn for_session(state: &AppState, session: &Session, req: &Request) -> 
         })
         .collect();
     days.sort_by_key(|d| d.timestamp);
-    let total: u64 = days.iter().map(|d| d.step).sum();
+    // Values that decrypted fine but cannot be steps or dates are open data that does not check
+    // out: the one answer, as for any other.
+    let total = days.iter().try_fold(0u64, |sum, d| sum.checked_add(d.step));
+    let (Some(total), true) = (total, days.last().is_none_or(|d| d.timestamp <= LAST_TIMESTAMP)) else {
+        return Err(reject_open_data(state, session, &"step counts overflow or a date is out of range").await);
+    };
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "days": days, "total": total }),

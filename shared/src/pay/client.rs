@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Merchant;
 use super::v2::{self, SignType};
 use super::v3::{self, SignedHeaders};
-use crate::session::now_unix;
+use crate::clock::now_unix;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PayError {
@@ -34,24 +34,36 @@ impl PayError {
 pub struct PayClient {
     http: reqwest::Client,
     base: String,
+    /// Each call's own timeout, cut further to the invocation's deadline.
+    timeout: Duration,
 }
 
 const JSAPI_PATH: &str = "/v3/pay/transactions/jsapi";
 
+/// The pause before the one retry of a transient failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 impl PayClient {
     /// `http` is the container's one HTTP client, shared with the WeChat client.
-    pub fn new(base: &str, http: reqwest::Client) -> Self {
+    pub fn new(base: &str, http: reqwest::Client, timeout: Duration) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            timeout,
         }
+    }
+
+    /// `request` with this call's time budget; none left is a timeout before anything is sent.
+    fn bounded(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, PayError> {
+        let budget = crate::deadline::budget(self.timeout).ok_or(PayError::Timeout)?;
+        Ok(request.timeout(budget))
     }
 
     /// Places a JSAPI order (APIv3) and returns its prepay_id. One retry on a transient failure.
     pub async fn jsapi_prepay(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
         match self.jsapi_once(merchant, order).await {
-            Err(e) if e.is_transient() => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(e) if e.is_transient() && crate::deadline::allows(RETRY_PAUSE, Duration::from_secs(1)) => {
+                tokio::time::sleep(RETRY_PAUSE).await;
                 self.jsapi_once(merchant, order).await
             }
             other => other,
@@ -59,7 +71,7 @@ impl PayClient {
     }
 
     async fn jsapi_once(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
-        let missing = |what: &str| PayError::NotConfigured(format!("the secret has no wechatpay.{what}"));
+        let missing = |what: &str| PayError::NotConfigured(format!("the pay secret has no {what}"));
         let key = merchant
             .signing_key
             .as_ref()
@@ -70,24 +82,22 @@ impl PayClient {
             .ok_or_else(|| missing("merchant_serial_no"))?;
         // Serialize once: the signature covers exactly the bytes sent.
         let body = serde_json::to_vec(order).expect("JSON serializes");
-        let nonce = crate::card::nonce();
+        let nonce = crate::random::nonce();
         let credentials = v3::Credentials {
             mchid: &merchant.mchid,
             serial_no: serial,
             key,
         };
         let authorization = v3::authorization(&credentials, "POST", JSAPI_PATH, &body, now_unix(), &nonce);
-        let response = self
+        let request = self
             .http
             .post(format!("{}{JSAPI_PATH}", self.base))
             .header("Authorization", authorization)
             .header("Accept", "application/json")
             .header("Content-Type", "application/json")
             .header("User-Agent", "wxa-serverless")
-            .body(body)
-            .send()
-            .await
-            .map_err(transport)?;
+            .body(body);
+        let response = self.bounded(request)?.send().await.map_err(transport)?;
         let status = response.status();
         let header = |name: &str| {
             response
@@ -148,18 +158,16 @@ impl PayClient {
         let key = merchant
             .apiv2_key
             .as_ref()
-            .ok_or_else(|| PayError::NotConfigured("the secret has no wechatpay.apiv2_key".into()))?;
+            .ok_or_else(|| PayError::NotConfigured("the pay secret has no apiv2_key".into()))?;
         fields.insert("sign_type".into(), sign_type.as_str().into());
         let sign = v2::sign(&fields, key, sign_type);
         fields.insert("sign".into(), sign);
-        let response = self
+        let request = self
             .http
             .post(format!("{}/pay/unifiedorder", self.base))
             .header("Content-Type", "text/xml; charset=utf-8")
-            .body(v2::to_xml(&fields))
-            .send()
-            .await
-            .map_err(transport)?;
+            .body(v2::to_xml(&fields));
+        let response = self.bounded(request)?.send().await.map_err(transport)?;
         let status = response.status();
         let text = response.text().await.map_err(transport)?;
         if !status.is_success() {
@@ -173,7 +181,7 @@ impl PayClient {
                 message: get("return_msg").into(),
             });
         }
-        if !v2::verify(&answer, key) {
+        if !v2::verify_answer(&answer, key, sign_type) {
             return Err(PayError::BadSignature(
                 "the sign of the unifiedorder answer does not match".into(),
             ));

@@ -1,9 +1,8 @@
-//! WeChat Pay: the merchant's keys (from the Secrets Manager secret), APIv3 and APIv2 formats,
-//! the HTTP client, and the orders table.
+//! WeChat Pay: the merchant's keys (the pay secret in Secrets Manager), APIv3 and APIv2 formats,
+//! and the HTTP client. The orders table is `store::orders`.
 
 pub mod client;
 pub mod keys;
-pub mod orders;
 pub mod v2;
 pub mod v3;
 
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use crate::secret::Secret;
 use keys::{SigningKey, VerifyingKey};
 
-/// The `wechatpay` object of the app secret.
+/// The pay secret (`PAY_SECRET_ID`), a JSON object readable only by the functions that pay.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PaySecrets {
@@ -64,20 +63,26 @@ impl std::fmt::Debug for Merchant {
     }
 }
 
+impl crate::secrets::SecretDocument for Merchant {
+    fn parse(text: &str) -> Result<Self, String> {
+        let secrets: PaySecrets = serde_json::from_str(text).map_err(|e| crate::secrets::describe_json_error(&e))?;
+        Merchant::parse(&secrets)
+    }
+}
+
 impl Merchant {
     /// Parses the keys, naming the first one that is unusable (never its value).
     pub fn parse(secrets: &PaySecrets) -> Result<Self, String> {
         let signing_key = match &secrets.merchant_private_key {
             Some(pem) => Some(
-                SigningKey::from_pem(pem.expose())
-                    .ok_or("wechatpay.merchant_private_key is not a PKCS#8 RSA private key PEM")?,
+                SigningKey::from_pem(pem.expose()).ok_or("merchant_private_key is not a PKCS#8 RSA private key PEM")?,
             ),
             None => None,
         };
         if let Some(key) = &secrets.apiv3_key
             && key.expose().len() != 32
         {
-            return Err("wechatpay.apiv3_key must be 32 characters".into());
+            return Err("apiv3_key must be 32 characters".into());
         }
         let mut platform_keys = Vec::new();
         for entry in &secrets.platform_keys {
@@ -86,12 +91,8 @@ impl Merchant {
                 .as_deref()
                 .or(entry.certificate.as_deref())
                 .unwrap_or_default();
-            let key = VerifyingKey::from_pem(pem).ok_or_else(|| {
-                format!(
-                    "wechatpay.platform_keys {}: not a public key or certificate PEM",
-                    entry.id
-                )
-            })?;
+            let key = VerifyingKey::from_pem(pem)
+                .ok_or_else(|| format!("platform_keys {}: not a public key or certificate PEM", entry.id))?;
             platform_keys.push((entry.id.clone(), key));
         }
         Ok(Self {

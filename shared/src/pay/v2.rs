@@ -59,11 +59,30 @@ pub fn sign(fields: &BTreeMap<String, String>, key: &Secret, sign_type: SignType
     hex::encode_upper(digest)
 }
 
-/// Whether `fields["sign"]` is right, using the document's own `sign_type` (MD5 when absent).
-pub fn verify(fields: &BTreeMap<String, String>, key: &Secret) -> bool {
-    let Some(sign_type) = SignType::parse(fields.get("sign_type").map(String::as_str).unwrap_or("")) else {
-        return false;
+/// Whether `fields["sign"]` of a notification is right. The document names its `sign_type` (MD5
+/// when absent, as documented); it must be `expected`, the merchant's configured one: a document
+/// signed otherwise is refused, so an MD5 sign cannot stand in where HMAC-SHA256 is configured.
+pub fn verify(fields: &BTreeMap<String, String>, key: &Secret, expected: SignType) -> bool {
+    verify_as(fields, key, expected, SignType::Md5)
+}
+
+/// Whether the sign of an answer to our request signed with `requested` is right: an answer that
+/// names no `sign_type` is signed the way it was asked.
+pub fn verify_answer(fields: &BTreeMap<String, String>, key: &Secret, requested: SignType) -> bool {
+    verify_as(fields, key, requested, requested)
+}
+
+fn verify_as(fields: &BTreeMap<String, String>, key: &Secret, expected: SignType, unnamed: SignType) -> bool {
+    let sign_type = match fields.get("sign_type").map(String::as_str) {
+        None | Some("") => unnamed,
+        Some(name) => match SignType::parse(name) {
+            Some(t) => t,
+            None => return false,
+        },
     };
+    if sign_type != expected {
+        return false;
+    }
     let Some(given) = fields.get("sign") else { return false };
     let expected = sign(fields, key, sign_type);
     expected.as_bytes().ct_eq(given.to_ascii_uppercase().as_bytes()).into()
@@ -194,19 +213,30 @@ mod tests {
         let key = Secret::new("192006250b4c09247ec02edce69f6a2d");
         let mut fields = documented_fields();
         fields.insert("sign".into(), "9A0A8659F005D6984697E2CA0A9CF3B7".into());
-        assert!(verify(&fields, &key));
+        assert!(verify(&fields, &key, SignType::Md5));
+        assert!(
+            !verify(&fields, &key, SignType::HmacSha256),
+            "an MD5 sign where HMAC-SHA256 is configured"
+        );
         fields.insert("empty_extra".into(), String::new());
-        assert!(verify(&fields, &key), "empty fields are not signed");
+        assert!(verify(&fields, &key, SignType::Md5), "empty fields are not signed");
         fields.insert("new_field".into(), "x".into());
-        assert!(!verify(&fields, &key), "a non-empty extra field is signed");
+        assert!(
+            !verify(&fields, &key, SignType::Md5),
+            "a non-empty extra field is signed"
+        );
 
         let mut hmac = documented_fields();
         hmac.insert("sign_type".into(), "HMAC-SHA256".into());
         let s = sign(&hmac, &key, SignType::HmacSha256);
         hmac.insert("sign".into(), s);
-        assert!(verify(&hmac, &key));
+        assert!(verify(&hmac, &key, SignType::HmacSha256));
+        assert!(
+            !verify(&hmac, &key, SignType::Md5),
+            "an HMAC-SHA256 sign where MD5 is configured"
+        );
         hmac.insert("sign_type".into(), "SHA1".into());
-        assert!(!verify(&hmac, &key), "unknown sign types fail");
+        assert!(!verify(&hmac, &key, SignType::HmacSha256), "unknown sign types fail");
     }
 
     #[test]

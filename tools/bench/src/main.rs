@@ -236,7 +236,8 @@ async fn throughput(
     let http = reqwest::Client::new();
     let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled);
     let sdk = testkit::sdk_config(moto_endpoint).await;
-    let sessions = wxa_shared::session::SessionStore::new(aws_sdk_dynamodb::Client::new(&sdk), "bench-sessions");
+    let sessions =
+        wxa_shared::store::sessions::SessionStore::new(aws_sdk_dynamodb::Client::new(&sdk), "bench-sessions");
     let wechat = wxa_shared::wechat::WechatClient::new(
         sim_base,
         testkit::APP_ID,
@@ -275,7 +276,7 @@ async fn throughput(
             json!({ "encryptedData": sealed["encryptedData"], "iv": sealed["iv"] })
         }
     };
-    let today = wxa_shared::session::now_unix() / 86_400 * 86_400;
+    let today = wxa_shared::clock::now_unix() / 86_400 * 86_400;
     let steps: Vec<Value> = (0..31)
         .map(|d| json!({"timestamp": today - d * 86_400, "step": 4000 + d}))
         .collect();
@@ -413,16 +414,18 @@ async fn main() {
         &reqwest::Client::new(),
         &sim.base_url(),
         &aws_sdk_secretsmanager::Client::new(&sdk),
-        "bench/app",
+        "bench/pay",
     )
     .await;
     let env: HashMap<String, String> = [
         ("APP_ID", testkit::APP_ID.to_owned()),
         ("SESSIONS_TABLE", "bench-sessions".into()),
         ("ORDERS_TABLE", "bench-orders".into()),
-        ("SECRET_ID", "bench/app".into()),
+        ("APP_SECRET_ID", "bench/app".into()),
+        ("PAY_SECRET_ID", "bench/pay".into()),
         ("WECHAT_API_BASE", sim.base_url()),
         ("WECHATPAY_API_BASE", sim.base_url()),
+        ("PAY_NOTIFY_URL", "https://bench.example/pay/notify".into()),
         ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_DEFAULT_REGION", "us-east-1".into()),

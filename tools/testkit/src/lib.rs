@@ -4,7 +4,6 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,6 +21,8 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use wechat_sim::{SimConfig, SimServer};
+use wxa_shared::config::Parts;
+use wxa_shared::function::Function;
 use wxa_shared::{AppState, Config};
 
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";
@@ -156,7 +157,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 }
 
 /// Creates the sessions and orders tables from `template.yaml` and the app secret, with the same
-/// script `make dev` uses.
+/// script `make dev` uses. The pay secret is made by [`enable_pay_on`].
 pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_id: &str, app_secret: &str) {
     let output = Command::new(venv_bin("python"))
         .arg(workspace_root().join("scripts/local_aws.py"))
@@ -166,7 +167,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
             "setup",
             "--sessions-table",
             table,
-            "--secret-id",
+            "--app-secret-id",
             secret_id,
         ])
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
@@ -285,17 +286,25 @@ fn operation_name(cfg: &ConfigBag) -> String {
         .unwrap_or_default()
 }
 
-/// One test's world: a simulator, a table and a secret on the shared moto, and the AppState a
-/// function would build from them.
+/// One test's world: a simulator, tables and secrets on the shared moto, and the AppState the
+/// functions would build from them.
 pub struct Stack {
     pub sim: SimServer,
-    /// Shared with the HTTP server that serves `pay-notify` at `config.pay_notify_url`.
+    /// Every part, so that one state serves every function; shared with the HTTP server that
+    /// serves `pay-notify` at the configured `PAY_NOTIFY_URL`. [`Stack::state_for`] builds a
+    /// function's own.
     pub state: Arc<AppState>,
     pub orders_table: String,
     notify_server: tokio::task::JoinHandle<()>,
     pub sdk: SdkConfig,
     pub table: String,
+    /// The app secret's id.
     pub secret_id: String,
+    pub pay_secret_id: String,
+    /// The environment the functions are configured with.
+    pub env: std::collections::HashMap<&'static str, String>,
+    dynamodb: aws_sdk_dynamodb::Client,
+    secretsmanager: aws_sdk_secretsmanager::Client,
     pub http: reqwest::Client,
     /// The AWS calls the state's clients made (not the test's own).
     pub aws_calls: AwsCalls,
@@ -328,21 +337,24 @@ impl Stack {
         let table = unique("sessions");
         let orders_table = unique("orders");
         let secret_id = unique("wxa/app");
+        let pay_secret_id = unique("wxa/pay");
         setup_local_aws(&endpoint, &table, &orders_table, &secret_id, APP_SECRET);
         // WeChat Pay notifies over HTTP: serve pay-notify on a port of its own, as API Gateway would.
         let notify_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let notify_url = format!("http://{}/pay/notify", notify_listener.local_addr().expect("bound"));
-        let mut config = Config::from_lookup(|name| match name {
-            "APP_ID" => Some(APP_ID.into()),
-            "SESSIONS_TABLE" => Some(table.clone()),
-            "ORDERS_TABLE" => Some(orders_table.clone()),
-            "SECRET_ID" => Some(secret_id.clone()),
-            "WECHAT_API_BASE" => Some(sim.base_url()),
-            "WECHATPAY_API_BASE" => Some(sim.base_url()),
-            "PAY_NOTIFY_URL" => Some(notify_url.clone()),
-            _ => None,
-        })
-        .expect("test config is valid");
+        let env: std::collections::HashMap<&'static str, String> = [
+            ("APP_ID", APP_ID.to_owned()),
+            ("SESSIONS_TABLE", table.clone()),
+            ("ORDERS_TABLE", orders_table.clone()),
+            ("APP_SECRET_ID", secret_id.clone()),
+            ("PAY_SECRET_ID", pay_secret_id.clone()),
+            ("WECHAT_API_BASE", sim.base_url()),
+            ("WECHATPAY_API_BASE", sim.base_url()),
+            ("PAY_NOTIFY_URL", notify_url.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::from_lookup(Parts::ALL, |name| env.get(name).cloned()).expect("test config is valid");
         tune(&mut config);
         let sdk = sdk_config(&endpoint).await;
         let aws_calls = AwsCalls::default();
@@ -358,11 +370,16 @@ impl Stack {
                 .interceptor(aws_calls.clone())
                 .build(),
         );
-        let state = Arc::new(AppState::from_clients(config, dynamodb, secretsmanager, &test_tls()));
-        let notify_server = tokio::spawn(serve_handler(
+        let state = Arc::new(AppState::from_clients(
+            config,
+            dynamodb.clone(),
+            secretsmanager.clone(),
+            &test_tls(),
+        ));
+        let notify_server = tokio::spawn(serve_function(
             notify_listener,
             state.clone(),
-            handler!(wxa_shared::handlers::pay_notify::handle),
+            &wxa_shared::handlers::pay_notify::FUNCTION,
         ));
         Self {
             sim,
@@ -372,10 +389,22 @@ impl Stack {
             sdk,
             table,
             secret_id,
+            pay_secret_id,
+            env,
+            dynamodb,
+            secretsmanager,
             http: reqwest::Client::new(),
             aws_calls,
             throttle,
         }
+    }
+
+    /// The state `function` builds in its own container: only the settings and clients of the
+    /// parts it declares (with the stack's call counting).
+    pub fn state_for(&self, function: &Function) -> AppState {
+        let config = Config::from_lookup(function.parts, |name| self.env.get(name).cloned())
+            .unwrap_or_else(|e| panic!("{}: {e}", function.name));
+        AppState::from_clients(config, self.dynamodb.clone(), self.secretsmanager.clone(), &test_tls())
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
@@ -442,9 +471,9 @@ impl Drop for Stack {
     }
 }
 
-/// Serves `handler` over HTTP on `listener`, converting requests and responses the way API
+/// Serves `function` over HTTP on `listener`, converting requests and responses the way API
 /// Gateway does (the raw body as text when it is UTF-8).
-pub async fn serve_handler(listener: tokio::net::TcpListener, state: Arc<AppState>, handler: Handler) {
+pub async fn serve_function(listener: tokio::net::TcpListener, state: Arc<AppState>, function: &'static Function) {
     let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let state = state.clone();
         async move {
@@ -455,7 +484,7 @@ pub async fn serve_handler(listener: tokio::net::TcpListener, state: Arc<AppStat
                 Ok(text) => Body::Text(text),
                 Err(e) => Body::Binary(e.into_bytes()),
             };
-            let response = handler(&state, Request::from_parts(parts, body)).await;
+            let response = function.handle(&state, Request::from_parts(parts, body)).await;
             let (parts, body) = response.into_parts();
             let bytes = match body {
                 Body::Text(text) => text.into_bytes(),
@@ -493,24 +522,6 @@ pub fn read(response: &Response<Body>) -> (u16, Value) {
     (response.status().as_u16(), json)
 }
 
-/// A handler as the tests call it: `|state, request| Box::pin(handle(state, request))`.
-pub type Handler = for<'a> fn(&'a AppState, Request) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
-
-/// `handler!(werun::handle)`: a [`Handler`] for an `async fn handle(&AppState, Request)`.
-#[macro_export]
-macro_rules! handler {
-    ($handle:path) => {{
-        fn boxed<'a>(
-            state: &'a ::wxa_shared::AppState,
-            request: ::lambda_http::Request,
-        ) -> ::std::pin::Pin<Box<dyn Future<Output = ::lambda_http::Response<::lambda_http::Body>> + Send + 'a>>
-        {
-            Box::pin($handle(state, request))
-        }
-        boxed as $crate::Handler
-    }};
-}
-
 /// An event from `events/` with the caller's token and, if given, a new body.
 pub fn authed_event(name: &str, token: &str, body: Option<&Value>) -> Request {
     let mut request = event(name);
@@ -537,7 +548,7 @@ impl Stack {
             .expect("code")
             .to_owned();
         let request = event_with_body("login.json", &serde_json::json!({ "code": code }).to_string());
-        let (status, body) = read(&wxa_shared::handlers::login::handle(&self.state, request).await);
+        let (status, body) = read(&wxa_shared::handlers::login::FUNCTION.handle(&self.state, request).await);
         assert_eq!(status, 200, "login failed: {body}");
         body["token"].as_str().expect("token").to_owned()
     }
@@ -559,12 +570,12 @@ impl Stack {
     }
 }
 
-/// Runs the checks every open-data function must pass, whatever its payload: a rotated key,
-/// foreign and stale watermarks, tampered data, bad padding, bad base64, a short iv, and bad tokens.
-/// `payload` is the plaintext the WeChat client would encrypt; `body` turns
-/// `(encryptedData, iv, session_key)` into the request body.
+/// Runs the checks every open-data function must pass, whatever its payload: foreign, stale and
+/// future watermarks, tampered data, bad padding, bad base64, a short iv, a rotated key, the
+/// failure budget, and bad tokens. `payload` is the plaintext the WeChat client would encrypt;
+/// `body` turns `(encryptedData, iv, session_key)` into the request body.
 pub async fn check_open_data_contract(
-    handler: Handler,
+    function: &'static Function,
     event_name: &str,
     payload: Value,
     body: impl Fn(&str, &str, &str) -> Value,
@@ -573,10 +584,12 @@ pub async fn check_open_data_contract(
     use base64::engine::general_purpose::STANDARD;
 
     let stack = Stack::start().await;
+    // The function's own state: only the parts it declares.
+    let state = stack.state_for(function);
     let token = stack.log_in("o_alice").await;
     let key = stack.sim_session_key("o_alice").await;
-    let call = |request: Request| async { read(&handler(&stack.state, request).await) };
-    let expect = |got: (u16, Value), status: u16, code: &str, case: &str| {
+    let call = |request: Request| async { read(&function.handle(&state, request).await) };
+    let expect = |got: &(u16, Value), status: u16, code: &str, case: &str| {
         assert_eq!(
             (got.0, got.1["error"]["code"].as_str()),
             (status, Some(code)),
@@ -584,110 +597,94 @@ pub async fn check_open_data_contract(
             got.1
         );
     };
-    let now = wxa_shared::session::now_unix();
+    let now = wxa_shared::clock::now_unix();
+    let sealed_with = |watermark: Value| {
+        stack.seal_with(serde_json::json!({"openid": "o_alice", "data": payload, "watermark": watermark}))
+    };
 
-    // Foreign app and stale data.
-    let foreign = serde_json::json!({"appid": "wx0000000000000000", "timestamp": now});
-    let (data, iv) = stack
-        .seal_with(serde_json::json!({"openid": "o_alice", "data": payload, "watermark": foreign}))
-        .await;
-    expect(
-        call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
-        400,
-        "watermark_app_mismatch",
-        "foreign appid",
-    );
-    let stale = serde_json::json!({"appid": APP_ID, "timestamp": now - 3600});
-    let (data, iv) = stack
-        .seal_with(serde_json::json!({"openid": "o_alice", "data": payload, "watermark": stale}))
-        .await;
-    expect(
-        call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
-        400,
-        "watermark_expired",
-        "stale watermark",
-    );
+    // Good data opens.
+    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
+    let good = call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await;
+    assert_eq!(good.0, 200, "good data: {}", good.1);
 
-    // Malformed input: nothing is asked of WeChat.
+    // A stale watermark on data that opened: ask again (no WeChat call, no cost to the session).
+    let (data, iv) = sealed_with(serde_json::json!({"appid": APP_ID, "timestamp": now - 3600})).await;
+    let stale = call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await;
+    expect(&stale, 400, "watermark_expired", "stale watermark");
+
+    // Malformed input: said as such; nothing is asked of WeChat.
     let (data, iv) = stack.seal("o_alice", payload.clone()).await;
     let bytes = STANDARD.decode(&data).unwrap();
-    for (case, data, iv, code) in [
-        (
-            "bad base64",
-            "%%%not-base64%%%".to_owned(),
-            iv.clone(),
-            "malformed_encrypted_data",
-        ),
-        (
-            "15-byte iv",
-            data.clone(),
-            STANDARD.encode([1u8; 15]),
-            "malformed_encrypted_data",
-        ),
-        (
-            "empty ciphertext",
-            String::new(),
-            iv.clone(),
-            "malformed_encrypted_data",
-        ),
+    for (case, data, iv) in [
+        ("bad base64", "%%%not-base64%%%".to_owned(), iv.clone()),
+        ("15-byte iv", data.clone(), STANDARD.encode([1u8; 15])),
+        ("empty ciphertext", String::new(), iv.clone()),
         (
             "ragged ciphertext",
             STANDARD.encode(&bytes[..bytes.len() - 3]),
             iv.clone(),
-            "malformed_encrypted_data",
         ),
     ] {
-        expect(
-            call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
-            400,
-            code,
-            case,
-        );
+        let got = call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await;
+        expect(&got, 400, "malformed_encrypted_data", case);
     }
     assert_eq!(stack.sim_calls("checksession").await, 0);
 
-    // Tampered data and bad padding under a key WeChat still holds: the data is bad.
+    // Under a key WeChat still holds, every other failure gets one answer, word for word, after
+    // one checksession each: another app's watermark, one from the future, tampered data, bad
+    // padding. Each costs the session one of its FAILURE_BUDGET failures.
     let mut tampered = bytes.clone();
     let n = tampered.len();
     tampered[n - 17] ^= 0x5a;
-    let truncated = &bytes[..n - 16];
-    for (case, data) in [
-        ("tampered", STANDARD.encode(&tampered)),
-        ("bad padding", STANDARD.encode(truncated)),
-    ] {
-        expect(
-            call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await,
-            400,
-            "decryption_failed",
-            case,
-        );
+    let (foreign, foreign_iv) = sealed_with(serde_json::json!({"appid": "wx0000000000000000", "timestamp": now})).await;
+    let (future, future_iv) = sealed_with(serde_json::json!({"appid": APP_ID, "timestamp": now + 3600})).await;
+    let cases = [
+        ("foreign appid", foreign, foreign_iv),
+        ("from the future", future, future_iv),
+        ("tampered", STANDARD.encode(&tampered), iv.clone()),
+        ("bad padding", STANDARD.encode(&bytes[..n - 16]), iv.clone()),
+    ];
+    let mut answers = Vec::new();
+    for (case, data, iv) in &cases {
+        let got = call(authed_event(event_name, &token, Some(&body(data, iv, &key)))).await;
+        expect(&got, 400, "invalid_open_data", case);
+        answers.push((got.0, got.1["error"]["code"].clone(), got.1["error"]["message"].clone()));
     }
-    assert_eq!(
-        stack.sim_calls("checksession").await,
-        2,
-        "asked once per failure, to tell bad data from a stale key"
-    );
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "one answer: {answers:?}");
+    assert_eq!(stack.sim_calls("checksession").await, cases.len() as u64);
 
-    // The user logs in elsewhere: data sealed under the new key fails here with a clear code.
-    stack.mint_code("o_alice").await;
-    let new_key = stack.sim_session_key("o_alice").await;
-    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
-    expect(
-        call(authed_event(event_name, &token, Some(&body(&data, &iv, &new_key)))).await,
-        401,
-        "session_key_expired",
-        "rotated key",
-    );
+    // The fifth failure spends the budget: the session is revoked.
+    let (data, iv) = (STANDARD.encode(&tampered), iv.clone());
+    let last = call(authed_event(event_name, &token, Some(&body(&data, &iv, &key)))).await;
+    expect(&last, 400, "invalid_open_data", "fifth failure");
+    let after = call(authed_event(
+        event_name,
+        &token,
+        Some(&good_body(&stack, &payload, &body, "o_alice").await),
+    ))
+    .await;
+    expect(&after, 401, "invalid_token", "after the failure budget");
+
+    // The user logs in elsewhere: data sealed under the new key fails here with "log in again",
+    // and the stale session is revoked.
+    let token = stack.log_in("o_carol").await;
+    stack.mint_code("o_carol").await;
+    let new_key = stack.sim_session_key("o_carol").await;
+    let (data, iv) = stack.seal("o_carol", payload.clone()).await;
+    let rotated = call(authed_event(event_name, &token, Some(&body(&data, &iv, &new_key)))).await;
+    expect(&rotated, 401, "session_key_expired", "rotated key");
+    let (data, iv) = stack.seal("o_carol", payload.clone()).await;
+    let after = call(authed_event(event_name, &token, Some(&body(&data, &iv, &new_key)))).await;
+    expect(&after, 401, "invalid_token", "after a rotated key");
 
     // Tokens.
-    let (data, iv) = stack.seal("o_alice", payload.clone()).await;
-    let good_body = body(&data, &iv, &new_key);
+    let good_body = good_body(&stack, &payload, &body, "o_alice").await;
     let mut missing = event(event_name);
     missing.headers_mut().remove("authorization");
     *missing.body_mut() = Body::Text(good_body.to_string());
-    expect(call(missing).await, 401, "missing_token", "missing token");
+    expect(&call(missing).await, 401, "missing_token", "missing token");
     expect(
-        call(authed_event(event_name, &"x".repeat(43), Some(&good_body))).await,
+        &call(authed_event(event_name, &"x".repeat(43), Some(&good_body))).await,
         401,
         "invalid_token",
         "unknown token",
@@ -695,11 +692,17 @@ pub async fn check_open_data_contract(
     let expired = stack.log_in("o_bob").await;
     stack.expire(&expired).await;
     expect(
-        call(authed_event(event_name, &expired, Some(&good_body))).await,
+        &call(authed_event(event_name, &expired, Some(&good_body))).await,
         401,
         "invalid_token",
         "expired token",
     );
+}
+
+/// A body with `payload` sealed under `openid`'s current key.
+async fn good_body(stack: &Stack, payload: &Value, body: &impl Fn(&str, &str, &str) -> Value, openid: &str) -> Value {
+    let (data, iv) = stack.seal(openid, payload.clone()).await;
+    body(&data, &iv, &stack.sim_session_key(openid).await)
 }
 
 pub const MCHID: &str = "1900000109";
@@ -713,7 +716,7 @@ pub struct MerchantKeys {
 }
 
 /// Makes a merchant key pair, registers the merchant with the simulator at `sim_base`, and writes
-/// the `wechatpay` object into the app secret `secret_id`.
+/// the merchant's keys into the pay secret `secret_id` (created if missing).
 pub async fn enable_pay_on(
     http: &reqwest::Client,
     sim_base: &str,
@@ -743,40 +746,45 @@ pub async fn enable_pay_on(
     let url = format!("{sim_base}/__sim/pay/platform");
     let platform: Value = http.get(url).send().await.unwrap().json().await.unwrap();
     let secret = serde_json::json!({
-        "app_secret": APP_SECRET,
-        "wechatpay": {
-            "mchid": MCHID,
-            "merchant_serial_no": MERCHANT_SERIAL,
-            "merchant_private_key": wechat_sim::pay::to_pem("PRIVATE KEY", private.as_ref()),
-            "apiv3_key": APIV3_KEY,
-            "apiv2_key": APIV2_KEY,
-            "platform_keys": [
-                {"id": platform["public_key_id"], "public_key": platform["public_key"]},
-                {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
-            ],
-        },
+        "mchid": MCHID,
+        "merchant_serial_no": MERCHANT_SERIAL,
+        "merchant_private_key": wechat_sim::pay::to_pem("PRIVATE KEY", private.as_ref()),
+        "apiv3_key": APIV3_KEY,
+        "apiv2_key": APIV2_KEY,
+        "platform_keys": [
+            {"id": platform["public_key_id"], "public_key": platform["public_key"]},
+            {"id": platform["certificate_serial"], "certificate": platform["certificate"]},
+        ],
     });
-    secretsmanager
-        .put_secret_value()
-        .secret_id(secret_id)
+    let created = secretsmanager
+        .create_secret()
+        .name(secret_id)
         .secret_string(secret.to_string())
         .send()
-        .await
-        .expect("secret updated");
+        .await;
+    if created.is_err() {
+        secretsmanager
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("pay secret written");
+    }
     MerchantKeys {
         public_key_der: public.as_ref().to_vec(),
     }
 }
 
 impl Stack {
-    /// Makes a merchant key pair, registers the merchant with the simulator, and writes the
-    /// `wechatpay` object into the app secret (before anything reads the secret).
+    /// Makes a merchant key pair, registers the merchant with the simulator, and writes the pay
+    /// secret (before anything reads it).
     pub async fn enable_pay(&self) -> MerchantKeys {
         enable_pay_on(
             &self.http,
             &self.sim.base_url(),
             &self.secretsmanager(),
-            &self.secret_id,
+            &self.pay_secret_id,
         )
         .await
     }
@@ -785,11 +793,11 @@ impl Stack {
     /// after TTL) keeps the item.
     pub async fn expire(&self, token: &str) {
         use aws_sdk_dynamodb::types::AttributeValue::{N, S};
-        let past = wxa_shared::session::now_unix() - 1;
+        let past = wxa_shared::clock::now_unix() - 1;
         self.dynamodb()
             .update_item()
             .table_name(&self.table)
-            .key("token_hash", S(wxa_shared::session::token_hash(token)))
+            .key("token_hash", S(wxa_shared::store::sessions::token_hash(token)))
             .update_expression("SET expires_at = :past")
             .expression_attribute_values(":past", N(past.to_string()))
             .send()

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{Value, json};
-use wxa_shared::card::nonce;
+use wxa_shared::clock::now_unix;
 use wxa_shared::opendata;
 use wxa_shared::pay::keys::{SigningKey, VerifyingKey, pem_to_der, serial_of_certificate};
 use wxa_shared::pay::v2::{self, SignType};
 use wxa_shared::pay::v3::{self, SignedHeaders};
-use wxa_shared::session::now_unix;
+use wxa_shared::random::nonce;
 use wxa_shared::wechat::WechatClient;
 
 use secret_arg::{Apiv2Key, Apiv3Key, SecretArg, SessionKey};
@@ -301,7 +301,7 @@ impl Jscode2session {
         // An operator's machine: its own CA store (a corporate proxy's CA included).
         let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::System);
         let sdk = wxa_shared::aws::sdk_config_from_env(&tls).await;
-        let secrets = wxa_shared::secrets::SecretCache::new(
+        let secrets = wxa_shared::secrets::SecretCache::<wxa_shared::secrets::AppSecrets>::new(
             aws_sdk_secretsmanager::Client::new(&sdk),
             &self.secret_id,
             std::time::Duration::ZERO,

@@ -1,23 +1,32 @@
 //! Login sessions in DynamoDB.
 //!
 //! The client holds an opaque token of 256 random bits; the table is keyed on the SHA-256 of
-//! it, so a dump of the table yields no usable token. One `PutItem` per login, one consistent
+//! it, so a dump of the table yields no usable *token*. It does yield every user's session_key
+//! (which decrypts that user's open data and signs checksession calls): the table is encrypted at
+//! rest and only the functions that need it may read it. One `PutItem` per login, one consistent
 //! `GetItem` per authenticated request. `expires_at` is the table's TTL attribute, and an item
 //! past it is refused even before DynamoDB's TTL sweep deletes it (which can take days).
+//!
+//! Open data that fails to decrypt or verify costs the session: the failures are counted in the
+//! item with an atomic `ADD`, and at [`FAILURE_BUDGET`] the session is deleted, which bounds a
+//! padding-oracle or signature probe to a handful of requests per login.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use lambda_http::http::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::ApiError;
+use super::{StoreError, Table, is_condition_failure, send, store_error};
+use crate::clock::now_unix;
 use crate::secret::Secret;
+
+/// Failed open-data decryptions or signature checks a session survives; the one that reaches it
+/// deletes the session.
+pub const FAILURE_BUDGET: u64 = 5;
 
 /// Attribute names of a session item; `template.yaml` and `scripts/local_aws.py` use the same.
 pub mod attr {
@@ -27,10 +36,13 @@ pub mod attr {
     pub const SESSION_KEY: &str = "session_key";
     pub const CREATED_AT: &str = "created_at";
     pub const EXPIRES_AT: &str = "expires_at";
+    pub const FAILURES: &str = "open_data_failures";
 }
 
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The table key: hex SHA-256 of the client's token.
+    pub token_hash: String,
     pub openid: String,
     pub unionid: Option<String>,
     pub session_key: Secret,
@@ -45,40 +57,10 @@ pub struct IssuedToken {
     pub expires_at: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the DynamoDB table {0} does not exist")]
-    TableMissing(String),
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("a session item is malformed: {0}")]
-    Malformed(&'static str),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::TableMissing(_) | StoreError::Malformed(_) => ApiError::misconfigured(e.to_string()),
-            StoreError::Unavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session_store_unavailable",
-                "the session store is unavailable; try again",
-            ),
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct SessionStore {
     client: Client,
     table: String,
-}
-
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// hex(SHA-256(token)): the table key.
@@ -110,6 +92,13 @@ impl SessionStore {
         }
     }
 
+    fn failed(
+        &self,
+        e: aws_sdk_dynamodb::error::SdkError<impl ProvideErrorMetadata + std::fmt::Debug, impl Sized>,
+    ) -> StoreError {
+        store_error(Table::Sessions, &self.table, e)
+    }
+
     /// Stores a new session and returns its token (one `PutItem`).
     pub async fn create(
         &self,
@@ -120,7 +109,7 @@ impl SessionStore {
     ) -> Result<IssuedToken, StoreError> {
         let token = new_token();
         let created_at = now_unix();
-        let expires_at = created_at + ttl.as_secs();
+        let expires_at = created_at.saturating_add(ttl.as_secs());
         let mut item = HashMap::from([
             (
                 attr::TOKEN_HASH.to_owned(),
@@ -137,7 +126,7 @@ impl SessionStore {
         if let Some(unionid) = unionid {
             item.insert(attr::UNIONID.to_owned(), AttributeValue::S(unionid.to_owned()));
         }
-        let written = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -146,105 +135,132 @@ impl SessionStore {
             // item already there is ours: an earlier attempt that wrote it before its answer was
             // lost (a timeout or throttling answer, retried by the SDK).
             .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", attr::TOKEN_HASH)
-            .send()
-            .await;
-        match written {
+            .expression_attribute_names("#k", attr::TOKEN_HASH);
+        match send(Table::Sessions, &self.table, request.send()).await? {
             Ok(_) => Ok(IssuedToken { token, expires_at }),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(IssuedToken { token, expires_at }),
-            Err(e) => Err(store_error(&self.table, e)),
+            Err(e) if is_condition_failure(&e) => Ok(IssuedToken { token, expires_at }),
+            Err(e) => Err(self.failed(e)),
         }
     }
 
-    /// The live session behind `token`, or `None` for an unknown, malformed or expired token
-    /// (one consistent `GetItem`, none for a malformed token).
+    /// The live session behind `token`, or `None` for an unknown, malformed, expired or revoked
+    /// token (one consistent `GetItem`, none for a malformed token).
     pub async fn get(&self, token: &str) -> Result<Option<Session>, StoreError> {
         if !is_well_formed_token(token) {
             return Ok(None);
         }
-        let output = self
+        let request = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(attr::TOKEN_HASH, AttributeValue::S(token_hash(token)))
             // A token used right after login must be found.
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error(&self.table, e))?;
+            .consistent_read(true);
+        let output = send(Table::Sessions, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
         let Some(item) = output.item else {
             return Ok(None);
         };
+        let failures = number(&item, attr::FAILURES).unwrap_or(0);
         let session = session_from_item(&item)?;
-        Ok((session.expires_at > now_unix()).then_some(session))
+        // A session at its failure budget is revoked even if deleting it failed.
+        Ok((session.expires_at > now_unix() && failures < FAILURE_BUDGET).then_some(session))
     }
 
-    /// Replaces the session key of the live session behind `token` (one conditional
-    /// `UpdateItem`). `Ok(false)` when the session is gone or expired.
-    pub async fn replace_session_key(&self, token: &str, session_key: &Secret) -> Result<bool, StoreError> {
-        if !is_well_formed_token(token) {
-            return Ok(false);
-        }
-        let result = self
+    /// Replaces the session key of a live session (one conditional `UpdateItem`). `Ok(false)`
+    /// when the session is gone or expired.
+    pub async fn replace_session_key(&self, session: &Session, session_key: &Secret) -> Result<bool, StoreError> {
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(attr::TOKEN_HASH, AttributeValue::S(token_hash(token)))
+            .key(attr::TOKEN_HASH, AttributeValue::S(session.token_hash.clone()))
             .update_expression("SET #sk = :sk")
             .condition_expression("attribute_exists(#k) AND #exp > :now")
             .expression_attribute_names("#k", attr::TOKEN_HASH)
             .expression_attribute_names("#sk", attr::SESSION_KEY)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":sk", AttributeValue::S(session_key.expose().to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now_unix().to_string()))
-            .send()
-            .await;
-        match result {
+            .expression_attribute_values(":now", AttributeValue::N(now_unix().to_string()));
+        match send(Table::Sessions, &self.table, request.send()).await? {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(store_error(&self.table, e)),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(self.failed(e)),
         }
     }
-}
 
-/// Classifies a DynamoDB failure on `table`.
-pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(table: &str, e: SdkError<E, R>) -> StoreError {
-    let code = e.code().unwrap_or_default();
-    if code == "ResourceNotFoundException" {
-        StoreError::TableMissing(table.to_owned())
-    } else {
-        let detail = e
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| aws_error_kind(&e).to_string());
-        StoreError::Unavailable(format!("{code} {detail}").trim().to_owned())
+    /// Counts one failed decryption or signature check against `session` (an atomic `ADD`) and
+    /// deletes the session when the count reaches [`FAILURE_BUDGET`]. Returns whether the session
+    /// was revoked (or was already gone).
+    pub async fn record_failure(&self, session: &Session) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::TOKEN_HASH, AttributeValue::S(session.token_hash.clone()))
+            .update_expression("ADD #f :one")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#k", attr::TOKEN_HASH)
+            .expression_attribute_names("#f", attr::FAILURES)
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(ReturnValue::UpdatedNew);
+        let failures = match send(Table::Sessions, &self.table, request.send()).await? {
+            Ok(output) => output
+                .attributes
+                .as_ref()
+                .and_then(|a| number(a, attr::FAILURES))
+                .unwrap_or(FAILURE_BUDGET),
+            Err(e) if is_condition_failure(&e) => return Ok(true),
+            Err(e) => return Err(self.failed(e)),
+        };
+        if failures >= FAILURE_BUDGET {
+            self.revoke(session).await?;
+            tracing::warn!(
+                openid = %session.openid,
+                failures,
+                "session revoked: too many open-data failures"
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Deletes the session (one `DeleteItem`): its token stops working at once.
+    pub async fn revoke(&self, session: &Session) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::TOKEN_HASH, AttributeValue::S(session.token_hash.clone()));
+        send(Table::Sessions, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
     }
 }
 
-fn aws_error_kind<E, R>(e: &SdkError<E, R>) -> &'static str {
-    match e {
-        SdkError::ConstructionFailure(_) => "request construction failed",
-        SdkError::TimeoutError(_) => "timed out",
-        SdkError::DispatchFailure(_) => "could not connect",
-        SdkError::ResponseError(_) => "unreadable response",
-        SdkError::ServiceError(_) => "service error",
-        _ => "unknown error",
-    }
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 fn session_from_item(item: &HashMap<String, AttributeValue>) -> Result<Session, StoreError> {
-    let s = |name: &'static str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let n = |name: &'static str| {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+    let malformed = |attribute| StoreError::Malformed {
+        table: Table::Sessions,
+        attribute,
     };
+    let s = |name: &'static str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Ok(Session {
-        openid: s(attr::OPENID).ok_or(StoreError::Malformed(attr::OPENID))?,
+        token_hash: s(attr::TOKEN_HASH).ok_or(malformed(attr::TOKEN_HASH))?,
+        openid: s(attr::OPENID).ok_or(malformed(attr::OPENID))?,
         unionid: s(attr::UNIONID),
-        session_key: Secret::new(s(attr::SESSION_KEY).ok_or(StoreError::Malformed(attr::SESSION_KEY))?),
-        created_at: n(attr::CREATED_AT).ok_or(StoreError::Malformed(attr::CREATED_AT))?,
-        expires_at: n(attr::EXPIRES_AT).ok_or(StoreError::Malformed(attr::EXPIRES_AT))?,
+        session_key: Secret::new(s(attr::SESSION_KEY).ok_or(malformed(attr::SESSION_KEY))?),
+        created_at: number(item, attr::CREATED_AT).ok_or(malformed(attr::CREATED_AT))?,
+        expires_at: number(item, attr::EXPIRES_AT).ok_or(malformed(attr::EXPIRES_AT))?,
     })
 }
 

@@ -1,0 +1,179 @@
+//! A Lambda function as the shared crate sees it: its name, the parts it uses ([`Parts`]) and
+//! its routes. [`Function::handle`] is the one place a request is routed, authenticated, given
+//! the invocation's deadline, and answered (errors as JSON carrying the request id).
+//!
+//! `template.yaml` is the one list of functions and routes; a test holds [`FUNCTIONS`] against it.
+
+use std::pin::Pin;
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::config::Parts;
+use crate::store::sessions::Session;
+use crate::{ApiError, AppState};
+
+/// What a handler answers: a response, or an error that becomes the JSON error response.
+pub type Answer = Result<Response<Body>, ApiError>;
+pub type BoxAnswer<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
+/// A route's work, given the request (and, for an authenticated route, the caller's session).
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// No login token (`/login`, WeChat Pay's notifications).
+    Public(for<'a> fn(&'a AppState, &'a Request) -> BoxAnswer<'a>),
+    /// Needs `Authorization: Bearer <token>`; runs with the caller's session.
+    Authed(for<'a> fn(&'a AppState, &'a Session, &'a Request) -> BoxAnswer<'a>),
+}
+
+#[derive(Clone)]
+pub struct Route {
+    pub method: Method,
+    /// The path as API Gateway routes it (`template.yaml`'s `Path`).
+    pub path: &'static str,
+    pub handler: Handler,
+}
+
+pub struct Function {
+    /// The binary's name (`functions/<name>`, `template.yaml`'s `Binary`).
+    pub name: &'static str,
+    pub parts: Parts,
+    pub routes: &'static [Route],
+}
+
+/// `public!(login)`: a [`Handler::Public`] for `async fn login(&AppState, &Request) -> Answer`.
+#[macro_export]
+macro_rules! public {
+    ($f:path) => {
+        $crate::function::Handler::Public(|state, request| Box::pin($f(state, request)))
+    };
+}
+
+/// `authed!(werun)`: a [`Handler::Authed`] for `async fn werun(&AppState, &Session, &Request) -> Answer`.
+#[macro_export]
+macro_rules! authed {
+    ($f:path) => {
+        $crate::function::Handler::Authed(|state, session, request| Box::pin($f(state, session, request)))
+    };
+}
+
+/// Every function of the product.
+pub const FUNCTIONS: &[&Function] = &[
+    &crate::handlers::login::FUNCTION,
+    &crate::handlers::session::FUNCTION,
+    &crate::handlers::decrypt_phone::FUNCTION,
+    &crate::handlers::werun::FUNCTION,
+    &crate::handlers::share_info::FUNCTION,
+    &crate::handlers::user_info::FUNCTION,
+    &crate::handlers::qrcode::FUNCTION,
+    &crate::handlers::card_sign::FUNCTION,
+    &crate::handlers::pay_sign::FUNCTION,
+    &crate::handlers::pay_notify::FUNCTION,
+];
+
+impl Function {
+    /// Answers one request: finds its route, applies the invocation's deadline, authenticates
+    /// when the route needs it, and turns an error into its JSON answer.
+    pub async fn handle(&self, state: &AppState, req: Request) -> Response<Body> {
+        let request_id = request_id(&req);
+        let deadline = req
+            .lambda_context_ref()
+            .and_then(|c| crate::deadline::from_epoch_millis(c.deadline));
+        // Boxed: SDK call futures are large, and a caller's stack (a test's) should not carry them.
+        let answer = crate::deadline::run(deadline, Box::pin(self.dispatch(state, &req))).await;
+        let answer = answer.unwrap_or_else(|| {
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                "the request could not be finished in time; try again",
+            )
+            .with_detail("the handler was still busy at the invocation's deadline"))
+        });
+        respond(answer, &request_id)
+    }
+
+    async fn dispatch(&self, state: &AppState, req: &Request) -> Answer {
+        let route = self.route(req)?;
+        match route.handler {
+            Handler::Public(handler) => handler(state, req).await,
+            Handler::Authed(handler) => {
+                let session = state.authenticate(req).await?;
+                handler(state, &session, req).await
+            }
+        }
+    }
+
+    /// The route of `req`: by API Gateway's `routeKey` when there is one (deployed, and in the
+    /// events), else by the end of the path (a stage or base path may come before it).
+    fn route(&self, req: &Request) -> Result<&Route, ApiError> {
+        let route_key = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.route_key.clone(),
+            _ => None,
+        };
+        let path = match route_key.as_deref().and_then(|key| key.split_once(' ')) {
+            Some((_, path)) => path.to_owned(),
+            None => req.uri().path().trim_end_matches('/').to_owned(),
+        };
+        let on_path: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| path == r.path || path.ends_with(r.path))
+            .collect();
+        // The longest match wins, should a base path end like another route.
+        let Some(longest) = on_path.iter().map(|r| r.path.len()).max() else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"));
+        };
+        let on_path: Vec<&Route> = on_path.into_iter().filter(|r| r.path.len() == longest).collect();
+        on_path
+            .iter()
+            .find(|r| r.method == req.method())
+            .copied()
+            .ok_or_else(|| {
+                let allow: Vec<&str> = on_path.iter().map(|r| r.method.as_str()).collect();
+                ApiError::method_not_allowed(&allow.join(", "))
+            })
+    }
+}
+
+/// The id an operator finds the log line by: Lambda's request id, else API Gateway's.
+fn request_id(req: &Request) -> String {
+    if let Some(context) = req.lambda_context_ref()
+        && !context.request_id.is_empty()
+    {
+        return context.request_id.clone();
+    }
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Turns an answer into the response, logging refusals at the right level (the detail goes to
+/// the log only).
+pub fn respond(answer: Answer, request_id: &str) -> Response<Body> {
+    match answer {
+        Ok(response) => response,
+        Err(error) => {
+            let detail = error.detail().unwrap_or_default();
+            if error.status.is_server_error() {
+                tracing::error!(
+                    status = error.status.as_u16(),
+                    code = error.code,
+                    request_id,
+                    detail,
+                    "request failed"
+                );
+            } else {
+                tracing::info!(
+                    status = error.status.as_u16(),
+                    code = error.code,
+                    request_id,
+                    detail,
+                    "request refused"
+                );
+            }
+            error.into_response(request_id)
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The DynamoDB tables: one module per table, each with its own rules (keys, conditional writes,
+//! TTL), and the one way their failures are classified and answered.
+
+pub mod orders;
+pub mod sessions;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use lambda_http::http::StatusCode;
+
+use crate::ApiError;
+
+/// Which table failed: the client hears which kind of store, never its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Sessions,
+    Orders,
+}
+
+impl Table {
+    fn unavailable_code(self) -> &'static str {
+        match self {
+            Self::Sessions => "session_store_unavailable",
+            Self::Orders => "order_store_unavailable",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the DynamoDB table {name} does not exist or is not readable")]
+    TableMissing { table: Table, name: String },
+    #[error("the {table:?} store is unavailable: {detail}")]
+    Unavailable { table: Table, detail: String },
+    #[error("an item of the {table:?} table is malformed: {attribute}")]
+    Malformed { table: Table, attribute: &'static str },
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::TableMissing { .. } | StoreError::Malformed { .. } => ApiError::misconfigured(e),
+            StoreError::Unavailable { table, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                table.unavailable_code(),
+                "the data store is unavailable; try again",
+            )
+            .with_detail(e),
+        }
+    }
+}
+
+/// The longest a DynamoDB call may take: the SDK's own operation timeout (see `aws.rs`).
+pub(crate) const CALL_TIMEOUT: Duration = crate::aws::OPERATION_TIMEOUT;
+
+/// Sends a DynamoDB request within the invocation's time budget.
+pub(crate) async fn send<T, E, R>(
+    table: Table,
+    name: &str,
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<Result<T, SdkError<E, R>>, StoreError> {
+    crate::deadline::within(CALL_TIMEOUT, call)
+        .await
+        .ok_or_else(|| StoreError::Unavailable {
+            table,
+            detail: format!("no answer from {name} within the invocation's time budget"),
+        })
+}
+
+/// Classifies a DynamoDB failure on the table `name`.
+pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    table: Table,
+    name: &str,
+    e: SdkError<E, R>,
+) -> StoreError {
+    let code = e.code().unwrap_or_default();
+    if code == "ResourceNotFoundException" || code == "AccessDeniedException" {
+        StoreError::TableMissing {
+            table,
+            name: name.to_owned(),
+        }
+    } else {
+        let detail = e
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| aws_error_kind(&e).to_string());
+        StoreError::Unavailable {
+            table,
+            detail: format!("{name}: {code} {detail}").trim().to_owned(),
+        }
+    }
+}
+
+/// Whether a write failed only because its condition did not hold.
+pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+fn aws_error_kind<E, R>(e: &SdkError<E, R>) -> &'static str {
+    match e {
+        SdkError::ConstructionFailure(_) => "request construction failed",
+        SdkError::TimeoutError(_) => "timed out",
+        SdkError::DispatchFailure(_) => "could not connect",
+        SdkError::ResponseError(_) => "unreadable response",
+        SdkError::ServiceError(_) => "service error",
+        _ => "unknown error",
+    }
+}

@@ -1,0 +1,259 @@
+//! Orders in DynamoDB. The merchant's own system puts each order (`out_trade_no`, `openid`,
+//! `description`, `amount_total` in fen, `status: "UNPAID"`); the functions only attach a
+//! prepay_id and mark it paid, both with conditional writes. The amount never comes from the
+//! mini-program.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{StoreError, Table, is_condition_failure, send, store_error};
+
+pub mod attr {
+    pub const OUT_TRADE_NO: &str = "out_trade_no";
+    pub const OPENID: &str = "openid";
+    pub const DESCRIPTION: &str = "description";
+    pub const AMOUNT_TOTAL: &str = "amount_total";
+    pub const STATUS: &str = "status";
+    pub const PREPAY_ID: &str = "prepay_id";
+    pub const PREPAY_CREATED_AT: &str = "prepay_created_at";
+    pub const PAY_API: &str = "pay_api";
+    pub const TRANSACTION_ID: &str = "transaction_id";
+    pub const PAID_AT: &str = "paid_at";
+    pub const SUCCESS_TIME: &str = "success_time";
+    pub const PAYER_OPENID: &str = "payer_openid";
+    /// Set when a payment arrived that the order could not take (closed, paid twice, another
+    /// amount or payer): the merchant must look, and likely refund.
+    pub const NEEDS_ATTENTION: &str = "needs_attention";
+    pub const ATTENTION_REASON: &str = "attention_reason";
+    /// The transaction ids of those payments (a string set: a repeated notification adds nothing).
+    pub const ATTENTION_TRANSACTIONS: &str = "attention_transaction_ids";
+}
+
+pub const UNPAID: &str = "UNPAID";
+pub const PAID: &str = "PAID";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub out_trade_no: String,
+    pub openid: String,
+    pub description: String,
+    pub amount_total: u64,
+    pub status: String,
+    pub prepay_id: Option<String>,
+    pub prepay_created_at: Option<u64>,
+    pub pay_api: Option<String>,
+    pub transaction_id: Option<String>,
+}
+
+/// A payment WeChat Pay reported (after its signature was checked).
+#[derive(Debug, Clone, Copy)]
+pub struct Payment<'a> {
+    pub transaction_id: &'a str,
+    pub amount_total: u64,
+    /// The payer's openid, when the notification names one.
+    pub payer_openid: Option<&'a str>,
+    /// WeChat Pay's own time of payment (`success_time`, or v2 `time_end`).
+    pub success_time: Option<&'a str>,
+    pub paid_at: u64,
+}
+
+/// What recording a payment did.
+#[derive(Debug, PartialEq)]
+pub enum Settled {
+    /// This call changed the order from UNPAID to PAID.
+    Changed,
+    /// The order was already paid by this transaction (a repeated notification): nothing changed.
+    AlreadyPaid,
+    /// No order has this out_trade_no.
+    UnknownOrder,
+    /// The order could not take this payment; it is kept on the order for the merchant.
+    NeedsAttention(String),
+}
+
+#[derive(Clone)]
+pub struct OrderStore {
+    client: Client,
+    table: String,
+}
+
+impl OrderStore {
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    fn failed<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
+        store_error(Table::Orders, &self.table, e)
+    }
+
+    /// One consistent `GetItem`.
+    pub async fn get(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .consistent_read(true);
+        let output = send(Table::Orders, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        output.item.as_ref().map(order_from_item).transpose()
+    }
+
+    /// Stores `prepay_id` if the order is still unpaid and its prepay_id is still `previous`
+    /// (none, or the expired one this call replaces). `false`: another call got there first.
+    pub async fn save_prepay(
+        &self,
+        order: &Order,
+        prepay_id: &str,
+        created_at: u64,
+        pay_api: &str,
+    ) -> Result<bool, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(order.out_trade_no.clone()))
+            .update_expression("SET #p = :p, #pc = :pc, #api = :api")
+            .expression_attribute_names("#p", attr::PREPAY_ID)
+            .expression_attribute_names("#pc", attr::PREPAY_CREATED_AT)
+            .expression_attribute_names("#api", attr::PAY_API)
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":p", AttributeValue::S(prepay_id.to_owned()))
+            .expression_attribute_values(":pc", AttributeValue::N(created_at.to_string()))
+            .expression_attribute_values(":api", AttributeValue::S(pay_api.to_owned()))
+            .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()));
+        request = match &order.prepay_id {
+            Some(previous) => request
+                .condition_expression("#s = :unpaid AND #p = :old")
+                .expression_attribute_values(":old", AttributeValue::S(previous.clone())),
+            None => request.condition_expression("#s = :unpaid AND attribute_not_exists(#p)"),
+        };
+        match send(Table::Orders, &self.table, request.send()).await? {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// UNPAID → PAID with the payment's details, at most once however many notifications arrive.
+    /// The write is conditional on the status still being UNPAID **and** on the order's amount
+    /// and buyer being the payment's, so an order changed between a read and this write cannot
+    /// be marked paid by a payment that does not match it. A payment the order cannot take is
+    /// kept on the order ([`Settled::NeedsAttention`]).
+    pub async fn settle(&self, out_trade_no: &str, payment: &Payment<'_>) -> Result<Settled, StoreError> {
+        let mut set = vec!["#s = :paid", "#tx = :tx", "#at = :at"];
+        let mut condition = vec!["#s = :unpaid", "#amt = :amt"];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_names("#tx", attr::TRANSACTION_ID)
+            .expression_attribute_names("#at", attr::PAID_AT)
+            .expression_attribute_names("#amt", attr::AMOUNT_TOTAL)
+            .expression_attribute_values(":paid", AttributeValue::S(PAID.to_owned()))
+            .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
+            .expression_attribute_values(":tx", AttributeValue::S(payment.transaction_id.to_owned()))
+            .expression_attribute_values(":at", AttributeValue::N(payment.paid_at.to_string()))
+            .expression_attribute_values(":amt", AttributeValue::N(payment.amount_total.to_string()));
+        if let Some(payer) = payment.payer_openid {
+            set.push("#payer = :payer");
+            condition.push("#openid = :payer");
+            request = request
+                .expression_attribute_names("#payer", attr::PAYER_OPENID)
+                .expression_attribute_names("#openid", attr::OPENID)
+                .expression_attribute_values(":payer", AttributeValue::S(payer.to_owned()));
+        }
+        if let Some(time) = payment.success_time {
+            set.push("#st = :st");
+            request = request
+                .expression_attribute_names("#st", attr::SUCCESS_TIME)
+                .expression_attribute_values(":st", AttributeValue::S(time.to_owned()));
+        }
+        let request = request
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(condition.join(" AND "));
+        match send(Table::Orders, &self.table, request.send()).await? {
+            Ok(_) => return Ok(Settled::Changed),
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(self.failed(e)),
+        }
+        // The condition failed: find out why, from the order as it is now.
+        let Some(order) = self.get(out_trade_no).await? else {
+            return Ok(Settled::UnknownOrder);
+        };
+        let reason = if order.status == PAID {
+            if order.transaction_id.as_deref() == Some(payment.transaction_id) {
+                return Ok(Settled::AlreadyPaid);
+            }
+            "paid again by another transaction".to_owned()
+        } else if order.status != UNPAID {
+            format!("paid while {}", order.status)
+        } else if order.amount_total != payment.amount_total {
+            format!(
+                "paid {} fen for an order of {} fen",
+                payment.amount_total, order.amount_total
+            )
+        } else {
+            "paid by another user".to_owned()
+        };
+        self.flag(out_trade_no, payment.transaction_id, &reason).await?;
+        Ok(Settled::NeedsAttention(reason))
+    }
+
+    /// Marks the order for the merchant's attention and keeps the transaction id (a string set,
+    /// so a repeated notification changes nothing).
+    async fn flag(&self, out_trade_no: &str, transaction_id: &str, reason: &str) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression("SET #na = :yes, #why = :why ADD #txs :tx")
+            .condition_expression("attribute_exists(#k)")
+            .expression_attribute_names("#k", attr::OUT_TRADE_NO)
+            .expression_attribute_names("#na", attr::NEEDS_ATTENTION)
+            .expression_attribute_names("#why", attr::ATTENTION_REASON)
+            .expression_attribute_names("#txs", attr::ATTENTION_TRANSACTIONS)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":why", AttributeValue::S(reason.to_owned()))
+            .expression_attribute_values(":tx", AttributeValue::Ss(vec![transaction_id.to_owned()]));
+        send(Table::Orders, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+}
+
+fn order_from_item(item: &HashMap<String, AttributeValue>) -> Result<Order, StoreError> {
+    let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let n = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let malformed = |attribute| StoreError::Malformed {
+        table: Table::Orders,
+        attribute,
+    };
+    Ok(Order {
+        out_trade_no: s(attr::OUT_TRADE_NO).ok_or(malformed(attr::OUT_TRADE_NO))?,
+        openid: s(attr::OPENID).ok_or(malformed(attr::OPENID))?,
+        description: s(attr::DESCRIPTION).ok_or(malformed(attr::DESCRIPTION))?,
+        amount_total: n(attr::AMOUNT_TOTAL)
+            .filter(|&a| a > 0)
+            .ok_or(malformed(attr::AMOUNT_TOTAL))?,
+        status: s(attr::STATUS).ok_or(malformed(attr::STATUS))?,
+        prepay_id: s(attr::PREPAY_ID),
+        prepay_created_at: n(attr::PREPAY_CREATED_AT),
+        pay_api: s(attr::PAY_API),
+        transaction_id: s(attr::TRANSACTION_ID),
+    })
+}

@@ -10,7 +10,8 @@ cd "$root"
 
 : "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${MOTO_PORT:=9200}"
 : "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
-: "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${SECRET_ID:=wxa/app}" "${PAY_API:=v3}"
+: "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${PAY_API:=v3}"
+: "${APP_SECRET_ID:=wxa/app}" "${PAY_SECRET_ID:=wxa/pay}"
 : "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
@@ -56,9 +57,11 @@ SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" target/debug/wech
 pids+=($!); wait_for_port sim "$SIM_PORT" "$!"
 
 python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
-  --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" --secret-id "$SECRET_ID" \
-  --app-secret "$APP_SECRET" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
-echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), secret $SECRET_ID with a local merchant's keys"
+  --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" \
+  --app-secret-id "$APP_SECRET_ID" --app-secret "$APP_SECRET" \
+  --pay-secret-id "$PAY_SECRET_ID" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
+echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), app secret $APP_SECRET_ID,"
+echo "    pay secret $PAY_SECRET_ID with a local merchant's keys"
 
 cat > .dev/functions.env <<ENV
 APP_ID=$APP_ID
@@ -67,7 +70,8 @@ ORDERS_TABLE=$ORDERS_TABLE
 PAY_API=$PAY_API
 WECHATPAY_API_BASE=http://127.0.0.1:$SIM_PORT
 PAY_NOTIFY_URL=http://127.0.0.1:$API_PORT/lambda-url/pay-notify/
-SECRET_ID=$SECRET_ID
+APP_SECRET_ID=$APP_SECRET_ID
+PAY_SECRET_ID=$PAY_SECRET_ID
 SESSION_TTL_SECS=$SESSION_TTL_SECS
 WECHAT_API_BASE=http://127.0.0.1:$SIM_PORT
 AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL

@@ -12,6 +12,7 @@ function setup(handler) {
     login: ({ success }) => success({ code: 'code' + ++codes }),
     getStorageSync: (k) => storage.get(k) || '',
     setStorageSync: (k, v) => storage.set(k, v),
+    removeStorageSync: (k) => storage.delete(k),
     request: ({ url, method, data, header, success }) => {
       const call = { path: url.replace('https://api.test', ''), method, data, auth: header.Authorization };
       calls.push(call);
@@ -46,21 +47,32 @@ test('a stale token logs in again once', async () => {
   assert.deepStrictEqual(calls.map((c) => c.path), ['/share-info', '/login', '/share-info']);
 });
 
-test('a rotated session key is reset and the data asked for again', async () => {
-  let fresh = false;
+test('a rotated session key logs in again and the data is asked for again', async () => {
+  let logins = 0;
   const { api, calls } = setup((call) => {
-    if (call.path === '/login') return [200, { token: 'T' }];
-    if (call.path === '/session/reset') {
-      fresh = true;
-      return [200, { valid: true }];
-    }
-    return call.data.encryptedData === 'new' && fresh ? [200, { total: 42 }] : [401, err('session_key_expired')];
+    if (call.path === '/login') return [200, { token: 'T' + ++logins }];
+    // The server revoked T1 when it found its key stale; T2 holds the new key.
+    return call.auth === 'Bearer T2' && call.data.encryptedData === 'new' ? [200, { total: 42 }] : [401, err('session_key_expired')];
   });
   let asked = 0;
   const result = await api.sendOpenData('/werun', async () => ({ encryptedData: ++asked > 1 ? 'new' : 'old', iv: 'x' }));
   assert.deepStrictEqual(result, { total: 42 });
   assert.strictEqual(asked, 2);
-  assert.deepStrictEqual(calls.map((c) => c.path), ['/login', '/werun', '/session/reset', '/werun']);
+  assert.deepStrictEqual(calls.map((c) => c.path), ['/login', '/werun', '/login', '/werun']);
+});
+
+test('data that does not check out is not retried', async () => {
+  const { api, calls } = setup((call) => (call.path === '/login' ? [200, { token: 'T' }] : [400, err('invalid_open_data')]));
+  await assert.rejects(api.sendOpenData('/werun', async () => ({ encryptedData: 'x', iv: 'y' })), { code: 'invalid_open_data' });
+  assert.deepStrictEqual(calls.map((c) => c.path), ['/login', '/werun']);
+});
+
+test('logout forgets the token here and on the server', async () => {
+  const { api, calls, storage } = setup(() => [204, '']);
+  storage.set('wxa_token', 'T9');
+  await api.logout();
+  assert.strictEqual(storage.has('wxa_token'), false);
+  assert.deepStrictEqual(calls.map((c) => [c.path, c.auth]), [['/logout', 'Bearer T9']]);
 });
 
 test('a refused login code gets one fresh code', async () => {

@@ -49,23 +49,44 @@ pub enum OpenDataError {
     UnexpectedData(String),
 }
 
+/// How a failure is answered (see [`OpenDataError::class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Not base64 of whole blocks with a 16-byte iv: said as such, before anything is decrypted.
+    Malformed,
+    /// Well-formed input that does not check out under the key: one answer for all.
+    Rejected,
+    /// Data that opened and is ours, but too old: ask the user again.
+    Stale,
+    /// The stored session key is not a key.
+    StoredKey,
+}
+
 impl OpenDataError {
-    /// Well-formed input (base64 of whole blocks, a 16-byte iv) that does not check out under the
-    /// key: bad padding, not JSON, no watermark, another app's, from the future, the wrong shape.
-    /// The usual cause is a session_key that WeChat rotated because the user ran `wx.login` again;
-    /// the other is forged data. All of these get one answer. Not included: malformed input
-    /// (said before anything is decrypted), a stale watermark on data that opened fine (the
-    /// user is asked again), and a stored key that is not a key.
-    pub fn is_rejected(&self) -> bool {
-        matches!(
-            self,
+    /// Which answer a failure gets. Every variant is listed (no wildcard), so a new failure
+    /// cannot slip into a distinct answer unnoticed.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::InvalidBase64 { .. } | Self::BadIvLength(_) | Self::EmptyCiphertext | Self::NotBlockAligned(_) => {
+                FailureClass::Malformed
+            }
+            // The usual cause is a session_key that WeChat rotated because the user ran
+            // `wx.login` again; the other is forged data. Telling these apart to the caller
+            // (bad padding vs not JSON vs no watermark...) is a padding oracle.
             Self::BadPadding
-                | Self::NotJson
-                | Self::MissingWatermark
-                | Self::ForeignAppId(_)
-                | Self::FromTheFuture(_)
-                | Self::UnexpectedData(_)
-        )
+            | Self::NotJson
+            | Self::MissingWatermark
+            | Self::ForeignAppId(_)
+            | Self::FromTheFuture(_)
+            | Self::UnexpectedData(_) => FailureClass::Rejected,
+            Self::Stale { .. } => FailureClass::Stale,
+            Self::BadSessionKey => FailureClass::StoredKey,
+        }
+    }
+
+    /// Well-formed input that does not check out under the key (one answer for all).
+    pub fn is_rejected(&self) -> bool {
+        self.class() == FailureClass::Rejected
     }
 }
 

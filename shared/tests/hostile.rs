@@ -518,3 +518,58 @@ async fn every_function_refuses_hostile_requests_with_a_4xx_json_error() {
     // Every status and error code answered is documented in openapi.yaml.
     testkit::check_openapi(&records);
 }
+
+#[tokio::test]
+async fn server_side_failures_name_no_arn_table_or_secret() {
+    // A deployment gone wrong: tables and secrets that do not exist, named as ARNs would be.
+    let stack = Stack::start().await;
+    let token = stack.log_in("o_alice").await;
+    let missing = [
+        ("SESSIONS_TABLE", "wxa-prod-SessionsTable-1A2B3C4D5E6F"),
+        ("ORDERS_TABLE", "wxa-prod-OrdersTable-6F5E4D3C2B1A"),
+        (
+            "APP_SECRET_ID",
+            "arn:aws-cn:secretsmanager:cn-north-1:210987654321:secret:wxa/app-AbCdEf",
+        ),
+        (
+            "PAY_SECRET_ID",
+            "arn:aws-cn:secretsmanager:cn-north-1:210987654321:secret:wxa/pay-FeDcBa",
+        ),
+    ];
+    let mut answered = 0;
+    for target in targets() {
+        let state = stack.state_with(target.function, &missing);
+        let mut request = event(target.event);
+        if target.auth {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let response = target.function.handle(&state, request).await;
+        let status = response.status();
+        let text = body_text(&response);
+        assert!(status.is_server_error(), "{}: {status} {text}", target.name);
+        for (_, name) in &missing {
+            assert!(!text.contains(name), "{}: {name} in {text}", target.name);
+        }
+        for internal in [
+            "arn:",
+            "210987654321",
+            "SessionsTable",
+            "secretsmanager",
+            "ResourceNotFound",
+        ] {
+            assert!(!text.contains(internal), "{}: {internal} in {text}", target.name);
+        }
+        if target.name != "pay-notify" {
+            let json: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(json["error"]["code"], "server_misconfigured", "{}: {text}", target.name);
+            assert!(
+                json["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+                "{text}"
+            );
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, targets().len());
+}

@@ -1,9 +1,11 @@
 // A wrapper around wx.request for the wxa-serverless API.
 // - logs in with wx.login when there is no token, and stores the token;
 // - on 401 missing_token / invalid_token: logs in again and retries once;
-// - on 401 session_key_expired: asks the server to reset the session key, then rejects with
-//   { retryWithFreshData: true } so the caller asks WeChat for the data again (the old
-//   encryptedData was sealed under a key that no longer exists).
+// - on 401 session_key_expired (the server revoked the session: its key is no longer WeChat's):
+//   logs in again, then rejects with { retryWithFreshData: true } so the caller asks WeChat for
+//   the data again (the old encryptedData was sealed under a key the server does not hold).
+// - 400 invalid_open_data is not retried: the same data would fail again, and every failure
+//   costs the session.
 // Errors reject with the server's { code, message } (see openapi.yaml).
 
 const TOKEN_KEY = 'wxa_token';
@@ -65,15 +67,14 @@ async function request(method, path, data) {
   }
   if (res.statusCode >= 200 && res.statusCode < 300) return res.data;
   if (res.statusCode === 401 && error && error.code === 'session_key_expired') {
-    const reset = await rawRequest('POST', '/session/reset', undefined, token);
-    if (reset.statusCode !== 200) await login();
+    await login();
     throw { code: 'session_key_expired', message: error.message, retryWithFreshData: true };
   }
   throw error || { code: 'http_' + res.statusCode, message: '' };
 }
 
-// Runs getData() (which asks WeChat for encrypted data) and sends it; asks once more when the
-// server's session key had to be renewed.
+// Runs getData() (which asks WeChat for encrypted data) and sends it; asks once more after a
+// new login when the server's session key had gone stale.
 async function sendOpenData(path, getData) {
   try {
     return await request('POST', path, await getData());
@@ -83,4 +84,11 @@ async function sendOpenData(path, getData) {
   }
 }
 
-module.exports = { login, request, sendOpenData };
+// POST /logout: the server forgets the session; the stored token goes too.
+async function logout() {
+  const token = wx.getStorageSync(TOKEN_KEY);
+  wx.removeStorageSync(TOKEN_KEY);
+  if (token) await rawRequest('POST', '/logout', undefined, token);
+}
+
+module.exports = { login, logout, request, sendOpenData };

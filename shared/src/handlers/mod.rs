@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::now_unix;
 use crate::error::{invalid_open_data, session_key_expired};
-use crate::opendata::{self, OpenDataError};
+use crate::opendata::{self, FailureClass};
 use crate::secret::Secret;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState};
@@ -49,20 +49,23 @@ pub(crate) async fn open_sealed<T: DeserializeOwned>(
         state.config.watermark_max_age_secs,
         now_unix(),
     );
-    match opened {
-        Ok(data) => Ok(data),
-        Err(e) if e.is_rejected() => Err(reject_open_data(state, session, &e).await),
-        Err(e @ OpenDataError::Stale { .. }) => Err(ApiError::bad_request(
+    let e = match opened {
+        Ok(data) => return Ok(data),
+        Err(e) => e,
+    };
+    match e.class() {
+        FailureClass::Rejected => Err(reject_open_data(state, session, &e).await),
+        FailureClass::Stale => Err(ApiError::bad_request(
             "watermark_expired",
             "the data is older than this server accepts: ask the user for it again",
         )
         .with_detail(e)),
-        Err(OpenDataError::BadSessionKey) => {
+        FailureClass::StoredKey => {
             // The stored key is not a key: the session is unusable.
             state.sessions()?.revoke(session).await?;
-            Err(session_key_expired().with_detail("the stored session_key is not base64 of 16 bytes"))
+            Err(session_key_expired().with_detail(e))
         }
-        Err(e) => Err(ApiError::bad_request(
+        FailureClass::Malformed => Err(ApiError::bad_request(
             "malformed_encrypted_data",
             format!("{e}: send encryptedData and iv exactly as WeChat gave them"),
         )),

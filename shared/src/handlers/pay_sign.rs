@@ -260,6 +260,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_payer_ip_is_the_connections_not_a_header() {
+        let event = r#"{"version": "2.0", "routeKey": "POST /pay/sign", "rawPath": "/pay/sign",
+            "headers": {"x-forwarded-for": "198.51.100.99, 10.0.0.1"},
+            "requestContext": {"http": {"method": "POST", "path": "/pay/sign", "sourceIp": "203.0.113.7"},
+                               "routeKey": "POST /pay/sign", "requestId": "r", "timeEpoch": 0},
+            "isBase64Encoded": false}"#;
+        let request = lambda_http::request::from_str(event).unwrap();
+        assert_eq!(source_ip(&request), "203.0.113.7");
+    }
+
+    #[test]
     fn descriptions_are_cut_on_character_boundaries() {
         let tea = "一杯好茶".repeat(20); // 80 characters, 240 bytes
         let body = truncate_bytes(&tea, V2_BODY_MAX_BYTES);

@@ -402,8 +402,19 @@ impl Stack {
     /// The state `function` builds in its own container: only the settings and clients of the
     /// parts it declares (with the stack's call counting).
     pub fn state_for(&self, function: &Function) -> AppState {
-        let config = Config::from_lookup(function.parts, |name| self.env.get(name).cloned())
-            .unwrap_or_else(|e| panic!("{}: {e}", function.name));
+        self.state_with(function, &[])
+    }
+
+    /// [`Stack::state_for`] with some settings changed (a table or secret that does not exist).
+    pub fn state_with(&self, function: &Function, overrides: &[(&str, &str)]) -> AppState {
+        let lookup = |name: &str| {
+            overrides
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| self.env.get(name).cloned())
+        };
+        let config = Config::from_lookup(function.parts, lookup).unwrap_or_else(|e| panic!("{}: {e}", function.name));
         AppState::from_clients(config, self.dynamodb.clone(), self.secretsmanager.clone(), &test_tls())
     }
 
@@ -497,6 +508,22 @@ pub async fn serve_function(listener: tokio::net::TcpListener, state: Arc<AppSta
     let _ = axum::serve(listener, app).await;
 }
 
+/// `template.yaml` as JSON (intrinsics in their long form, by `scripts/cfn_json.py`): the one
+/// list of functions and routes that tests hold everything else against.
+pub fn template() -> Value {
+    let output = Command::new(venv_bin("python"))
+        .arg(workspace_root().join("scripts/cfn_json.py"))
+        .arg(workspace_root().join("template.yaml"))
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "cfn_json.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the template as JSON")
+}
+
 /// Reads an event file of `events/` as API Gateway delivers it to the function.
 pub fn event(name: &str) -> Request {
     let text = std::fs::read_to_string(workspace_root().join("events").join(name)).expect("event file exists");
@@ -508,6 +535,20 @@ pub fn event_with_body(name: &str, body: &str) -> Request {
     let mut request = event(name);
     *request.body_mut() = Body::Text(body.to_owned());
     request
+}
+
+/// `request` as Lambda delivers it inside an invocation: with a context whose deadline is
+/// `deadline_in` from now and whose request id is `request_id`.
+pub fn in_invocation(request: Request, deadline_in: Duration, request_id: &str) -> Request {
+    use lambda_http::RequestExt;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let mut context = lambda_http::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = u64::try_from(now_ms + deadline_in.as_millis()).expect("a deadline in range");
+    request.with_lambda_context(context)
 }
 
 /// Status and JSON body of a response.

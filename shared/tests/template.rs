@@ -1,0 +1,191 @@
+//! `template.yaml` is the one list of functions and routes. These tests hold the code's list of
+//! functions ([`FUNCTIONS`]: name, parts, routes) against it, and each function's IAM policy and
+//! settings against the parts it declares: a function reads only the secrets, tables and
+//! settings it uses, and the merchant's pay keys only where payments are made.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use wxa_shared::function::{FUNCTIONS, Function};
+
+/// The template's functions by binary name.
+fn template_functions(template: &Value) -> BTreeMap<String, Value> {
+    template["Resources"]
+        .as_object()
+        .expect("Resources")
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .map(|r| {
+            let binary = r["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .expect("every function names its Binary")
+                .to_owned();
+            (binary, r.clone())
+        })
+        .collect()
+}
+
+fn registered(name: &str) -> &'static Function {
+    FUNCTIONS
+        .iter()
+        .copied()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("template.yaml has the function {name}; wxa_shared::function::FUNCTIONS does not"))
+}
+
+/// The `Ref`/`Fn::GetAtt` targets of a policy statement's resources.
+fn resource_names(resource: &Value) -> Vec<String> {
+    match resource {
+        Value::Array(items) => items.iter().flat_map(resource_names).collect(),
+        Value::Object(o) if o.contains_key("Ref") => vec![o["Ref"].as_str().unwrap().to_owned()],
+        Value::Object(o) if o.contains_key("Fn::GetAtt") => vec![o["Fn::GetAtt"][0].as_str().unwrap().to_owned()],
+        other => panic!("a policy resource that is not a Ref or GetAtt: {other}"),
+    }
+}
+
+/// What a function's policy grants: resource name → actions.
+fn grants(function: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for policy in function["Properties"]["Policies"].as_array().into_iter().flatten() {
+        for statement in policy["Statement"].as_array().expect("inline statements only") {
+            assert_eq!(statement["Effect"], "Allow");
+            let actions: Vec<String> = match &statement["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+                other => panic!("Action {other}"),
+            };
+            for resource in resource_names(&statement["Resource"]) {
+                grants.entry(resource).or_default().extend(actions.iter().cloned());
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn every_function_and_route_of_the_template_is_the_codes_and_back() {
+    let template = testkit::template();
+    let functions = template_functions(&template);
+    for function in FUNCTIONS {
+        assert!(
+            functions.contains_key(function.name),
+            "{} is in FUNCTIONS but not in template.yaml",
+            function.name
+        );
+    }
+    for (name, resource) in &functions {
+        let function = registered(name);
+        let in_template: BTreeSet<(String, String)> = resource["Properties"]["Events"]
+            .as_object()
+            .expect("Events")
+            .values()
+            .filter(|e| e["Type"] == "HttpApi")
+            .map(|e| {
+                let p = &e["Properties"];
+                (
+                    p["Method"].as_str().unwrap().to_uppercase(),
+                    p["Path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let in_code: BTreeSet<(String, String)> = function
+            .routes
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .collect();
+        assert_eq!(in_template, in_code, "{name}: template.yaml's routes vs the code's");
+    }
+}
+
+#[test]
+fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
+    let template = testkit::template();
+    for (name, resource) in template_functions(&template) {
+        let parts = registered(&name).parts;
+        let grants = grants(&resource);
+        let secrets: BTreeSet<&str> = grants
+            .iter()
+            .filter(|(_, actions)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
+            .map(|(r, _)| r.as_str())
+            .collect();
+        let mut expected = BTreeSet::new();
+        if parts.wechat {
+            expected.insert("AppSecretArn");
+        }
+        if parts.pay {
+            expected.insert("PaySecretArn");
+        }
+        assert_eq!(secrets, expected, "{name}: the secrets its policy lets it read");
+        for (resource, actions) in &grants {
+            for action in actions {
+                match action.split_once(':').map(|(service, _)| service) {
+                    Some("secretsmanager") => assert_eq!(action, "secretsmanager:GetSecretValue", "{name}"),
+                    Some("dynamodb") => {}
+                    _ => panic!("{name}: an action beyond DynamoDB and Secrets Manager: {action}"),
+                }
+            }
+            let uses = match resource.as_str() {
+                "SessionsTable" => parts.sessions,
+                "OrdersTable" => parts.pay,
+                "AppSecretArn" | "PaySecretArn" => true,
+                other => panic!("{name}: a grant on {other}"),
+            };
+            assert!(uses, "{name} may use {resource} without declaring the part");
+        }
+        if parts.sessions {
+            assert!(
+                grants.contains_key("SessionsTable"),
+                "{name} declares sessions but may not read them"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_function_is_given_exactly_the_settings_it_reads() {
+    let template = testkit::template();
+    let globals: BTreeSet<String> = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    for (name, resource) in template_functions(&template) {
+        let settings = registered(&name).parts.settings();
+        let mut given = globals.clone();
+        if let Some(own) = resource["Properties"]["Environment"]["Variables"].as_object() {
+            given.extend(own.keys().cloned());
+        }
+        for setting in &given {
+            assert!(
+                settings.iter().any(|(n, _)| n == setting),
+                "{name} is given {setting}, which it never reads"
+            );
+        }
+        for (setting, required) in settings {
+            assert!(
+                !required || given.contains(setting),
+                "{name} needs {setting}, which the template does not set"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_lambda_timeout_fits_one_aws_call_and_one_wechat_call() {
+    let template = testkit::template();
+    let timeout_secs = template["Globals"]["Function"]["Timeout"]
+        .as_u64()
+        .expect("a global Timeout");
+    let needed = std::time::Duration::from_millis(wxa_shared::config::DEFAULT_WECHAT_TIMEOUT_MS)
+        + wxa_shared::aws::OPERATION_TIMEOUT
+        + wxa_shared::deadline::MARGIN;
+    assert!(
+        std::time::Duration::from_secs(timeout_secs) >= needed,
+        "Timeout {timeout_secs} s is shorter than the budgets' {needed:?}"
+    );
+    for (name, resource) in template_functions(&template) {
+        assert!(
+            resource["Properties"].get("Timeout").is_none(),
+            "{name} sets its own Timeout: keep the one in Globals, which the budgets agree with"
+        );
+    }
+}

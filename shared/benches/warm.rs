@@ -55,11 +55,7 @@ fn state() -> &'static AppState {
     .unwrap();
     let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled);
     // Clients that are never called on the benchmarked paths.
-    let http = wxa_shared::aws::sdk_http_client(wxa_shared::net::http_client(
-        &tls,
-        std::time::Duration::from_secs(1),
-        None,
-    ));
+    let http = wxa_shared::aws::sdk_http_client(&tls);
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::Config::builder()
             .behavior_version_latest()

@@ -52,20 +52,48 @@ pub fn root_store(roots: TlsRoots) -> rustls::RootCertStore {
     store
 }
 
+/// What every client shares: `tls` (from [`tls_config`]) and pooled connections dropped while idle.
+fn client_builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        // Below the ~60 s after which NAT gateways and load balancers drop idle connections.
+        .pool_idle_timeout(Duration::from_secs(50))
+}
+
 /// An HTTP client on `tls` (from [`tls_config`]). `timeout` bounds a whole call (connect, send,
-/// read the answer); `None` leaves that to the caller (the AWS SDK times its own attempts).
+/// read the answer); `None` leaves that to the caller.
 pub fn http_client(
     tls: &rustls::ClientConfig,
     connect_timeout: Duration,
     timeout: Option<Duration>,
 ) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls.clone())
-        .connect_timeout(connect_timeout)
-        // Below the ~60 s after which NAT gateways and load balancers drop idle connections.
-        .pool_idle_timeout(Duration::from_secs(50));
+    let mut builder = client_builder(tls).connect_timeout(connect_timeout);
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
+    }
+    builder
+        .build()
+        .expect("reqwest client builds on a preconfigured rustls config")
+}
+
+/// The HTTP client under the AWS SDK, for the connector settings the SDK asks for: its connect
+/// and read timeouts (`None`: not bounded here; the SDK times its attempts itself). It sends one
+/// request and hands back the answer as it came: no redirect is followed (a 3xx is the SDK's to
+/// read; following one would send a signed request to another host) and reqwest retries nothing
+/// (the SDK's retry policy and budget are the only ones).
+pub fn sdk_client(
+    tls: &rustls::ClientConfig,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+) -> reqwest::Client {
+    let mut builder = client_builder(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never());
+    if let Some(timeout) = connect_timeout {
+        builder = builder.connect_timeout(timeout);
+    }
+    if let Some(timeout) = read_timeout {
+        builder = builder.read_timeout(timeout);
     }
     builder
         .build()

@@ -1,19 +1,20 @@
 //! RSA keys for WeChat Pay v3: PEM decoding, PKCS#1 v1.5 SHA-256 signing and verification, and
-//! the public key of a platform certificate.
+//! the public key and serial of a platform certificate. PEM is read by rustls' `pki-types`, and a
+//! certificate by `rustls-webpki` (both already there for TLS).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, RsaKeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use rustls::pki_types::pem::{PemObject, SectionKind};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 
 /// The DER inside the first PEM block labelled `label` (`PRIVATE KEY`, `PUBLIC KEY`, `CERTIFICATE`).
 pub fn pem_to_der(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(body).ok()
+    let kind = SectionKind::try_from(label.as_bytes()).ok()?;
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes())
+        .map_while(Result::ok)
+        .find_map(|(found, der)| (found == kind).then_some(der))
 }
 
 /// The merchant's API private key (PKCS#8 `BEGIN PRIVATE KEY`, as `apiclient_key.pem`).
@@ -21,7 +22,8 @@ pub struct SigningKey(RsaKeyPair);
 
 impl SigningKey {
     pub fn from_pem(pem: &str) -> Option<Self> {
-        RsaKeyPair::from_pkcs8(&pem_to_der(pem, "PRIVATE KEY")?).ok().map(Self)
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).ok()?;
+        RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).ok().map(Self)
     }
 
     /// base64(RSA-PKCS#1-v1.5-SHA256(message)).
@@ -47,10 +49,11 @@ impl VerifyingKey {
     /// From `BEGIN PUBLIC KEY` (the WeChat Pay public key) or `BEGIN CERTIFICATE` (a platform
     /// certificate).
     pub fn from_pem(pem: &str) -> Option<Self> {
-        if let Some(der) = pem_to_der(pem, "PUBLIC KEY") {
-            return Some(Self(der));
+        if let Ok(spki) = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()) {
+            return Some(Self(spki.to_vec()));
         }
-        spki_of_certificate(&pem_to_der(pem, "CERTIFICATE")?).map(|spki| Self(spki.to_vec()))
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+        spki_of_certificate(&cert).map(Self)
     }
 
     pub fn from_spki_der(der: Vec<u8>) -> Self {
@@ -74,67 +77,24 @@ impl std::fmt::Debug for VerifyingKey {
     }
 }
 
-/// One DER element: (tag, content, rest).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (
-            rest[..n].iter().fold(0usize, |acc, &b| acc << 8 | usize::from(b)),
-            &rest[n..],
-        )
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+/// A certificate as `rustls-webpki` reads it (X.509 v3, DER).
+fn parse_certificate<T>(cert: &[u8], read: impl FnOnce(&webpki::EndEntityCert<'_>) -> T) -> Option<T> {
+    let der = CertificateDer::from(cert);
+    webpki::EndEntityCert::try_from(&der).ok().as_ref().map(read)
 }
 
-/// The whole element (header included) at the start of `input`.
-fn der_whole(input: &[u8]) -> Option<&[u8]> {
-    let (_, content, rest) = der_element(input)?;
-    let _ = content;
-    Some(&input[..input.len() - rest.len()])
-}
-
-/// The serial number of an X.509 certificate, as WeChat Pay writes it (upper-case hex).
+/// The serial number of an X.509 certificate, as WeChat Pay writes it (upper-case hex, without
+/// the sign byte DER adds before a high bit).
 pub fn serial_of_certificate(cert: &[u8]) -> Option<String> {
-    let (0x30, certificate, _) = der_element(cert)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs)?.2;
-    }
-    let (0x02, serial, _) = der_element(tbs)? else {
-        return None;
-    };
-    let serial = serial.strip_prefix(&[0]).unwrap_or(serial);
-    Some(hex::encode_upper(serial))
+    parse_certificate(cert, |c| {
+        let serial = c.serial();
+        hex::encode_upper(serial.strip_prefix(&[0]).unwrap_or(serial))
+    })
 }
 
-/// SubjectPublicKeyInfo of an X.509 certificate: Certificate → tbsCertificate → [version],
-/// serialNumber, signature, issuer, validity, subject, **subjectPublicKeyInfo**.
-pub fn spki_of_certificate(cert: &[u8]) -> Option<&[u8]> {
-    let (0x30, certificate, _) = der_element(cert)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs)?.2; // explicit version
-    }
-    for _ in 0..5 {
-        tbs = der_element(tbs)?.2; // serial, signature, issuer, validity, subject
-    }
-    let spki = der_whole(tbs)?;
-    (spki.first() == Some(&0x30)).then_some(spki)
+/// SubjectPublicKeyInfo (DER) of an X.509 certificate.
+pub fn spki_of_certificate(cert: &[u8]) -> Option<Vec<u8>> {
+    parse_certificate(cert, |c| c.subject_public_key_info().to_vec())
 }
 
 #[cfg(test)]
@@ -142,16 +102,7 @@ mod tests {
     use super::*;
     use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
     use aws_lc_rs::signature::KeyPair;
-
-    fn pem(label: &str, der: &[u8]) -> String {
-        let body = STANDARD.encode(der);
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-    }
+    use wechat_sim::pay::to_pem as pem;
 
     #[test]
     fn signatures_round_trip_with_a_generated_key_pair() {
@@ -179,11 +130,20 @@ mod tests {
         let signer = SigningKey::from_pem(key).unwrap();
         assert!(from_cert.verify(b"hello", &signer.sign(b"hello")));
         assert!(spki_of_certificate(b"\x30\x03\x02\x01\x01").is_none());
+        assert!(serial_of_certificate(b"\x30\x03\x02\x01\x01").is_none());
         let der = pem_to_der(cert, "CERTIFICATE").unwrap();
         assert_eq!(
             serial_of_certificate(&der).as_deref(),
             Some("5157F09EFDC096DE15EBE81A47057A72")
         );
         assert!(pem_to_der("no pem here", "CERTIFICATE").is_none());
+        // As files and secrets come: CRLF, text around the block, another block before it.
+        let dressed = format!(
+            "subject=CN = x\r\n{}\n{}",
+            pem("PUBLIC KEY", b"\x30\x00"),
+            cert.replace('\n', "\r\n")
+        );
+        assert_eq!(pem_to_der(&dressed, "CERTIFICATE").as_ref(), Some(&der));
+        assert!(VerifyingKey::from_pem(&dressed.replace("PUBLIC KEY", "X509 CRL")).is_some_and(|k| k == from_cert));
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use quick_xml::Reader;
+use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -155,17 +156,12 @@ pub fn from_xml(xml: &str) -> Option<BTreeMap<String, String>> {
                 fields.insert(field_name(e.name().as_ref())?, String::new());
             }
             Event::Text(t) if depth == 2 => value.push_str(&t.decode().ok()?),
-            Event::GeneralRef(r) if depth == 2 => {
-                let name = r.decode().ok()?;
-                value.push(match name.as_ref() {
-                    "lt" => '<',
-                    "gt" => '>',
-                    "amp" => '&',
-                    "quot" => '"',
-                    "apos" => '\'',
-                    _ => return None,
-                });
-            }
+            // `&lt;` and the other four predefined entities, and character references. Any other
+            // entity (one a DOCTYPE declares, as in an entity bomb) is refused.
+            Event::GeneralRef(r) if depth == 2 => match r.resolve_char_ref().ok()? {
+                Some(c) => value.push(c),
+                None => value.push_str(resolve_predefined_entity(&r.decode().ok()?)?),
+            },
             Event::CData(c) if depth == 2 => value.push_str(std::str::from_utf8(&c).ok()?),
             Event::Eof => break,
             _ => {}
@@ -251,6 +247,16 @@ mod tests {
         assert_eq!(plain["return_code"], "SUCCESS");
         assert_eq!(plain["total_fee"], "1");
         assert_eq!(plain["m"], "a&b");
+        let refs = from_xml("<xml><m>&lt;&gt;&amp;&quot;&apos;&#x41;&#66;</m></xml>").unwrap();
+        assert_eq!(refs["m"], "<>&\"'AB");
+        assert!(
+            from_xml("<xml><m>&nbsp;</m></xml>").is_none(),
+            "only XML's own entities"
+        );
+        assert!(from_xml("<xml><m>&#0;</m></xml>").is_none());
+        let bomb = "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]>\
+                    <xml><total_fee>&b;</total_fee></xml>";
+        assert!(from_xml(bomb).is_none(), "entities a DOCTYPE declares are not expanded");
         assert!(from_xml("<xml><a><b>nested</b></a></xml>").is_none());
         assert!(from_xml("<xml><a>unclosed</xml>").is_none());
         // Found by the fuzzer: quick-xml reads `<x//>` as an empty element named `x/`.

@@ -235,7 +235,7 @@ pub async fn verify_card_ext(State(state): State<Shared>, Json(body): Json<CardE
     .filter(|v| !v.is_empty())
     .collect();
     values.sort();
-    let expected = crate::state::hex_string(&sha1_digest(values.concat().as_bytes()));
+    let expected = hex::encode(sha1_digest(values.concat().as_bytes()));
     let valid = field("signature") == expected;
     Json(json!({ "valid": valid, "openid": ext.get("openid") })).into_response()
 }

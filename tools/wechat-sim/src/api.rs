@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use crate::Shared;
 use crate::crypto::new_session_key;
-use crate::state::{CODE_TTL_SECS, Fault, SimState, TOKEN_ROTATE_BEFORE_SECS, TokenCheck, hex_string, rid};
+use crate::state::{CODE_TTL_SECS, Fault, SimState, TOKEN_ROTATE_BEFORE_SECS, TokenCheck, rid};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -167,7 +167,7 @@ pub fn token_error(sim: &SimState, params: &HashMap<String, String>) -> Option<R
 /// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")).
 pub fn session_signature(session_key: &str) -> String {
     let mac = Hmac::<Sha256>::new_from_slice(session_key.as_bytes()).expect("any key length");
-    hex_string(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 pub async fn checksession(State(state): State<Shared>, Query(params): Params) -> Response {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair, UnparsedPublicKey};
 use axum::Json;
@@ -17,12 +18,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::Shared;
-use crate::state::{hex_string, random_text};
+use crate::state::random_text;
 
 /// The simulator's platform key (test only), also presented as a certificate with this serial.
 const PLATFORM_KEY_PEM: &str = include_str!("platform_key.pem");
@@ -30,29 +33,14 @@ pub const PLATFORM_CERT_PEM: &str = include_str!("platform_cert.pem");
 pub const PLATFORM_CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
 pub const PLATFORM_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
 
-fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    STANDARD
-        .decode(pem[start..stop].split_whitespace().collect::<String>())
-        .ok()
-}
-
-/// DER as a PEM block (64-character lines).
+/// DER as a PEM block (64-character lines, LF).
 pub fn to_pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64"))
-        .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("a PEM label and any DER encode")
 }
 
 pub fn platform_key() -> RsaKeyPair {
-    RsaKeyPair::from_pkcs8(&pem_der(PLATFORM_KEY_PEM, "PRIVATE KEY").expect("PEM")).expect("the platform key parses")
+    let der = PrivatePkcs8KeyDer::from_pem_slice(PLATFORM_KEY_PEM.as_bytes()).expect("PEM");
+    RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("the platform key parses")
 }
 
 fn rsa_sign(key: &RsaKeyPair, message: &[u8]) -> String {
@@ -112,7 +100,7 @@ pub struct MerchantBody {
 
 /// `POST /__sim/pay/merchant`: the merchant account WeChat Pay knows.
 pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<MerchantBody>) -> Response {
-    let Some(public_key) = pem_der(&body.public_key, "PUBLIC KEY") else {
+    let Ok(public_key) = SubjectPublicKeyInfoDer::from_pem_slice(body.public_key.as_bytes()) else {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": "public_key must be a BEGIN PUBLIC KEY PEM"})),
@@ -122,7 +110,7 @@ pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<Merchant
     state.lock().unwrap().pay.merchant = Some(MerchantConfig {
         mchid: body.mchid,
         serial_no: body.serial_no,
-        public_key,
+        public_key: public_key.to_vec(),
         apiv3_key: body.apiv3_key,
         apiv2_key: body.apiv2_key,
     });
@@ -131,38 +119,14 @@ pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<Merchant
 
 /// `GET /__sim/pay/platform`: WeChat Pay's public key and certificate, for the merchant's secret.
 pub async fn platform() -> Response {
-    let public = platform_key().public_key().as_ref().to_vec();
-    // as_ref() is the PKCS#1 RSAPublicKey; wrap it in an SPKI for a BEGIN PUBLIC KEY PEM.
-    let spki = spki_from_pkcs1(&public);
+    let spki: PublicKeyX509Der = platform_key().public_key().as_der().expect("an RSA public key encodes");
     Json(json!({
         "public_key_id": PLATFORM_PUBLIC_KEY_ID,
-        "public_key": to_pem("PUBLIC KEY", &spki),
+        "public_key": to_pem("PUBLIC KEY", spki.as_ref()),
         "certificate_serial": PLATFORM_CERT_SERIAL,
         "certificate": PLATFORM_CERT_PEM,
     }))
     .into_response()
-}
-
-/// SubjectPublicKeyInfo { rsaEncryption, BIT STRING(RSAPublicKey) }.
-fn spki_from_pkcs1(pkcs1: &[u8]) -> Vec<u8> {
-    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    let algorithm = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let bit_string = der(0x03, &[&[0u8][..], pkcs1].concat());
-    der(0x30, &[&algorithm[..], &bit_string].concat())
 }
 
 /// The parts of a `WECHATPAY2-SHA256-RSA2048` Authorization header.
@@ -310,10 +274,10 @@ fn v2_sign(fields: &BTreeMap<String, String>, key: &str, hmac: bool) -> String {
     if hmac {
         let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key");
         mac.update(text.as_bytes());
-        hex_string(&mac.finalize().into_bytes()).to_uppercase()
+        hex::encode_upper(mac.finalize().into_bytes())
     } else {
         use md5::Digest;
-        hex_string(&md5::Md5::digest(text.as_bytes())).to_uppercase()
+        hex::encode_upper(md5::Md5::digest(text.as_bytes()))
     }
 }
 
@@ -632,4 +596,30 @@ fn v2_notification(
         vec![("content-type".to_owned(), "text/xml".to_owned())],
         to_xml(&fields),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::CertificateDer;
+
+    use super::*;
+
+    #[test]
+    fn pem_is_written_as_openssl_writes_it() {
+        let der = CertificateDer::from_pem_slice(PLATFORM_CERT_PEM.as_bytes()).unwrap();
+        assert_eq!(to_pem("CERTIFICATE", &der), PLATFORM_CERT_PEM);
+        let key = PrivatePkcs8KeyDer::from_pem_slice(PLATFORM_KEY_PEM.as_bytes()).unwrap();
+        assert_eq!(to_pem("PRIVATE KEY", key.secret_pkcs8_der()), PLATFORM_KEY_PEM);
+    }
+
+    #[test]
+    fn the_platform_public_key_checks_platform_signatures() {
+        let spki: PublicKeyX509Der = platform_key().public_key().as_der().unwrap();
+        let pem = to_pem("PUBLIC KEY", spki.as_ref());
+        let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let signature = STANDARD.decode(rsa_sign(&platform_key(), b"hello")).unwrap();
+        UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
+            .verify(b"hello", &signature)
+            .expect("the SPKI holds the platform key");
+    }
 }

@@ -174,9 +174,5 @@ pub fn random_text(len: usize) -> String {
 
 /// A request id like the ones WeChat appends to its messages.
 pub fn rid() -> String {
-    hex_string(&random_bytes::<12>())
-}
-
-pub fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(random_bytes::<12>())
 }

@@ -209,7 +209,7 @@ fn crypto(c: &mut Criterion) {
     });
     c.bench_function("crypto/opendata_open_doc_sample", |b| {
         b.iter(|| {
-            opendata::open(
+            opendata::open::<serde_json::Map<String, Value>>(
                 &doc_key,
                 black_box(&doc_data),
                 doc_iv,

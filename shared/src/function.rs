@@ -35,6 +35,24 @@ pub struct Route {
     pub handler: Handler,
 }
 
+impl Route {
+    pub const fn get(path: &'static str, handler: Handler) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            handler,
+        }
+    }
+
+    pub const fn post(path: &'static str, handler: Handler) -> Self {
+        Self {
+            method: Method::POST,
+            path,
+            handler,
+        }
+    }
+}
+
 pub struct Function {
     /// The binary's name (`functions/<name>`, `template.yaml`'s `Binary`).
     pub name: &'static str,

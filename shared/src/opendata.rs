@@ -138,28 +138,17 @@ pub fn decrypt(session_key: &Secret, encrypted_data: &str, iv: &str) -> Result<V
     Ok(data)
 }
 
-/// Decrypts open data and checks its watermark: `appid` must be ours, and `timestamp` no older
-/// than `max_age_secs` (`None`: no age check) nor in the future. Returns the JSON object.
-pub fn open(
-    session_key: &Secret,
-    encrypted_data: &str,
-    iv: &str,
-    app_id: &str,
-    max_age_secs: Option<u64>,
-    now: u64,
-) -> Result<serde_json::Map<String, Value>, OpenDataError> {
-    open_as(session_key, encrypted_data, iv, app_id, max_age_secs, now)
-}
-
 /// The watermark alone: the rest of the object is skipped, not built.
 #[derive(Deserialize)]
 struct Watermarked {
     watermark: Option<Value>,
 }
 
-/// [`open`] into the fields a handler reads (`T`), without building the whole JSON tree. Checks in
-/// this order: padding, JSON object, watermark present and ours, `T`'s shape, then the age.
-pub fn open_as<T: DeserializeOwned>(
+/// Decrypts open data and checks its watermark: `appid` must be ours, and `timestamp` no older
+/// than `max_age_secs` (`None`: no age check) nor in the future. Returns the fields a handler
+/// reads (`T`; a `Map` for the whole object) without building a JSON tree it does not need.
+/// Checks in this order: padding, JSON object, watermark present and ours, `T`'s shape, the age.
+pub fn open<T: DeserializeOwned>(
     session_key: &Secret,
     encrypted_data: &str,
     iv: &str,
@@ -233,6 +222,20 @@ mod tests {
 
     fn key() -> Secret {
         Secret::new(DOC_KEY)
+    }
+
+    type Map = serde_json::Map<String, Value>;
+
+    /// The whole object, as the operator's CLI reads it.
+    fn open(
+        key: &Secret,
+        data: &str,
+        iv: &str,
+        app_id: &str,
+        max_age_secs: Option<u64>,
+        now: u64,
+    ) -> Result<Map, OpenDataError> {
+        super::open(key, data, iv, app_id, max_age_secs, now)
     }
 
     /// Our own vector: `plain` encrypted with `pad_with` as the padding routine.
@@ -309,12 +312,12 @@ mod tests {
             &iv,
             format!(r#"{{"purePhoneNumber":"13800138000",{mark}}}"#).as_bytes(),
         );
-        let phone: Phone = open_as(&key(), &good, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap();
+        let phone: Phone = super::open(&key(), &good, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap();
         assert_eq!(phone.pure_phone_number, "13800138000");
 
         let missing = seal(DOC_KEY, &iv, format!(r#"{{"phoneNumber":"x",{mark}}}"#).as_bytes());
         assert_eq!(
-            open_as::<Phone>(&key(), &missing, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err(),
+            super::open::<Phone>(&key(), &missing, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err(),
             OpenDataError::UnexpectedData("missing field `purePhoneNumber`".into())
         );
         // A wrong type is reported without quoting the user's data back.
@@ -323,12 +326,12 @@ mod tests {
             &iv,
             format!(r#"{{"purePhoneNumber":13800138000,{mark}}}"#).as_bytes(),
         );
-        let err = open_as::<Phone>(&key(), &wrong, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
+        let err = super::open::<Phone>(&key(), &wrong, &iv64, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap_err();
         assert!(!err.to_string().contains("13800138000"), "{err}");
         assert!(err.is_rejected(), "the wrong shape gets the one answer too");
         // The watermark is still checked before the fields are read.
         assert_eq!(
-            open_as::<Phone>(&key(), &good, &iv64, "wx0000000000000000", None, DOC_TIMESTAMP).unwrap_err(),
+            super::open::<Phone>(&key(), &good, &iv64, "wx0000000000000000", None, DOC_TIMESTAMP).unwrap_err(),
             OpenDataError::ForeignAppId(DOC_APP_ID.into())
         );
     }

@@ -12,10 +12,11 @@ use crate::error::ApiError;
 use crate::http::bearer_token;
 use crate::pay::Merchant;
 use crate::pay::client::PayClient;
+use crate::secret::Secret;
 use crate::secrets::{AppSecrets, SecretCache};
 use crate::store::orders::OrderStore;
 use crate::store::sessions::{Session, SessionStore};
-use crate::token::AccessTokenCache;
+use crate::token::{AccessTokenCache, TokenError};
 use crate::wechat::WechatClient;
 
 /// The WeChat server API: its client, the app secret and the access token.
@@ -23,6 +24,31 @@ pub struct Wechat {
     pub client: WechatClient,
     pub secrets: Arc<SecretCache<AppSecrets>>,
     pub tokens: AccessTokenCache,
+}
+
+impl Wechat {
+    /// `wxa/checksession` for `session` with the access token: whether its key is still the
+    /// one WeChat holds.
+    pub async fn check_session(&self, session: &Session) -> Result<bool, TokenError> {
+        self.tokens
+            .with_token(|token: Secret| async move {
+                self.client
+                    .check_session(&token, &session.openid, &session.session_key)
+                    .await
+            })
+            .await
+    }
+
+    /// `wxa/resetusersessionkey` for `session`: a new key, signed for with the one it holds.
+    pub async fn reset_session_key(&self, session: &Session) -> Result<Secret, TokenError> {
+        self.tokens
+            .with_token(|token: Secret| async move {
+                self.client
+                    .reset_user_session_key(&token, &session.openid, &session.session_key)
+                    .await
+            })
+            .await
+    }
 }
 
 /// WeChat Pay: the merchant's keys (the pay secret), the orders table, and the client that

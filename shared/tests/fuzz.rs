@@ -168,7 +168,9 @@ fn fuzz_open_data_decryption_and_watermark() {
             parts.next().unwrap_or(""),
             parts.next().unwrap_or(""),
         );
-        if let Ok(opened) = opendata::open(&Secret::new(key), data, iv, "wx4f4bc4dec97d474b", None, 1_477_314_187) {
+        if let Ok(opened) =
+            opendata::open::<serde_json::Value>(&Secret::new(key), data, iv, "wx4f4bc4dec97d474b", None, 1_477_314_187)
+        {
             assert_eq!(
                 opened["watermark"]["appid"], "wx4f4bc4dec97d474b",
                 "only data for our app opens"

@@ -3,7 +3,7 @@
 //! (cached until shortly before it expires) and, with `bind_openid`, bound to the caller.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
 use crate::card::card_ext;
@@ -22,11 +22,7 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         ..Parts::NONE
     },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/card/sign",
-        handler: authed!(sign),
-    }],
+    routes: &[Route::post("/card/sign", authed!(sign))],
 };
 
 #[derive(Deserialize)]

@@ -3,11 +3,10 @@
 //! (legacy button: decrypted with the session key) → `{"phoneNumber", "purePhoneNumber", "countryCode"}`.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
 use super::open_sealed;
-use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
 use crate::http::{json_response, one_time_code, parse_json_body};
 use crate::secret::Secret;
@@ -18,17 +17,8 @@ use crate::{ApiError, AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "decrypt-phone",
-    parts: Parts {
-        sessions: true,
-        wechat: true,
-        open_data: true,
-        ..Parts::NONE
-    },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/phone",
-        handler: authed!(phone),
-    }],
+    parts: super::OPEN_DATA,
+    routes: &[Route::post("/phone", authed!(phone))],
 };
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! `POST /login {"code"}`: exchanges a `wx.login` code for our own login token.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_unix;
@@ -19,11 +19,7 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         ..Parts::NONE
     },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/login",
-        handler: public!(login),
-    }],
+    routes: &[Route::post("/login", public!(login))],
 };
 
 #[derive(Deserialize)]

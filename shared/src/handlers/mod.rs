@@ -17,11 +17,20 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::clock::now_unix;
+use crate::config::Parts;
 use crate::error::{invalid_open_data, session_key_expired};
 use crate::opendata::{self, FailureClass};
-use crate::secret::Secret;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState};
+
+/// What the four open-data functions use: the session (its key, its failure budget), WeChat (to
+/// tell a rotated key from bad data) and the watermark's age limit.
+pub const OPEN_DATA: Parts = Parts {
+    sessions: true,
+    wechat: true,
+    open_data: true,
+    ..Parts::NONE
+};
 
 /// The body of getWeRunData / getShareInfo results and of the legacy phone button.
 #[derive(Deserialize)]
@@ -41,7 +50,7 @@ pub(crate) async fn open_sealed<T: DeserializeOwned>(
     encrypted_data: &str,
     iv: &str,
 ) -> Result<T, ApiError> {
-    let opened = opendata::open_as(
+    let opened = opendata::open(
         &session.session_key,
         encrypted_data,
         iv,
@@ -113,17 +122,11 @@ pub(crate) async fn reject_open_data(
 /// Whether the session's key is still the one WeChat holds (`wxa/checksession`), asked only
 /// after a decryption or signature failure; `None` when WeChat cannot tell.
 async fn key_still_current(state: &AppState, session: &Session) -> Option<bool> {
-    let wechat = state.wechat().ok()?;
-    let current = wechat
-        .tokens
-        .with_token(|token: Secret| async move {
-            wechat
-                .client
-                .check_session(&token, &session.openid, &session.session_key)
-                .await
-        })
-        .await;
-    current
+    state
+        .wechat()
+        .ok()?
+        .check_session(session)
+        .await
         .inspect_err(|e| tracing::warn!(error = %e, "checksession failed while explaining an open-data failure"))
         .ok()
 }

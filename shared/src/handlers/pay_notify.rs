@@ -12,7 +12,7 @@
 //! the detail goes to the log. APIv2 (XML): the same with the v2 sign, of the configured sign
 //! type only, and the XML reply.
 
-use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
@@ -30,11 +30,7 @@ pub const FUNCTION: Function = Function {
         pay: true,
         ..Parts::NONE
     },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/pay/notify",
-        handler: public!(notify),
-    }],
+    routes: &[Route::post("/pay/notify", public!(notify))],
 };
 
 /// A refusal, answered in the dialect of the notification: `message` is all WeChat Pay (or

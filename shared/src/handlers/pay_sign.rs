@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde::{Deserialize, Serialize};
@@ -32,11 +32,7 @@ pub const FUNCTION: Function = Function {
         pay_orders: true,
         ..Parts::NONE
     },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/pay/sign",
-        handler: authed!(pay_sign),
-    }],
+    routes: &[Route::post("/pay/sign", authed!(pay_sign))],
 };
 
 /// APIv2 `body` is at most 128 bytes (APIv3 `description` 127 characters).

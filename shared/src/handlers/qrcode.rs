@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
@@ -29,11 +29,7 @@ pub const FUNCTION: Function = Function {
         qrcode_cache: true,
         ..Parts::NONE
     },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/qrcode",
-        handler: authed!(qrcode),
-    }],
+    routes: &[Route::post("/qrcode", authed!(qrcode))],
 };
 
 /// Characters WeChat allows in a scene besides letters and digits.

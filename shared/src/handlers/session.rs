@@ -6,13 +6,12 @@
 //! - `POST /logout`: deletes the session; the token stops working at once.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 
 use crate::config::Parts;
 use crate::error::session_key_expired;
 use crate::function::{Answer, Function, Route};
 use crate::http::json_response;
-use crate::secret::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;
@@ -26,35 +25,14 @@ pub const FUNCTION: Function = Function {
         ..Parts::NONE
     },
     routes: &[
-        Route {
-            method: Method::GET,
-            path: "/session",
-            handler: authed!(check),
-        },
-        Route {
-            method: Method::POST,
-            path: "/session/reset",
-            handler: authed!(reset_key),
-        },
-        Route {
-            method: Method::POST,
-            path: "/logout",
-            handler: authed!(logout),
-        },
+        Route::get("/session", authed!(check)),
+        Route::post("/session/reset", authed!(reset_key)),
+        Route::post("/logout", authed!(logout)),
     ],
 };
 
 async fn check(state: &AppState, session: &Session, _req: &Request) -> Answer {
-    let wechat = state.wechat()?;
-    let valid = wechat
-        .tokens
-        .with_token(|token: Secret| async move {
-            wechat
-                .client
-                .check_session(&token, &session.openid, &session.session_key)
-                .await
-        })
-        .await?;
+    let valid = state.wechat()?.check_session(session).await?;
     if !valid {
         // Data the phone sends now is sealed under a key this session does not hold.
         state.sessions()?.revoke(session).await?;
@@ -67,18 +45,8 @@ async fn check(state: &AppState, session: &Session, _req: &Request) -> Answer {
 }
 
 async fn reset_key(state: &AppState, session: &Session, _req: &Request) -> Answer {
-    let wechat = state.wechat()?;
     let sessions = state.sessions()?;
-    let reset = wechat
-        .tokens
-        .with_token(|token: Secret| async move {
-            wechat
-                .client
-                .reset_user_session_key(&token, &session.openid, &session.session_key)
-                .await
-        })
-        .await;
-    let new_key = match reset {
+    let new_key = match state.wechat()?.reset_session_key(session).await {
         Ok(key) => key,
         // WeChat does not recognise the key we hold: only a new wx.login helps.
         Err(TokenError::Wechat(WechatError::InvalidSignature)) => {

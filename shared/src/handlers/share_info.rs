@@ -1,11 +1,10 @@
 //! `POST /share-info {"encryptedData", "iv"}` (from `wx.getShareInfo`) → `{"openGId"}`.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{Sealed, open_sealed};
-use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
 use crate::http::{json_response, parse_json_body};
 use crate::store::sessions::Session;
@@ -13,17 +12,8 @@ use crate::{AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "share-info",
-    parts: Parts {
-        sessions: true,
-        wechat: true,
-        open_data: true,
-        ..Parts::NONE
-    },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/share-info",
-        handler: authed!(share_info),
-    }],
+    parts: super::OPEN_DATA,
+    routes: &[Route::post("/share-info", authed!(share_info))],
 };
 
 /// What share info decrypts to that we return: the group's id for this app.

@@ -4,12 +4,11 @@
 //! open-data answer (`invalid_open_data`, or `session_key_expired` for a rotated key).
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{open_sealed, reject_open_data};
-use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
 use crate::http::{json_response, parse_json_body};
 use crate::opendata::verify_signature;
@@ -18,17 +17,8 @@ use crate::{AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "user-info",
-    parts: Parts {
-        sessions: true,
-        wechat: true,
-        open_data: true,
-        ..Parts::NONE
-    },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/user-info",
-        handler: authed!(user_info),
-    }],
+    parts: super::OPEN_DATA,
+    routes: &[Route::post("/user-info", authed!(user_info))],
 };
 
 /// Profile fields returned; anything else in the decrypted data stays on the server.

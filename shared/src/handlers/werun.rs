@@ -2,11 +2,10 @@
 //! each dated in China time (UTC+8), oldest first, and the total.
 
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{Sealed, open_sealed, reject_open_data};
-use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
 use crate::http::{json_response, parse_json_body};
 use crate::store::sessions::Session;
@@ -14,17 +13,8 @@ use crate::{AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "werun",
-    parts: Parts {
-        sessions: true,
-        wechat: true,
-        open_data: true,
-        ..Parts::NONE
-    },
-    routes: &[Route {
-        method: Method::POST,
-        path: "/werun",
-        handler: authed!(werun),
-    }],
+    parts: super::OPEN_DATA,
+    routes: &[Route::post("/werun", authed!(werun))],
 };
 
 #[derive(Serialize, Debug, PartialEq)]

@@ -189,8 +189,15 @@ impl Decrypt {
     fn run(&self) -> Result<Value, String> {
         let session_key = self.session_key.resolve()?;
         let max_age = Some(self.max_age_secs).filter(|&n| n > 0);
-        let data = opendata::open(&session_key, &self.data, &self.iv, &self.appid, max_age, now_unix())
-            .map_err(|e| e.to_string())?;
+        let data = opendata::open::<serde_json::Map<String, Value>>(
+            &session_key,
+            &self.data,
+            &self.iv,
+            &self.appid,
+            max_age,
+            now_unix(),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Value::Object(data))
     }
 }

@@ -23,7 +23,7 @@ use lambda_http::{Adapter, Body, LambdaEvent, Request, Response, Service, servic
 use serde_json::{Value, json};
 use wxa_shared::clock::now_unix;
 use wxa_shared::pay::keys::{SigningKey, VerifyingKey};
-use wxa_shared::secret::Secret;
+use wxa_shared::redacted::Secret;
 use wxa_shared::store::sessions::Session;
 use wxa_shared::{AppState, Config, handlers, opendata, pay};
 
@@ -55,7 +55,7 @@ fn state() -> &'static AppState {
     .unwrap();
     let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::Bundled);
     // Clients that are never called on the benchmarked paths.
-    let http = wxa_shared::aws::sdk_http_client(&tls);
+    let http = wxa_shared::net::aws::sdk_http_client(&tls);
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::Config::builder()
             .behavior_version_latest()

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// Signs `values` (empty ones are left out) by the card rule.
 pub fn card_signature(values: &[&str]) -> String {

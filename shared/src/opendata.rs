@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// Watermarks in the future by more than this are refused (clocks differ a little).
 pub const FUTURE_SKEW_SECS: u64 = 60;

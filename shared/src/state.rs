@@ -6,14 +6,14 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use lambda_http::Request;
 
+use crate::api::error::ApiError;
+use crate::api::request::bearer_token;
 use crate::cache::ImageCache;
 use crate::config::{Config, Parts, PayOrderSettings, PaySettings};
-use crate::error::ApiError;
-use crate::http::bearer_token;
 use crate::pay::Merchant;
 use crate::pay::client::PayClient;
-use crate::secret::Secret;
-use crate::secrets::{AppSecrets, SecretCache};
+use crate::redacted::Secret;
+use crate::secret_store::{AppSecrets, SecretCache};
 use crate::store::orders::OrderStore;
 use crate::store::sessions::{Session, SessionStore};
 use crate::token::{AccessTokenCache, TokenError};
@@ -99,7 +99,7 @@ impl AppState {
         secretsmanager: aws_sdk_secretsmanager::Client,
         tls: &rustls::ClientConfig,
     ) -> Self {
-        let http = crate::wechat::http_client(tls, config.wechat_timeout);
+        let http = crate::net::wechat_client(tls, config.wechat_timeout);
         let sessions = config
             .sessions_table
             .as_deref()
@@ -144,7 +144,7 @@ impl AppState {
     pub async fn from_env(parts: Parts) -> Result<Self, crate::config::ConfigError> {
         let config = Config::from_env(parts)?;
         let tls = crate::net::tls_config(config.tls_roots);
-        let sdk = crate::aws::sdk_config_from_env(&tls).await;
+        let sdk = crate::net::aws::sdk_config_from_env(&tls).await;
         Ok(Self::new(config, &sdk, &tls))
     }
 

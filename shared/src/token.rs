@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Expiring;
-use crate::secret::Secret;
-use crate::secrets::{AppSecrets, SecretCache, SecretsError};
+use crate::redacted::Secret;
+use crate::secret_store::{AppSecrets, SecretCache, SecretsError};
 use crate::wechat::{WechatClient, WechatError};
 
 /// Attempts at fetching a token when WeChat is busy or unreachable (the call is idempotent).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// A WeChat API failure, classified by what the caller should do about it.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -279,12 +279,6 @@ impl WechatClient {
             .json(&serde_json::json!({ "code": code }));
         self.send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
     }
-}
-
-/// The HTTP client for WeChat and WeChat Pay, built once per container: every call is bounded by
-/// `timeout` (`WECHAT_TIMEOUT_MS`), the connect by at most 2 s.
-pub fn http_client(tls: &rustls::ClientConfig, timeout: Duration) -> reqwest::Client {
-    crate::net::http_client(tls, timeout.min(Duration::from_secs(2)), Some(timeout))
 }
 
 /// hex(HMAC-SHA256(key = the session_key's base64 text, message = "")), as checksession and

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use lambda_http::Body;
 use serde_json::Value;
-use wxa_shared::http::parse_json_body;
+use wxa_shared::api::request::parse_json_body;
 use wxa_shared::opendata;
 use wxa_shared::pay::keys::VerifyingKey;
 use wxa_shared::pay::{v2, v3};
-use wxa_shared::secret::Secret;
+use wxa_shared::redacted::Secret;
 
 /// xorshift64*: small, fast, and replayable from its seed.
 struct Rng(u64);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::{Stack, sdk_config};
-use wxa_shared::secrets::{AppSecrets, SecretCache, SecretsError};
+use wxa_shared::secret_store::{AppSecrets, SecretCache, SecretsError};
 
 async fn put(stack: &Stack, secret_id: &str, value: &str) {
     let sm = stack.secretsmanager();

@@ -176,7 +176,7 @@ fn the_lambda_timeout_fits_one_aws_call_and_one_wechat_call() {
         .as_u64()
         .expect("a global Timeout");
     let needed = std::time::Duration::from_millis(wxa_shared::config::DEFAULT_WECHAT_TIMEOUT_MS)
-        + wxa_shared::aws::OPERATION_TIMEOUT
+        + wxa_shared::net::aws::OPERATION_TIMEOUT
         + wxa_shared::deadline::MARGIN;
     assert!(
         std::time::Duration::from_secs(timeout_secs) >= needed,

@@ -218,7 +218,7 @@ fn v2_notification(transaction_id: &str, sign_type: SignType) -> String {
     if sign_type == SignType::HmacSha256 {
         fields.insert("sign_type".into(), "HMAC-SHA256".into());
     }
-    let key = wxa_shared::secret::Secret::new(testkit::APIV2_KEY);
+    let key = wxa_shared::redacted::Secret::new(testkit::APIV2_KEY);
     fields.insert("sign".into(), v2::sign(&fields, &key, sign_type));
     v2::to_xml(&fields)
 }

@@ -6,11 +6,12 @@ use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
+use crate::api::request::parse_json_body;
+use crate::api::response::json_response;
 use crate::card::card_ext;
 use crate::clock::now_unix;
 use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, parse_json_body};
 use crate::random::nonce;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState, authed};

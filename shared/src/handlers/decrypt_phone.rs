@@ -7,9 +7,10 @@ use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
 use super::open_sealed;
+use crate::api::request::{one_time_code, parse_json_body};
+use crate::api::response::json_response;
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, one_time_code, parse_json_body};
-use crate::secret::Secret;
+use crate::redacted::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};

@@ -4,10 +4,11 @@ use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::api::request::{one_time_code, parse_json_body};
+use crate::api::response::json_response;
 use crate::clock::now_unix;
 use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, one_time_code, parse_json_body};
 use crate::wechat::WechatError;
 use crate::{AppState, public};
 

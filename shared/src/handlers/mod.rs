@@ -16,9 +16,9 @@ pub mod werun;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::error::{invalid_open_data, session_key_expired};
 use crate::clock::now_unix;
 use crate::config::Parts;
-use crate::error::{invalid_open_data, session_key_expired};
 use crate::opendata::{self, FailureClass};
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState};

@@ -86,7 +86,10 @@ async fn notify(state: &AppState, req: &Request) -> Answer {
             if is_xml {
                 xml_reply(f.status, "FAIL", f.message)
             } else {
-                crate::http::json_response(f.status, &serde_json::json!({ "code": "FAIL", "message": f.message }))
+                crate::api::response::json_response(
+                    f.status,
+                    &serde_json::json!({ "code": "FAIL", "message": f.message }),
+                )
             }
         }
     })

@@ -13,10 +13,11 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde::{Deserialize, Serialize};
 
+use crate::api::request::parse_json_body;
+use crate::api::response::json_response;
 use crate::clock::now_unix;
 use crate::config::{Parts, PayApi};
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, parse_json_body};
 use crate::pay::{Merchant, v2, v3};
 use crate::random::nonce;
 use crate::state::Payments;

@@ -12,10 +12,10 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::api::request::parse_json_body;
 use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
-use crate::http::parse_json_body;
-use crate::secret::Secret;
+use crate::redacted::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;

@@ -8,10 +8,10 @@
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 
+use crate::api::error::session_key_expired;
+use crate::api::response::json_response;
 use crate::config::Parts;
-use crate::error::session_key_expired;
 use crate::function::{Answer, Function, Route};
-use crate::http::json_response;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;

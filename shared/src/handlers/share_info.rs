@@ -5,8 +5,9 @@ use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{Sealed, open_sealed};
+use crate::api::request::parse_json_body;
+use crate::api::response::json_response;
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, parse_json_body};
 use crate::store::sessions::Session;
 use crate::{AppState, authed};
 

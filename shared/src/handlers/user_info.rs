@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{open_sealed, reject_open_data};
+use crate::api::request::parse_json_body;
+use crate::api::response::json_response;
 use crate::function::{Answer, Function, Route};
-use crate::http::{json_response, parse_json_body};
 use crate::opendata::verify_signature;
 use crate::store::sessions::Session;
 use crate::{AppState, authed};

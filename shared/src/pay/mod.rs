@@ -8,7 +8,7 @@ pub mod v3;
 
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::redacted::Secret;
 use keys::{SigningKey, VerifyingKey};
 
 /// The pay secret (`PAY_SECRET_ID`), a JSON object readable only by the functions that pay.
@@ -63,9 +63,10 @@ impl std::fmt::Debug for Merchant {
     }
 }
 
-impl crate::secrets::SecretDocument for Merchant {
+impl crate::secret_store::SecretDocument for Merchant {
     fn parse(text: &str) -> Result<Self, String> {
-        let secrets: PaySecrets = serde_json::from_str(text).map_err(|e| crate::secrets::describe_json_error(&e))?;
+        let secrets: PaySecrets =
+            serde_json::from_str(text).map_err(|e| crate::secret_store::describe_json_error(&e))?;
         Merchant::parse(&secrets)
     }
 }

@@ -13,7 +13,7 @@ use quick_xml::events::Event;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignType {

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::keys::{SigningKey, VerifyingKey};
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// Notifications and responses whose timestamp is further than this from now are refused.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;

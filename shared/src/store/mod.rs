@@ -51,8 +51,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The longest a DynamoDB call may take: the SDK's own operation timeout (see `aws.rs`).
-pub(crate) const CALL_TIMEOUT: Duration = crate::aws::OPERATION_TIMEOUT;
+/// The longest a DynamoDB call may take: the SDK's own operation timeout (see `net/aws.rs`).
+pub(crate) const CALL_TIMEOUT: Duration = crate::net::aws::OPERATION_TIMEOUT;
 
 /// Sends a DynamoDB request within the invocation's time budget.
 pub(crate) async fn send<T, E, R>(

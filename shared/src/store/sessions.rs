@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::{StoreError, Table, is_condition_failure, send, store_error};
 use crate::clock::now_unix;
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// Failed open-data decryptions or signature checks a session survives; the one that reaches it
 /// deletes the session.

@@ -241,9 +241,9 @@ async fn throughput(
     let wechat = wxa_shared::wechat::WechatClient::new(
         sim_base,
         testkit::APP_ID,
-        wxa_shared::wechat::http_client(&tls, Duration::from_secs(5)),
+        wxa_shared::net::wechat_client(&tls, Duration::from_secs(5)),
     );
-    let secret = wxa_shared::secret::Secret::new(testkit::APP_SECRET);
+    let secret = wxa_shared::redacted::Secret::new(testkit::APP_SECRET);
     let mint = |openid: String| {
         let http = http.clone();
         async move {

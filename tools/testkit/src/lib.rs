@@ -153,7 +153,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(Credentials::from_keys("test", "test", None));
-    wxa_shared::aws::load_sdk_config(loader, &test_tls()).await
+    wxa_shared::net::aws::load_sdk_config(loader, &test_tls()).await
 }
 
 /// Creates the sessions and orders tables from `template.yaml` and the app secret, with the same

@@ -307,14 +307,14 @@ impl Jscode2session {
     async fn run(&self) -> Result<Value, String> {
         // An operator's machine: its own CA store (a corporate proxy's CA included).
         let tls = wxa_shared::net::tls_config(wxa_shared::net::TlsRoots::System);
-        let sdk = wxa_shared::aws::sdk_config_from_env(&tls).await;
-        let secrets = wxa_shared::secrets::SecretCache::<wxa_shared::secrets::AppSecrets>::new(
+        let sdk = wxa_shared::net::aws::sdk_config_from_env(&tls).await;
+        let secrets = wxa_shared::secret_store::SecretCache::<wxa_shared::secret_store::AppSecrets>::new(
             aws_sdk_secretsmanager::Client::new(&sdk),
             &self.secret_id,
             std::time::Duration::ZERO,
         );
         let app = secrets.get().await.map_err(|e| e.to_string())?;
-        let http = wxa_shared::wechat::http_client(&tls, std::time::Duration::from_secs(10));
+        let http = wxa_shared::net::wechat_client(&tls, std::time::Duration::from_secs(10));
         let client = WechatClient::new(&self.api_base, &self.appid, http);
         let session = client
             .jscode2session(&app.app_secret, &self.code)

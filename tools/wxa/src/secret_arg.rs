@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgGroup, ArgMatches, Args, Command, FromArgMatches};
-use wxa_shared::secret::Secret;
+use wxa_shared::redacted::Secret;
 
 /// One secret's names; its file flag is always `--FLAG-file`.
 pub trait SecretName {

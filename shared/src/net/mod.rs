@@ -4,6 +4,8 @@
 //! certificate of the CA bundle, which was most of a cold start's init. `TLS_ROOTS=system` picks
 //! the system store (for a proxy with its own CA, or a root Mozilla dropped).
 
+pub mod aws;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,12 @@ fn client_builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
         .tls_backend_preconfigured(tls.clone())
         // Below the ~60 s after which NAT gateways and load balancers drop idle connections.
         .pool_idle_timeout(Duration::from_secs(50))
+}
+
+/// The HTTP client for WeChat and WeChat Pay, built once per container: every call is bounded by
+/// `timeout` (`WECHAT_TIMEOUT_MS`), the connect by at most 2 s.
+pub fn wechat_client(tls: &rustls::ClientConfig, timeout: Duration) -> reqwest::Client {
+    http_client(tls, timeout.min(Duration::from_secs(2)), Some(timeout))
 }
 
 /// An HTTP client on `tls` (from [`tls_config`]). `timeout` bounds a whole call (connect, send,

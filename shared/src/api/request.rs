@@ -1,25 +1,13 @@
-//! Request parsing and response building shared by every handler.
+//! Reading requests: JSON bodies, single-use codes, the bearer token.
 
-use lambda_http::http::{HeaderValue, StatusCode, header};
-use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use lambda_http::http::{StatusCode, header};
+use lambda_http::{Body, Request};
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
 /// Request bodies are small JSON objects; anything larger is refused before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
-    // Serializing our own plain structs cannot fail; fall back to an empty object regardless.
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
-    let mut response = Response::new(Body::Text(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 /// Parses a JSON request body into `T`: at most [`MAX_BODY_BYTES`], UTF-8, `application/json`
 /// when a content type is given.

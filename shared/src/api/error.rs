@@ -72,7 +72,7 @@ impl ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "request_id": request_id }
         });
-        let mut response = crate::http::json_response(self.status, &body);
+        let mut response = crate::api::response::json_response(self.status, &body);
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::ApiError;
-use crate::secret::Secret;
+use crate::redacted::Secret;
 
 /// The app secret: what the WeChat server API needs. Nothing else may be in it (the merchant's
 /// keys belong in the pay secret, which fewer functions may read).
@@ -133,7 +133,7 @@ impl<T: SecretDocument + PartialEq> SecretCache<T> {
 impl<T: SecretDocument> SecretCache<T> {
     async fn fetch(&self) -> Result<T, SecretsError> {
         let request = self.client.get_secret_value().secret_id(&self.secret_id).send();
-        let output = crate::deadline::within(crate::aws::OPERATION_TIMEOUT, request)
+        let output = crate::deadline::within(crate::net::aws::OPERATION_TIMEOUT, request)
             .await
             .ok_or_else(|| SecretsError::Unavailable("no answer within the invocation's time budget".into()))?
             .map_err(|e| match e {

@@ -1,6 +1,7 @@
 //! The Lambda entry point every function's `main` calls.
 
-use lambda_http::{Error, Request, service_fn};
+pub use lambda_http::Error;
+use lambda_http::{Request, service_fn};
 
 use crate::AppState;
 use crate::function::Function;

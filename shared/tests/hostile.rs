@@ -11,7 +11,6 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use testkit::{APIV3_KEY, APP_SECRET, Stack, event};
 use wxa_shared::function::Function;
-use wxa_shared::handlers::*;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -21,145 +20,94 @@ enum Kind {
     Bool,
 }
 
+/// One route, as the tests see it: everything derived from template.yaml (the routes and their
+/// functions), events/ (the request API Gateway sends) and openapi.yaml (auth and body fields).
 struct Target {
-    name: &'static str,
-    /// The route in openapi.yaml.
-    path: &'static str,
+    /// The event file's stem (`session-reset`).
+    name: String,
+    /// The route's path (as in template.yaml and openapi.yaml).
+    path: String,
     function: &'static Function,
-    event: &'static str,
+    event: String,
     method: Method,
     auth: bool,
+    /// The route takes a JSON (or XML) body.
+    has_body: bool,
     /// The body fields: name, kind, required.
-    fields: &'static [(&'static str, Kind, bool)],
+    fields: Vec<(String, Kind, bool)>,
 }
 
-const SEALED: &[(&str, Kind, bool)] = &[("encryptedData", Kind::Base64, true), ("iv", Kind::Base64, true)];
+/// Follows a `$ref` within the OpenAPI document.
+fn resolve<'a>(openapi: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(reference) => {
+            let mut target = openapi;
+            for part in reference.trim_start_matches("#/").split('/') {
+                target = &target[part];
+            }
+            resolve(openapi, target)
+        }
+        None => node,
+    }
+}
 
+/// Every route of template.yaml as a target.
 fn targets() -> Vec<Target> {
-    vec![
-        Target {
-            name: "login",
-            path: "/login",
-            function: &login::FUNCTION,
-            event: "login.json",
-            method: Method::POST,
-            auth: false,
-            fields: &[("code", Kind::Text, true)],
-        },
-        Target {
-            name: "session",
-            path: "/session",
-            function: &session::FUNCTION,
-            event: "session.json",
-            method: Method::GET,
-            auth: true,
-            fields: &[],
-        },
-        Target {
-            name: "session-reset",
-            path: "/session/reset",
-            function: &session::FUNCTION,
-            event: "session-reset.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[],
-        },
-        Target {
-            name: "logout",
-            path: "/logout",
-            function: &session::FUNCTION,
-            event: "logout.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[],
-        },
-        Target {
-            name: "decrypt-phone",
-            path: "/phone",
-            function: &decrypt_phone::FUNCTION,
-            event: "decrypt-phone.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[("code", Kind::Text, true)],
-        },
-        Target {
-            name: "werun",
-            path: "/werun",
-            function: &werun::FUNCTION,
-            event: "werun.json",
-            method: Method::POST,
-            auth: true,
-            fields: SEALED,
-        },
-        Target {
-            name: "share-info",
-            path: "/share-info",
-            function: &share_info::FUNCTION,
-            event: "share-info.json",
-            method: Method::POST,
-            auth: true,
-            fields: SEALED,
-        },
-        Target {
-            name: "user-info",
-            path: "/user-info",
-            function: &user_info::FUNCTION,
-            event: "user-info.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[
-                ("rawData", Kind::Text, true),
-                ("signature", Kind::Text, true),
-                ("encryptedData", Kind::Base64, true),
-                ("iv", Kind::Base64, true),
-            ],
-        },
-        Target {
-            name: "qrcode",
-            path: "/qrcode",
-            function: &qrcode::FUNCTION,
-            event: "qrcode.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[
-                ("scene", Kind::Text, true),
-                ("page", Kind::Text, false),
-                ("width", Kind::Number, false),
-                ("is_hyaline", Kind::Bool, false),
-            ],
-        },
-        Target {
-            name: "card-sign",
-            path: "/card/sign",
-            function: &card_sign::FUNCTION,
-            event: "card-sign.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[
-                ("card_id", Kind::Text, true),
-                ("code", Kind::Text, false),
-                ("bind_openid", Kind::Bool, false),
-            ],
-        },
-        Target {
-            name: "pay-sign",
-            path: "/pay/sign",
-            function: &pay_sign::FUNCTION,
-            event: "pay-sign.json",
-            method: Method::POST,
-            auth: true,
-            fields: &[("out_trade_no", Kind::Text, true)],
-        },
-        Target {
-            name: "pay-notify",
-            path: "/pay/notify",
-            function: &pay_notify::FUNCTION,
-            event: "pay-notify.json",
-            method: Method::POST,
-            auth: false,
-            fields: &[],
-        },
-    ]
+    let openapi = testkit::yaml_file(&testkit::workspace_root().join("openapi.yaml"));
+    testkit::template_routes()
+        .into_iter()
+        .map(|(function_name, method, path)| {
+            let function = *wxa_shared::function::FUNCTIONS
+                .iter()
+                .find(|f| f.name == function_name)
+                .expect("template.yaml's functions are registered");
+            let events = testkit::events_for(&method, &path);
+            // The function's own event when a route has several (pay-notify.json, not -v2).
+            let event = events
+                .iter()
+                .find(|e| **e == format!("{function_name}.json"))
+                .or(events.first())
+                .unwrap_or_else(|| panic!("no event for {method} {path}"))
+                .clone();
+            let operation = &openapi["paths"][&path][method.to_lowercase()];
+            let auth = operation.get("security") != Some(&json!([]));
+            let body = resolve(&openapi, &operation["requestBody"]);
+            let schema = resolve(&openapi, &body["content"]["application/json"]["schema"]);
+            // Of alternatives (`/phone`: a code, or sealed data), the first.
+            let schema = schema["oneOf"].get(0).map_or(schema, |first| resolve(&openapi, first));
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let fields = schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(field, property)| {
+                    let property = resolve(&openapi, property);
+                    let kind = match property["type"].as_str() {
+                        Some("integer" | "number") => Kind::Number,
+                        Some("boolean") => Kind::Bool,
+                        _ if property["contentEncoding"] == "base64" => Kind::Base64,
+                        _ => Kind::Text,
+                    };
+                    (field.clone(), kind, required.contains(&field.as_str()))
+                })
+                .collect();
+            Target {
+                name: event.trim_end_matches(".json").to_owned(),
+                path,
+                function,
+                event,
+                method: method.parse().expect("an HTTP method"),
+                auth,
+                has_body: !body.is_null(),
+                fields,
+            }
+        })
+        .collect()
 }
 
 const INJECTIONS: &[&str] = &[
@@ -174,7 +122,7 @@ const INJECTIONS: &[&str] = &[
 /// The hostile requests for `target`, each with a label.
 fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String, Request)> {
     let base = |auth: Option<&str>| {
-        let mut request = event(target.event);
+        let mut request = event(&target.event);
         match auth {
             Some(t) => {
                 request
@@ -249,7 +197,7 @@ fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String,
         }
     }
     // Bodies that are not the JSON object asked for (a GET ignores its body, but must not choke on it).
-    if target.method == Method::POST && !matches!(target.name, "session-reset" | "logout") {
+    if target.has_body {
         let bodies: Vec<(&str, Body)> = vec![
             ("empty body", Body::Empty),
             ("null", Body::Text("null".into())),
@@ -282,7 +230,7 @@ fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String,
         cases.push(("xml to a JSON route".into(), xml));
     }
     // Field-level mutations of the event's own body.
-    let body: Value = match event(target.event).body() {
+    let body: Value = match event(&target.event).body() {
         Body::Text(text) => serde_json::from_str(text).unwrap_or(json!({})),
         _ => json!({}),
     };
@@ -299,7 +247,8 @@ fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String,
             }),
         ));
     }
-    for &(field, kind, required) in target.fields {
+    for (field, kind, required) in &target.fields {
+        let (field, kind, required) = (field.as_str(), *kind, *required);
         if required {
             cases.push((
                 format!("{field} missing"),
@@ -367,7 +316,7 @@ fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String,
             }
         }
     }
-    if target.name == "pay-notify" {
+    if target.path == "/pay/notify" {
         for (label, change) in [
             ("no signature", ("wechatpay-signature", None)),
             (
@@ -509,7 +458,7 @@ async fn every_function_refuses_hostile_requests_with_a_4xx_json_error() {
                 );
             }
             *codes.entry(format!("{status} {code}")).or_default() += 1;
-            records.push(testkit::record(target.path, target.method.as_str(), &response));
+            records.push(testkit::record(&target.path, target.method.as_str(), &response));
             total += 1;
         }
     }
@@ -539,7 +488,7 @@ async fn server_side_failures_name_no_arn_table_or_secret() {
     let mut answered = 0;
     for target in targets() {
         let state = stack.state_with(target.function, &missing);
-        let mut request = event(target.event);
+        let mut request = event(&target.event);
         if target.auth {
             request
                 .headers_mut()
@@ -561,7 +510,7 @@ async fn server_side_failures_name_no_arn_table_or_secret() {
         ] {
             assert!(!text.contains(internal), "{}: {internal} in {text}", target.name);
         }
-        if target.name != "pay-notify" {
+        if target.path != "/pay/notify" {
             let json: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(json["error"]["code"], "server_misconfigured", "{}: {text}", target.name);
             assert!(

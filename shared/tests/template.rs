@@ -189,3 +189,136 @@ fn the_lambda_timeout_fits_one_aws_call_and_one_wechat_call() {
         );
     }
 }
+
+/// `(METHOD, path)` of every operation in an OpenAPI document (as JSON).
+fn openapi_routes(openapi: &Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&method.as_str()) {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+/// What `openapi` lacks of the template's routes, and what it has that the template does not.
+fn openapi_mismatches(openapi: &Value) -> Vec<String> {
+    let template: BTreeSet<(String, String)> = testkit::template_routes()
+        .into_iter()
+        .map(|(_, method, path)| (method, path))
+        .collect();
+    let documented = openapi_routes(openapi);
+    let mut problems = Vec::new();
+    for (method, path) in template.difference(&documented) {
+        problems.push(format!(
+            "openapi.yaml lacks {method} {path}, which template.yaml routes"
+        ));
+    }
+    for (method, path) in documented.difference(&template) {
+        problems.push(format!(
+            "openapi.yaml has {method} {path}, which template.yaml does not route"
+        ));
+    }
+    problems
+}
+
+#[test]
+fn openapi_documents_every_route_and_no_other() {
+    let openapi = testkit::yaml_file(&testkit::workspace_root().join("openapi.yaml"));
+    assert_eq!(openapi_mismatches(&openapi), Vec::<String>::new());
+}
+
+#[test]
+fn a_route_missing_from_openapi_is_named() {
+    // A copy of openapi.yaml without `POST /logout`: the check must say so.
+    let text = std::fs::read_to_string(testkit::workspace_root().join("openapi.yaml")).unwrap();
+    let start = text.find("\n  /logout:\n").expect("openapi.yaml documents /logout") + 1;
+    let end = start + 1 + text[start + 1..].find("\n  /").expect("another path follows") + 1;
+    let copy = std::env::temp_dir().join(format!("openapi-without-logout-{}.yaml", std::process::id()));
+    std::fs::write(&copy, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let openapi = testkit::yaml_file(&copy);
+    let _ = std::fs::remove_file(&copy);
+    assert_eq!(
+        openapi_mismatches(&openapi),
+        ["openapi.yaml lacks POST /logout, which template.yaml routes"]
+    );
+}
+
+#[test]
+fn every_route_has_an_event_and_every_event_a_route() {
+    let routes = testkit::template_routes();
+    for (name, method, path) in &routes {
+        let events = testkit::events_for(method, path);
+        assert!(!events.is_empty(), "events/ has no event for {method} {path} ({name})");
+        for file in events {
+            let event: Value = serde_json::from_str(
+                &std::fs::read_to_string(testkit::workspace_root().join("events").join(&file)).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(event["rawPath"], path.as_str(), "{file}");
+            assert_eq!(event["requestContext"]["http"]["method"], method.as_str(), "{file}");
+            assert_eq!(event["requestContext"]["routeKey"], event["routeKey"], "{file}");
+        }
+    }
+    for entry in std::fs::read_dir(testkit::workspace_root().join("events")).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let event: Value = serde_json::from_str(
+            &std::fs::read_to_string(testkit::workspace_root().join("events").join(&file)).unwrap(),
+        )
+        .unwrap();
+        let key = event["routeKey"].as_str().unwrap_or_default();
+        assert!(
+            routes.iter().any(|(_, m, p)| key == format!("{m} {p}")),
+            "events/{file} is for {key:?}, which template.yaml does not route"
+        );
+    }
+}
+
+#[test]
+fn every_function_folder_is_a_template_function_running_its_own_routes() {
+    let template = testkit::template();
+    let in_template: BTreeSet<String> = template_functions(&template).into_keys().collect();
+    let folders: BTreeSet<String> = std::fs::read_dir(testkit::workspace_root().join("functions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(folders, in_template, "functions/ vs template.yaml's functions");
+    for name in &folders {
+        let main = std::fs::read_to_string(
+            testkit::workspace_root()
+                .join("functions")
+                .join(name)
+                .join("src/main.rs"),
+        )
+        .unwrap();
+        let module = name.replace('-', "_");
+        assert!(
+            main.contains(&format!("handlers::{module}::FUNCTION")),
+            "functions/{name}/src/main.rs does not run handlers::{module}::FUNCTION"
+        );
+    }
+}
+
+#[test]
+fn the_readme_route_table_lists_every_route() {
+    let readme = std::fs::read_to_string(testkit::workspace_root().join("README.md")).unwrap();
+    // Rows of the first table: | `function` | `METHOD /path ...` | what it does |
+    let rows: BTreeSet<(String, String, String)> = readme
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let route = cells.get(2)?.strip_prefix('`')?;
+            let mut words = route.split_whitespace();
+            let method = words.next()?;
+            let path = words.next()?.trim_end_matches('`');
+            ["GET", "POST"]
+                .contains(&method)
+                .then(|| (name.to_owned(), method.to_owned(), path.to_owned()))
+        })
+        .collect();
+    let routes: BTreeSet<(String, String, String)> = testkit::template_routes().into_iter().collect();
+    assert_eq!(rows, routes, "README.md's function table vs template.yaml");
+}

@@ -1,6 +1,6 @@
 //! The `login` Lambda function: the shared crate builds its state once per
 //! container ([`wxa_shared::runtime::run`]) and routes each request to [`wxa_shared::handlers::login`].
 
-fn main() -> Result<(), lambda_http::Error> {
+fn main() -> Result<(), wxa_shared::runtime::Error> {
     wxa_shared::runtime::run(&wxa_shared::handlers::login::FUNCTION)
 }

@@ -1,6 +1,6 @@
 //! The `werun` Lambda function: the shared crate builds its state once per
 //! container ([`wxa_shared::runtime::run`]) and routes each request to [`wxa_shared::handlers::werun`].
 
-fn main() -> Result<(), lambda_http::Error> {
+fn main() -> Result<(), wxa_shared::runtime::Error> {
     wxa_shared::runtime::run(&wxa_shared::handlers::werun::FUNCTION)
 }

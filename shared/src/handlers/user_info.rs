@@ -14,7 +14,7 @@ use crate::api::response::json_response;
 use crate::function::{Answer, Function, Route};
 use crate::opendata::verify_signature;
 use crate::store::sessions::Session;
-use crate::{AppState, authed};
+use crate::{ApiError, AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "user-info",
@@ -48,6 +48,14 @@ struct UserInfoRequest {
 
 pub async fn user_info(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: UserInfoRequest = parse_json_body(req)?;
+    // Malformed input is said as such (and costs nothing); only a well-formed signature that does
+    // not match is a failure of the data.
+    if body.signature.len() != 40 || !body.signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "signature must be the 40 hex digits getUserInfo gave",
+        ));
+    }
     // A rotated key fails here first; a forged rawData too. Either way, the one answer.
     if !verify_signature(&body.raw_data, &session.session_key, &body.signature) {
         return Err(reject_open_data(state, session, &"the rawData signature does not match").await);

@@ -466,18 +466,8 @@ async fn main() {
         "hello (floor)".into(),
         vec![release.join("hello").display().to_string()],
     )];
-    for f in [
-        "login",
-        "session",
-        "decrypt-phone",
-        "werun",
-        "share-info",
-        "user-info",
-        "qrcode",
-        "card-sign",
-        "pay-sign",
-        "pay-notify",
-    ] {
+    // Every function (the registry a test holds to template.yaml).
+    for f in wxa_shared::function::FUNCTIONS.iter().map(|f| f.name) {
         subjects.push((f.into(), vec![release.join(f).display().to_string()]));
     }
     let python = root().join(".venv-bench/bin/python");

@@ -508,20 +508,72 @@ pub async fn serve_function(listener: tokio::net::TcpListener, state: Arc<AppSta
     let _ = axum::serve(listener, app).await;
 }
 
-/// `template.yaml` as JSON (intrinsics in their long form, by `scripts/cfn_json.py`): the one
-/// list of functions and routes that tests hold everything else against.
+/// `template.yaml` as JSON (intrinsics in their long form): the one list of functions and routes
+/// that tests hold everything else against.
 pub fn template() -> Value {
+    yaml_file(&workspace_root().join("template.yaml"))
+}
+
+/// A YAML file as JSON (by `scripts/cfn_json.py`, which also reads CloudFormation's `!Ref`...).
+pub fn yaml_file(path: &Path) -> Value {
     let output = Command::new(venv_bin("python"))
         .arg(workspace_root().join("scripts/cfn_json.py"))
-        .arg(workspace_root().join("template.yaml"))
+        .arg(path)
         .output()
         .expect("python runs");
     assert!(
         output.status.success(),
-        "cfn_json.py failed: {}",
+        "cfn_json.py {} failed: {}",
+        path.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("the template as JSON")
+    serde_json::from_slice(&output.stdout).expect("the YAML as JSON")
+}
+
+/// Every route of `template.yaml`: `(function binary, METHOD, path)`.
+pub fn template_routes() -> Vec<(String, String, String)> {
+    let template = template();
+    let mut routes = Vec::new();
+    for resource in template["Resources"].as_object().expect("Resources").values() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let name = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .expect("every function names its Binary");
+        for event in resource["Properties"]["Events"]
+            .as_object()
+            .into_iter()
+            .flat_map(|e| e.values())
+        {
+            if event["Type"] == "HttpApi" {
+                let p = &event["Properties"];
+                routes.push((
+                    name.to_owned(),
+                    p["Method"].as_str().expect("Method").to_uppercase(),
+                    p["Path"].as_str().expect("Path").to_owned(),
+                ));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+/// The event files of `events/` for `METHOD path` (by their `routeKey`), by file name.
+pub fn events_for(method: &str, path: &str) -> Vec<String> {
+    let route_key = format!("{method} {path}");
+    let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("events"))
+        .expect("events/")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let text = std::fs::read_to_string(workspace_root().join("events").join(&name)).ok()?;
+            let event: Value = serde_json::from_str(&text).ok()?;
+            (event["routeKey"] == route_key.as_str()).then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// Reads an event file of `events/` as API Gateway delivers it to the function.

@@ -4,7 +4,7 @@
 venv:
 	@bash scripts/venv.sh
 
-## make dev: moto server + WeChat simulator + the functions (cargo lambda watch), Ctrl-C stops all
+## make dev: moto server + WeChat simulator + the functions (cargo lambda watch) behind the local HTTP API gateway, Ctrl-C stops all
 dev:
 	@bash scripts/dev.sh
 

@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.request
 
-API = f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}/lambda-url"
+# The HTTP API as deployed: the gateway of `make dev` routes /login, /phone, ... like API Gateway.
+API = f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}"
 SIM = f"http://127.0.0.1:{os.environ.get('SIM_PORT', '9100')}"
 OPENID = f"o_demo_{int(time.time())}"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,9 +24,9 @@ ORDERS_TABLE = os.environ.get("ORDERS_TABLE", "wxa-orders")
 
 
 def local_aws(*args):
-    """The merchant's side of the orders table, through scripts/local_aws.py (boto3 in .venv)."""
+    """The merchant's side of the orders table, through scripts/local_aws.py (boto3 in the venv)."""
     import subprocess
-    python = os.path.join(ROOT, ".venv", "bin", "python")
+    python = os.path.join(os.environ.get("WXA_VENV", os.path.join(ROOT, ".venv")), "bin", "python")
     out = subprocess.run([python, os.path.join(ROOT, "scripts", "local_aws.py"), "--endpoint", MOTO, *args],
                          check=True, capture_output=True, text=True)
     return out.stdout
@@ -59,15 +60,8 @@ def step(title):
     print(f"\n\033[1m{title}\033[0m")
 
 
-# Locally each function has its own URL (/lambda-url/<function>/); deployed, the HTTP API routes these.
-ROUTES = {"pay-sign": "/pay/sign", "login": "/login", "session": "/session", "session/reset": "/session/reset", "decrypt-phone": "/phone",
-          "werun": "/werun", "share-info": "/share-info", "user-info": "/user-info", "qrcode": "/qrcode",
-          "card-sign": "/card/sign"}
-
-
-def call(method, function, body=None, token=None, expect=200, code=None):
-    status, answer = http(method, f"{API}/{function}/", body, token)
-    route = ROUTES[function]
+def call(method, route, body=None, token=None, expect=200, code=None):
+    status, answer = http(method, API + route, body, token)
     shown = json.dumps(body, ensure_ascii=False) if body is not None else ""
     if len(shown) > 120:
         shown = shown[:117] + "..."
@@ -83,7 +77,7 @@ def call(method, function, body=None, token=None, expect=200, code=None):
 def main():
     try:
         http("GET", f"{SIM}/__sim/requests")
-        urllib.request.urlopen(f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}/", timeout=5)
+        urllib.request.urlopen(f"{API}/", timeout=5)
     except urllib.error.HTTPError:
         pass
     except OSError:
@@ -94,24 +88,24 @@ def main():
     print(f"  code: {code}")
 
     step("2. POST /login: the server exchanges the code (jscode2session) and keeps the session_key")
-    token = call("POST", "login", {"code": code})["token"]
+    token = call("POST", "/login", {"code": code})["token"]
 
     step("3. GET /session: is the stored session_key still the one WeChat holds?")
-    assert call("GET", "session", token=token)["valid"] is True
+    assert call("GET", "/session", token=token)["valid"] is True
 
     step("4. getPhoneNumber button: its code goes to POST /phone (getuserphonenumber)")
     phone_code = sim("/__sim/phone-code", {"openid": OPENID, "phoneNumber": "13800138000"})["code"]
-    call("POST", "decrypt-phone", {"code": phone_code}, token)
+    call("POST", "/phone", {"code": phone_code}, token)
 
     step("5. getWeRunData: the encrypted steps go to POST /werun")
     today = int(time.time()) // 86400 * 86400 - 8 * 3600
     steps = [{"timestamp": today - 86400 * i, "step": 6000 + 37 * i} for i in range(30)]
     sealed = sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}})
-    werun = call("POST", "werun", sealed, token)
+    werun = call("POST", "/werun", sealed, token)
     print(f"  {len(werun['days'])} days, {werun['days'][0]['date']} .. {werun['days'][-1]['date']}, total {werun['total']}")
 
     step("6. getShareInfo: the encrypted share ticket info goes to POST /share-info")
-    call("POST", "share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
+    call("POST", "/share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
 
     step("7. getUserInfo: rawData signed with sha1(rawData + session_key), profile encrypted -> POST /user-info")
     profile = {"openId": OPENID, "nickName": "Demo", "gender": 0, "language": "zh_CN", "city": "", "province": "",
@@ -120,11 +114,11 @@ def main():
     raw = json.dumps({"nickName": "Demo", "gender": 0}, separators=(",", ":"))
     body = dict(sim("/__sim/encrypt", {"openid": OPENID, "data": profile}),
                 rawData=raw, signature=hashlib.sha1((raw + session_key).encode()).hexdigest())
-    call("POST", "user-info", body, token)
+    call("POST", "/user-info", body, token)
 
     step("8. A mini-program code for a share page: POST /qrcode returns the image")
     body = {"scene": f"inviter={OPENID[-10:]}", "page": "pages/share/share", "width": 430}
-    status, image = http("POST", f"{API}/qrcode/", body, token, raw=True)
+    status, image = http("POST", f"{API}/qrcode", body, token, raw=True)
     if status != 200 or not isinstance(image, bytes) or not image.startswith(b"\x89PNG"):
         sys.exit(f"demo: expected a PNG, got {status}: {image!r:.200}")
     os.makedirs(".dev", exist_ok=True)
@@ -133,24 +127,26 @@ def main():
     print(f"  POST /qrcode {json.dumps(body)}\n  -> 200 image/png, {len(image)} bytes, saved to .dev/qrcode.png")
 
     step("9. wx.addCard needs a server-signed cardExt: POST /card/sign")
-    signed = call("POST", "card-sign", {"card_id": "pFS7Fjg8kV1IdDz01r4SQwMkuCKc", "bind_openid": True}, token)
+    signed = call("POST", "/card/sign", {"card_id": "pFS7Fjg8kV1IdDz01r4SQwMkuCKc", "bind_openid": True}, token)
     verdict = sim("/__sim/verify-card-ext", {"card_id": signed["cardId"], "cardExt": signed["cardExt"]})
     print(f"  the simulator, checking it as wx.addCard would: {verdict}")
     assert verdict["valid"] is True
 
     step("10. The same login code again is refused: a code works once")
-    call("POST", "login", {"code": code}, expect=400, code="invalid_login_code")
+    call("POST", "/login", {"code": code}, expect=400, code="invalid_login_code")
 
-    step("11. The user runs wx.login on another device: the old session_key is no longer current")
+    step("11. The user runs wx.login on another device: the stored session_key is no longer current")
     sim("/__sim/login", {"openid": OPENID})
-    assert call("GET", "session", token=token)["valid"] is False
-    call("POST", "werun", sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}}), token,
+    call("POST", "/werun", sim("/__sim/encrypt", {"openid": OPENID, "data": {"stepInfoList": steps}}), token,
          expect=401, code="session_key_expired")
+    print("  the server revoked that session: its key can decrypt nothing the phone sends now")
+    call("GET", "/session", token=token, expect=401, code="invalid_token")
 
-    step("12. POST /session/reset: WeChat issues a new key, the server stores it; data decrypts again")
-    call("POST", "session/reset", token=token)
-    assert call("GET", "session", token=token)["valid"] is True
-    call("POST", "share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
+    step("12. The client logs in again (wx.login, POST /login); POST /session/reset then rotates a current key")
+    token = call("POST", "/login", {"code": sim("/__sim/login", {"openid": OPENID})["code"]})["token"]
+    call("POST", "/session/reset", token=token)
+    assert call("GET", "/session", token=token)["valid"] is True
+    call("POST", "/share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
 
     step("13. WeChat Pay: the merchant's system puts an order (1 fen); the amount never comes from the phone")
     out_trade_no = f"T{int(time.time())}{OPENID[-4:]}"
@@ -160,7 +156,7 @@ def main():
                                                   "--out-trade-no", out_trade_no).strip())
 
     step("14. POST /pay/sign: the server places the order with WeChat Pay and signs wx.requestPayment's parameters")
-    params = call("POST", "pay-sign", {"out_trade_no": out_trade_no}, token)
+    params = call("POST", "/pay/sign", {"out_trade_no": out_trade_no}, token)
     prepay_id = params["package"].split("=", 1)[1]
 
     step("15. The user pays; WeChat Pay notifies POST /pay/notify (signed, encrypted); the order is PAID")
@@ -171,12 +167,16 @@ def main():
     assert order["status"] == "PAID"
     forged = sim("/__sim/pay/complete", {"prepay_id": prepay_id, "mode": "tampered"})
     print(f"  a tampered copy of the notification: {forged['deliveries'][0]['status']} {forged['deliveries'][0]['body']}")
-    call("POST", "pay-sign", {"out_trade_no": out_trade_no}, token, expect=409, code="order_already_paid")
+    call("POST", "/pay/sign", {"out_trade_no": out_trade_no}, token, expect=409, code="order_already_paid")
 
     step("16. Without a token: 401")
-    call("GET", "session", expect=401, code="missing_token")
+    call("GET", "/session", expect=401, code="missing_token")
 
-    step("17. Calls the server made to WeChat during the demo (simulator's log)")
+    step("17. POST /logout: the session is deleted; the token stops working at once")
+    call("POST", "/logout", token=token, expect=204)
+    call("GET", "/session", token=token, expect=401, code="invalid_token")
+
+    step("18. Calls the server made to WeChat during the demo (simulator's log)")
     print("  " + json.dumps(http("GET", f"{SIM}/__sim/requests")[1]["counts"], sort_keys=True))
     print("\ndemo: every step behaved as expected")
 

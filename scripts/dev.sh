@@ -2,13 +2,16 @@
 # `make dev`: the whole stack on 127.0.0.1, in the foreground; Ctrl-C stops everything it started.
 #   moto server (DynamoDB + Secrets Manager)  MOTO_PORT (9200)
 #   WeChat simulator                          SIM_PORT  (9100)
-#   functions via `cargo lambda watch`        API_PORT  (9000): http://127.0.0.1:$API_PORT/lambda-url/<function>/
+#   the HTTP API of template.yaml             API_PORT  (9000): http://127.0.0.1:$API_PORT/login, /phone, ...
+#     (tools/gateway: each route's payload 2.0 event, invoked through cargo lambda watch)
+#   functions via `cargo lambda watch`        LAMBDA_PORT (API_PORT+1): its Lambda Invoke API, for the gateway
 # Every setting below can be overridden from the environment.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 : "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${MOTO_PORT:=9200}"
+: "${LAMBDA_PORT:=$((API_PORT + 1))}"
 : "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
 : "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${PAY_API:=v3}"
 : "${APP_SECRET_ID:=wxa/app}" "${PAY_SECRET_ID:=wxa/pay}"
@@ -26,18 +29,22 @@ wait_for_port() { # name port pid
   echo "dev: $1 did not listen on port $2 within 60 s; see .dev/$1.log" >&2; exit 1
 }
 
-for p in "$API_PORT" "$SIM_PORT" "$MOTO_PORT"; do
+for p in "$API_PORT" "$LAMBDA_PORT" "$SIM_PORT" "$MOTO_PORT"; do
   if port_in_use "$p"; then
-    echo "dev: port $p is already in use (another 'make dev'?). Stop it or set API_PORT/SIM_PORT/MOTO_PORT." >&2
+    echo "dev: port $p is already in use (another 'make dev'?). Stop it or set API_PORT/LAMBDA_PORT/SIM_PORT/MOTO_PORT." >&2
     exit 1
   fi
 done
 
 bash scripts/venv.sh
-export PATH="$root/.venv/bin:$PATH"
+venv=${WXA_VENV:-$root/.venv}
+target=${CARGO_TARGET_DIR:-$root/target}
+export PATH="$venv/bin:$PATH"
 mkdir -p .dev
-echo "==> building the simulator and the functions (debug)"
+echo "==> building the simulator, the gateway and the functions (debug)"
 cargo build --quiet --workspace --bins
+# The gateway's routes: template.yaml's HttpApi events.
+"$venv/bin/python" scripts/cfn_json.py template.yaml > .dev/template.json
 
 pids=()
 cleanup() {
@@ -50,10 +57,10 @@ trap cleanup EXIT INT TERM
 
 echo "==> moto server on $AWS_ENDPOINT_URL"
 # moto, with DynamoDB's atomic conditional writes (see the script).
-"$root/.venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
+"$venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" > .dev/moto.log 2>&1 &
 pids+=($!); wait_for_port moto "$MOTO_PORT" "$!"
 echo "==> WeChat simulator on http://127.0.0.1:$SIM_PORT (app $APP_ID)"
-SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" target/debug/wechat-sim > .dev/sim.log 2>&1 &
+SIM_PORT="$SIM_PORT" APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" "$target/debug/wechat-sim" > .dev/sim.log 2>&1 &
 pids+=($!); wait_for_port sim "$SIM_PORT" "$!"
 
 python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
@@ -69,7 +76,7 @@ SESSIONS_TABLE=$SESSIONS_TABLE
 ORDERS_TABLE=$ORDERS_TABLE
 PAY_API=$PAY_API
 WECHATPAY_API_BASE=http://127.0.0.1:$SIM_PORT
-PAY_NOTIFY_URL=http://127.0.0.1:$API_PORT/lambda-url/pay-notify/
+PAY_NOTIFY_URL=http://127.0.0.1:$API_PORT/pay/notify
 APP_SECRET_ID=$APP_SECRET_ID
 PAY_SECRET_ID=$PAY_SECRET_ID
 SESSION_TTL_SECS=$SESSION_TTL_SECS
@@ -80,17 +87,23 @@ AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
 AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
 RUST_LOG=$RUST_LOG
 ENV
-echo "==> functions on http://127.0.0.1:$API_PORT/lambda-url/<function>/ (cargo lambda watch)"
-cargo lambda watch -A 127.0.0.1 -P "$API_PORT" --env-file .dev/functions.env > .dev/functions.log 2>&1 &
-pids+=($!); wait_for_port functions "$API_PORT" "$!"
+echo "==> functions via cargo lambda watch, its Lambda Invoke API on http://127.0.0.1:$LAMBDA_PORT"
+cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --env-file .dev/functions.env > .dev/functions.log 2>&1 &
+pids+=($!); wait_for_port functions "$LAMBDA_PORT" "$!"
+echo "==> the HTTP API of template.yaml on http://127.0.0.1:$API_PORT"
+"$target/debug/wxa-gateway" --template-json .dev/template.json --port "$API_PORT" \
+  --lambda-url "http://127.0.0.1:$LAMBDA_PORT" > .dev/gateway.log 2>&1 &
+pids+=($!); wait_for_port gateway "$API_PORT" "$!"
+grep '^  ' .dev/gateway.log
 
 cat <<MSG
 
 Ready. Try it:
   make demo
   curl -s -XPOST http://127.0.0.1:$SIM_PORT/__sim/login -d '{"openid":"o_me"}' -H 'content-type: application/json'
-  curl -s -XPOST http://127.0.0.1:$API_PORT/lambda-url/login/ -H 'content-type: application/json' -d '{"code":"<code>"}'
-Logs: .dev/moto.log .dev/sim.log .dev/functions.log    Ctrl-C stops everything.
+  curl -s -XPOST http://127.0.0.1:$API_PORT/login -H 'content-type: application/json' -d '{"code":"<code>"}'
+  curl -s http://127.0.0.1:$API_PORT/session -H 'authorization: Bearer <token>'
+Logs: .dev/moto.log .dev/sim.log .dev/functions.log .dev/gateway.log    Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}" || true
 echo "dev: a process exited; see the logs in .dev/" >&2

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make login-latency`: times N warm logins (default 50) end to end against the `make dev`
-# stack: curl -> cargo lambda watch -> login (debug build) -> simulator + moto. Prints the
+# stack: curl -> wxa-gateway -> cargo lambda watch -> login (debug build) -> simulator + moto. Prints the
 # median, p90 and max of curl's total time. A code is minted before each timed request.
 set -euo pipefail
 : "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${N:=50}"
-api="http://127.0.0.1:$API_PORT/lambda-url/login/"
+api="http://127.0.0.1:$API_PORT/login"
 sim="http://127.0.0.1:$SIM_PORT/__sim/login"
 mint() { curl -sf -XPOST "$sim" -H 'content-type: application/json' -d '{"openid":"o_latency"}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["code"])'; }
 # One untimed login starts the function process (a cold start).

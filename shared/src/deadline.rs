@@ -30,9 +30,14 @@ pub async fn run<T>(deadline: Option<Instant>, work: impl Future<Output = T>) ->
     }
 }
 
-/// The deadline of a Lambda context, given in milliseconds since the Unix epoch.
+/// No Lambda deadline lies before 2001 (10^12 ms after the epoch).
+const EARLIEST_DEADLINE_MS: u64 = 1_000_000_000_000;
+
+/// The deadline of a Lambda context, given in milliseconds since the Unix epoch. A value that
+/// cannot be one is no deadline: `cargo lambda watch` (1.9) sends a fixed `600000`, its ten
+/// minutes written as if the header were a duration, which would leave no time for any call.
 pub fn from_epoch_millis(deadline_ms: u64) -> Option<Instant> {
-    if deadline_ms == 0 {
+    if deadline_ms < EARLIEST_DEADLINE_MS {
         return None;
     }
     let now_ms = u64::try_from(
@@ -85,6 +90,19 @@ mod tests {
         let past = Instant::now();
         let ran = run(Some(past + MARGIN), async { budget(long) }).await;
         assert_eq!(ran, Some(None), "no time left: no call starts");
+    }
+
+    #[test]
+    fn a_deadline_before_2001_is_none() {
+        assert_eq!(from_epoch_millis(0), None);
+        assert_eq!(from_epoch_millis(600_000), None, "cargo lambda watch's");
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+        let ms = in_a_minute.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let left = from_epoch_millis(u64::try_from(ms).unwrap()).unwrap() - Instant::now();
+        assert!(
+            left > Duration::from_secs(55) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
     }
 
     #[tokio::test]

@@ -60,7 +60,26 @@ def step(title):
     print(f"\n\033[1m{title}\033[0m")
 
 
+# The routes the demo visited: at the end, held to template.yaml's (every route is walked).
+VISITED = set()
+
+
+def template_routes():
+    """{(METHOD, path)} of template.yaml's HttpApi events, read with scripts/cfn_json.py."""
+    import subprocess
+    python = os.path.join(os.environ.get("WXA_VENV", os.path.join(ROOT, ".venv")), "bin", "python")
+    out = subprocess.run([python, os.path.join(ROOT, "scripts", "cfn_json.py"), os.path.join(ROOT, "template.yaml")],
+                         check=True, capture_output=True, text=True)
+    routes = set()
+    for resource in json.loads(out.stdout)["Resources"].values():
+        for event in (resource.get("Properties") or {}).get("Events", {}).values():
+            if event.get("Type") == "HttpApi":
+                routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+    return routes
+
+
 def call(method, route, body=None, token=None, expect=200, code=None):
+    VISITED.add((method, route))
     status, answer = http(method, API + route, body, token)
     shown = json.dumps(body, ensure_ascii=False) if body is not None else ""
     if len(shown) > 120:
@@ -118,6 +137,7 @@ def main():
 
     step("8. A mini-program code for a share page: POST /qrcode returns the image")
     body = {"scene": f"inviter={OPENID[-10:]}", "page": "pages/share/share", "width": 430}
+    VISITED.add(("POST", "/qrcode"))
     status, image = http("POST", f"{API}/qrcode", body, token, raw=True)
     if status != 200 or not isinstance(image, bytes) or not image.startswith(b"\x89PNG"):
         sys.exit(f"demo: expected a PNG, got {status}: {image!r:.200}")
@@ -165,6 +185,8 @@ def main():
     order = json.loads(local_aws("get-order", "--orders-table", ORDERS_TABLE, "--out-trade-no", out_trade_no))
     print(f"  order {out_trade_no}: status {order['status']}, transaction {order.get('transaction_id')}")
     assert order["status"] == "PAID"
+    if done["deliveries"][0]["status"] == 204:
+        VISITED.add(("POST", "/pay/notify"))
     forged = sim("/__sim/pay/complete", {"prepay_id": prepay_id, "mode": "tampered"})
     print(f"  a tampered copy of the notification: {forged['deliveries'][0]['status']} {forged['deliveries'][0]['body']}")
     call("POST", "/pay/sign", {"out_trade_no": out_trade_no}, token, expect=409, code="order_already_paid")
@@ -178,7 +200,10 @@ def main():
 
     step("18. Calls the server made to WeChat during the demo (simulator's log)")
     print("  " + json.dumps(http("GET", f"{SIM}/__sim/requests")[1]["counts"], sort_keys=True))
-    print("\ndemo: every step behaved as expected")
+    missed = sorted(template_routes() - VISITED)
+    if missed:
+        sys.exit(f"demo: template.yaml routes the demo never walked: {missed}")
+    print(f"\ndemo: every step behaved as expected; all {len(VISITED)} routes of template.yaml walked")
 
 
 if __name__ == "__main__":

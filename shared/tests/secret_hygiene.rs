@@ -23,8 +23,23 @@ impl Write for Capture {
     }
 }
 
+/// The routes a journey walked, by the `routeKey` of their events.
+#[derive(Default)]
+struct Walked(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl Walked {
+    fn mark(&self, request: lambda_http::Request) -> lambda_http::Request {
+        use lambda_http::RequestExt;
+        if let Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) = request.request_context_ref() {
+            self.0.lock().unwrap().extend(c.route_key.clone());
+        }
+        request
+    }
+}
+
 #[tokio::test]
 async fn no_secret_reaches_a_log_line() {
+    let walked = Walked::default();
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -42,7 +57,7 @@ async fn no_secret_reaches_a_log_line() {
         &login::FUNCTION
             .handle(
                 &stack.state,
-                event_with_body("login.json", &json!({"code": code}).to_string()),
+                walked.mark(event_with_body("login.json", &json!({"code": code}).to_string())),
             )
             .await,
     );
@@ -53,7 +68,7 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &session::FUNCTION
-                .handle(&stack.state, authed_event("session.json", &token, None))
+                .handle(&stack.state, walked.mark(authed_event("session.json", &token, None)))
                 .await
         )
         .0,
@@ -64,12 +79,35 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &share_info::FUNCTION
-                .handle(&stack.state, authed_event("share-info.json", &token, Some(&sealed)))
+                .handle(
+                    &stack.state,
+                    walked.mark(authed_event("share-info.json", &token, Some(&sealed)))
+                )
                 .await
         )
         .0,
         200
     );
+    let (data, iv) = stack
+        .seal(
+            "o_alice",
+            json!({"stepInfoList": [{"timestamp": 1_795_536_000u64, "step": 42}]}),
+        )
+        .await;
+    let steps = json!({"encryptedData": data, "iv": iv});
+    let request = walked.mark(authed_event("werun.json", &token, Some(&steps)));
+    assert_eq!(read(&werun::FUNCTION.handle(&stack.state, request).await).0, 200);
+    let (data, iv) = stack
+        .seal("o_alice", json!({"openId": "o_alice", "nickName": "A"}))
+        .await;
+    let raw = r#"{"nickName":"A"}"#;
+    let signature = {
+        use sha1::Digest;
+        hex::encode(sha1::Sha1::digest(format!("{raw}{first_key}").as_bytes()))
+    };
+    let profile = json!({"rawData": raw, "signature": signature, "encryptedData": data, "iv": iv});
+    let request = walked.mark(authed_event("user-info.json", &token, Some(&profile)));
+    assert_eq!(read(&user_info::FUNCTION.handle(&stack.state, request).await).0, 200);
     let phone = stack
         .sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
         .await;
@@ -79,7 +117,7 @@ async fn no_secret_reaches_a_log_line() {
             &decrypt_phone::FUNCTION
                 .handle(
                     &stack.state,
-                    authed_event("decrypt-phone.json", &token, Some(&phone_body))
+                    walked.mark(authed_event("decrypt-phone.json", &token, Some(&phone_body)))
                 )
                 .await
         )
@@ -88,7 +126,7 @@ async fn no_secret_reaches_a_log_line() {
     );
     assert_eq!(
         qrcode::FUNCTION
-            .handle(&stack.state, authed_event("qrcode.json", &token, None))
+            .handle(&stack.state, walked.mark(authed_event("qrcode.json", &token, None)))
             .await
             .status(),
         200
@@ -96,7 +134,7 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &card_sign::FUNCTION
-                .handle(&stack.state, authed_event("card-sign.json", &token, None))
+                .handle(&stack.state, walked.mark(authed_event("card-sign.json", &token, None)))
                 .await
         )
         .0,
@@ -105,7 +143,7 @@ async fn no_secret_reaches_a_log_line() {
     stack.put_order("T20261125000001", "o_alice", 1).await;
     let (status, params) = read(
         &pay_sign::FUNCTION
-            .handle(&stack.state, authed_event("pay-sign.json", &token, None))
+            .handle(&stack.state, walked.mark(authed_event("pay-sign.json", &token, None)))
             .await,
     );
     assert_eq!(status, 200, "{params}");
@@ -114,6 +152,8 @@ async fn no_secret_reaches_a_log_line() {
         .sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id}))
         .await;
     assert_eq!(paid["deliveries"][0]["status"], 204);
+    // WeChat Pay posted it to pay-notify (served over HTTP by the test stack).
+    walked.0.lock().unwrap().insert("POST /pay/notify".into());
     stack
         .sim_post(
             "/__sim/pay/complete",
@@ -127,7 +167,10 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &share_info::FUNCTION
-                .handle(&stack.state, authed_event("share-info.json", &token, Some(&stale)))
+                .handle(
+                    &stack.state,
+                    walked.mark(authed_event("share-info.json", &token, Some(&stale)))
+                )
                 .await
         )
         .0,
@@ -138,7 +181,10 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &session::FUNCTION
-                .handle(&stack.state, authed_event("session-reset.json", &second, None))
+                .handle(
+                    &stack.state,
+                    walked.mark(authed_event("session-reset.json", &second, None))
+                )
                 .await
         )
         .0,
@@ -150,7 +196,10 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(
         read(
             &share_info::FUNCTION
-                .handle(&stack.state, authed_event("share-info.json", &second, Some(&tampered)))
+                .handle(
+                    &stack.state,
+                    walked.mark(authed_event("share-info.json", &second, Some(&tampered)))
+                )
                 .await
         )
         .0,
@@ -158,13 +207,20 @@ async fn no_secret_reaches_a_log_line() {
     );
     assert_eq!(
         session::FUNCTION
-            .handle(&stack.state, authed_event("logout.json", &second, None))
+            .handle(&stack.state, walked.mark(authed_event("logout.json", &second, None)))
             .await
             .status(),
         204
     );
-    let reused = event_with_body("login.json", &json!({"code": code}).to_string());
+    let reused = walked.mark(event_with_body("login.json", &json!({"code": code}).to_string()));
     assert_eq!(read(&login::FUNCTION.handle(&stack.state, reused).await).0, 400);
+
+    // The journey walks every route of template.yaml.
+    let every: std::collections::BTreeSet<String> = testkit::template_routes()
+        .into_iter()
+        .map(|(_, method, path)| format!("{method} {path}"))
+        .collect();
+    assert_eq!(*walked.0.lock().unwrap(), every, "the routes the journey walked");
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -322,3 +322,15 @@ fn the_readme_route_table_lists_every_route() {
     let routes: BTreeSet<(String, String, String)> = testkit::template_routes().into_iter().collect();
     assert_eq!(rows, routes, "README.md's function table vs template.yaml");
 }
+
+#[test]
+fn the_demo_walks_every_route() {
+    // scripts/demo.py also checks this itself at the end of a run, against the template.
+    let demo = std::fs::read_to_string(testkit::workspace_root().join("scripts/demo.py")).unwrap();
+    for (name, method, path) in testkit::template_routes() {
+        assert!(
+            demo.contains(&format!("\"{method}\", \"{path}\"")),
+            "scripts/demo.py never calls {method} {path} ({name})"
+        );
+    }
+}

@@ -5,9 +5,11 @@
 //! Each target starts from the seeds in `tests/fuzz-corpus/<target>/` and mutates them (bit flips,
 //! random bytes, insertions, deletions, duplications, splices, interesting bytes) for
 //! `FUZZ_SECONDS` per target (2 s under `cargo test`, 60 s under `make fuzz`). Each input must be
-//! handled without a panic, and with each target's own oracle (a notification that verifies must
-//! be the signed one; XML that parses must round-trip; a refused body must be a 4xx).
-//! `FUZZ_SEED` replays a run.
+//! handled without a panic, and with each target's own oracle (open data: `opendata::open` agrees
+//! with an independent reading of the rules, success for success and failure class for failure
+//! class; a notification that verifies must be the signed one; XML that parses must round-trip; a
+//! refused body must be a 4xx). Each target prints its seed first; `FUZZ_SEED` replays a run (the
+//! same seed gives the same inputs, tested), and a failing input is saved under the temp dir.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use lambda_http::Body;
 use serde_json::Value;
 use wxa_shared::api::request::parse_json_body;
-use wxa_shared::opendata;
+use wxa_shared::opendata::{self, FailureClass};
 use wxa_shared::pay::keys::VerifyingKey;
 use wxa_shared::pay::{v2, v3};
 use wxa_shared::redacted::Secret;
@@ -116,6 +118,8 @@ fn fuzz(target: &str, check: impl Fn(&[u8])) -> u64 {
             getrandom::fill(&mut bytes).unwrap();
             u64::from_le_bytes(bytes) | 1
         });
+    // Printed first: a run that crashes or hangs is replayed with FUZZ_SEED=<seed>.
+    println!("fuzz {target}: FUZZ_SEED={seed}");
     let corpus = seeds(target);
     let mut rng = Rng(seed);
     let mut runs = 0u64;
@@ -128,7 +132,7 @@ fn fuzz(target: &str, check: impl Fn(&[u8])) -> u64 {
         let input = mutate(&mut rng, &corpus);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input)));
         if let Err(panic) = outcome {
-            let path = std::env::temp_dir().join(format!("wxa-fuzz-{target}-{seed}"));
+            let path = std::env::temp_dir().join(format!("wxa-fuzz-{target}-{seed}-{runs}"));
             std::fs::write(&path, &input).unwrap();
             std::panic::resume_unwind(panic_with(path, seed, panic));
         }
@@ -151,15 +155,68 @@ fn panic_with(
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
     Box::new(format!(
-        "{} (input saved to {}, FUZZ_SEED={seed})",
+        "{} (input saved to {}; replay: FUZZ_SEED={seed} cargo test -p wxa-shared --test fuzz)",
         message.unwrap_or_default(),
         path.display()
     ))
 }
 
+/// An independent reading of the open-data rules (base64 with the `+` repair, AES-128-CBC chained
+/// by hand, strict PKCS#7, a JSON object with our watermark): the oracle `opendata::open` must
+/// agree with, success for success, value for value, and class of failure for class of failure.
+fn reference_open(key: &str, data: &str, iv: &str) -> Result<Value, FailureClass> {
+    use aes::cipher::{BlockDecrypt, KeyInit};
+    use base64::Engine;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim().replace(' ', "+"))
+            .map_err(|_| FailureClass::Malformed)
+    };
+    let key: [u8; 16] = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or(FailureClass::StoredKey)?;
+    let iv: [u8; 16] = decode(iv)?.try_into().map_err(|_| FailureClass::Malformed)?;
+    let data = decode(data)?;
+    if data.is_empty() || data.len() % 16 != 0 {
+        return Err(FailureClass::Malformed);
+    }
+    let cipher = aes::Aes128::new(&key.into());
+    let mut previous = iv;
+    let mut plain = Vec::with_capacity(data.len());
+    for block in data.chunks(16) {
+        let mut out = aes::Block::clone_from_slice(block);
+        cipher.decrypt_block(&mut out);
+        plain.extend(out.iter().zip(previous).map(|(a, b)| a ^ b));
+        previous.copy_from_slice(block);
+    }
+    let pad = *plain.last().expect("not empty") as usize;
+    if !(1..=16).contains(&pad) || plain[plain.len() - pad..].iter().any(|&b| b as usize != pad) {
+        return Err(FailureClass::Rejected);
+    }
+    plain.truncate(plain.len() - pad);
+    let value: Value = serde_json::from_slice(&plain).map_err(|_| FailureClass::Rejected)?;
+    let ours = value["watermark"]["appid"] == APP && value["watermark"]["timestamp"].is_u64();
+    if value.is_object() && ours {
+        Ok(value)
+    } else {
+        Err(FailureClass::Rejected)
+    }
+}
+
+const APP: &str = "wx4f4bc4dec97d474b";
+
+/// `opendata::open` against [`reference_open`] (no age limit, a clock no watermark is ahead of).
+fn check_open_data(key: &str, data: &str, iv: &str) {
+    let ours = opendata::open::<Value>(&Secret::new(key), data, iv, APP, None, 1 << 62).map_err(|e| e.class());
+    let reference = reference_open(key, data, iv);
+    assert_eq!(ours, reference, "opendata::open and the reference disagree");
+}
+
 #[test]
 fn fuzz_open_data_decryption_and_watermark() {
-    // Seeds are `session_key \n encryptedData \n iv`.
+    // Seeds are `session_key \n encryptedData \n iv`: mutations of the text as the client sends it.
     let runs = fuzz("opendata", |input| {
         let text = String::from_utf8_lossy(input);
         let mut parts = text.splitn(3, '\n');
@@ -168,16 +225,55 @@ fn fuzz_open_data_decryption_and_watermark() {
             parts.next().unwrap_or(""),
             parts.next().unwrap_or(""),
         );
-        if let Ok(opened) =
-            opendata::open::<serde_json::Value>(&Secret::new(key), data, iv, "wx4f4bc4dec97d474b", None, 1_477_314_187)
-        {
-            assert_eq!(
-                opened["watermark"]["appid"], "wx4f4bc4dec97d474b",
-                "only data for our app opens"
-            );
-        }
+        check_open_data(key, data, iv);
     });
     assert!(runs > 3);
+}
+
+#[test]
+fn fuzz_open_data_ciphertext() {
+    // Seeds are `iv (16 bytes) ‖ ciphertext` under the docs' sample key: mutations of the bytes
+    // themselves, so that they reach the decryption, the padding and the JSON.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let runs = fuzz("opendata_bytes", |input| {
+        let (iv, data) = input.split_at(input.len().min(16));
+        check_open_data("tiihtNczf5v6AKRyjwEUhQ==", &b64.encode(data), &b64.encode(iv));
+    });
+    assert!(runs > 3);
+}
+
+#[test]
+fn the_oracle_can_fail() {
+    // The reference is not the code under test: it tells a good sample from a bad one on its own.
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus/opendata/doc-sample");
+    let sample: Vec<String> = std::fs::read_to_string(doc)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let opened = reference_open(&sample[0], &sample[1], &sample[2]);
+    assert!(opened.is_ok(), "{opened:?}");
+    let other_key = "AAAAAAAAAAAAAAAAAAAAAA==";
+    assert_eq!(
+        reference_open(other_key, &sample[1], &sample[2]),
+        Err(FailureClass::Rejected)
+    );
+    assert_eq!(
+        reference_open(&sample[0], "%%", &sample[2]),
+        Err(FailureClass::Malformed)
+    );
+}
+
+#[test]
+fn a_seed_replays_the_same_inputs() {
+    let corpus = seeds("opendata");
+    let run = |seed| {
+        let mut rng = Rng(seed);
+        (0..200).map(|_| mutate(&mut rng, &corpus)).collect::<Vec<_>>()
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42), run(43));
 }
 
 #[test]

@@ -126,6 +126,10 @@ def main():
     step("6. getShareInfo: the encrypted share ticket info goes to POST /share-info")
     call("POST", "/share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
 
+    step("6b. Data that does not check out (another iv): one answer, whatever failed; it costs the session one of 5")
+    tampered = dict(sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), iv="AAAAAAAAAAAAAAAAAAAAAA==")
+    call("POST", "/share-info", tampered, token, expect=400, code="invalid_open_data")
+
     step("7. getUserInfo: rawData signed with sha1(rawData + session_key), profile encrypted -> POST /user-info")
     profile = {"openId": OPENID, "nickName": "Demo", "gender": 0, "language": "zh_CN", "city": "", "province": "",
                "country": "CN", "avatarUrl": "https://thirdwx.qlogo.cn/demo/132"}

@@ -90,10 +90,10 @@ impl OpenDataError {
     }
 }
 
-/// Base64 as the mini-program sends it. A `+` that form encoding turned into a space is put back:
-/// a space is never valid base64, so the repair cannot change the meaning of valid input.
+/// Base64 as the mini-program sends it. A `+` that form encoding turned into a space is put back
+/// (first, so that one at either end is too): a space is never valid base64, so the repair cannot
+/// change the meaning of valid input. Other whitespace around it is dropped.
 fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, OpenDataError> {
-    let text = text.trim();
     let repaired;
     let text = if text.contains(' ') {
         repaired = text.replace(' ', "+");
@@ -102,7 +102,7 @@ fn decode_base64(field: &'static str, text: &str) -> Result<Vec<u8>, OpenDataErr
         text
     };
     STANDARD
-        .decode(text)
+        .decode(text.trim())
         .map_err(|_| OpenDataError::InvalidBase64 { field })
 }
 
@@ -341,6 +341,19 @@ mod tests {
         assert!(DOC_DATA.contains('+'));
         let mangled = DOC_DATA.replace('+', " ");
         assert!(open(&key(), &mangled, DOC_IV, DOC_APP_ID, None, DOC_TIMESTAMP).is_ok());
+        // A '+' at the very start is repaired too (0xf8 = 111110.., '+' in base64), and other
+        // whitespace around a field is dropped.
+        let mut iv = [0u8; 16];
+        iv[0] = 0xf8;
+        let iv_b64 = STANDARD.encode(iv);
+        assert!(iv_b64.starts_with('+'));
+        let plain = br#"{"openGId":"g","watermark":{"appid":"wx4f4bc4dec97d474b","timestamp":1477314187}}"#;
+        let data = seal(DOC_KEY, &iv, plain);
+        let iv_sent = format!("\n{}\t", iv_b64.replacen('+', " ", 1));
+        assert_eq!(
+            open(&key(), &data, &iv_sent, DOC_APP_ID, None, DOC_TIMESTAMP).unwrap()["openGId"],
+            "g"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use testkit::{APIV3_KEY, APP_SECRET, Stack, event};
+use testkit::{APIV3_KEY, APP_SECRET, Stack, event, resolve};
 use wxa_shared::function::Function;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -37,23 +37,9 @@ struct Target {
     fields: Vec<(String, Kind, bool)>,
 }
 
-/// Follows a `$ref` within the OpenAPI document.
-fn resolve<'a>(openapi: &'a Value, node: &'a Value) -> &'a Value {
-    match node["$ref"].as_str() {
-        Some(reference) => {
-            let mut target = openapi;
-            for part in reference.trim_start_matches("#/").split('/') {
-                target = &target[part];
-            }
-            resolve(openapi, target)
-        }
-        None => node,
-    }
-}
-
 /// Every route of template.yaml as a target.
 fn targets() -> Vec<Target> {
-    let openapi = testkit::yaml_file(&testkit::workspace_root().join("openapi.yaml"));
+    let openapi = testkit::openapi();
     testkit::template_routes()
         .into_iter()
         .map(|(function_name, method, path)| {

@@ -295,3 +295,125 @@ fn sha1_hex(text: &str) -> String {
     use sha1::Digest;
     hex::encode(sha1::Sha1::digest(text.as_bytes()))
 }
+
+/// The longest a request body openapi.yaml calls valid can be, written by any JSON encoder, is
+/// within the handlers' body limit: a valid request is never refused as `body_too_large`.
+#[test]
+fn every_valid_body_fits_the_body_limit() {
+    let openapi = testkit::openapi();
+    let limit = wxa_shared::api::request::MAX_BODY_BYTES;
+    let mut checked = 0;
+    for (path, item) in openapi["paths"].as_object().expect("paths") {
+        // WeChat Pay's notifications are read whole, whatever their size (no JSON body limit).
+        if path == "/pay/notify" {
+            continue;
+        }
+        for (method, operation) in item.as_object().expect("an operation") {
+            let body = testkit::resolve(&openapi, &operation["requestBody"]);
+            let schema = &body["content"]["application/json"]["schema"];
+            if schema.is_null() {
+                continue;
+            }
+            let most = max_json_bytes(&openapi, schema)
+                .unwrap_or_else(|| panic!("{method} {path}: the body schema does not bound its size"));
+            println!("{method} {path}: at most {most} bytes");
+            assert!(most <= limit, "{method} {path}: up to {most} bytes, over {limit}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "{checked} bodies checked");
+}
+
+/// The most bytes a value of `schema` takes as JSON, with `": "` and `", "` between members (as
+/// Python writes it); `None` when the schema does not bound it.
+fn max_json_bytes(openapi: &Value, schema: &Value) -> Option<usize> {
+    let schema = testkit::resolve(openapi, schema);
+    if let Some(alternatives) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        return alternatives.iter().map(|s| max_json_bytes(openapi, s)).max().flatten();
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        return values.iter().map(|v| v.to_string().len()).max();
+    }
+    match schema["type"].as_str()? {
+        "object" => {
+            if schema["additionalProperties"] != false {
+                return None;
+            }
+            let properties = schema["properties"].as_object()?;
+            let mut total = 2 + 2 * properties.len().saturating_sub(1);
+            for (name, property) in properties {
+                total += name.len() + 4 + max_json_bytes(openapi, property)?;
+            }
+            Some(total)
+        }
+        "string" => {
+            let max_length = usize::try_from(schema["maxLength"].as_u64()?).ok()?;
+            Some(2 + max_length * max_char_bytes(schema["pattern"].as_str()))
+        }
+        // Written as a float at worst: `1280.0`.
+        "integer" => {
+            let bound = |k: &str| schema[k].as_i64().map(|n| n.to_string().len());
+            Some(bound("minimum")?.max(bound("maximum")?) + 2)
+        }
+        "boolean" => Some("false".len()),
+        _ => None,
+    }
+}
+
+/// The most bytes one character of a string matching `pattern` takes in JSON: 12 for any
+/// character (a `\u`-escaped surrogate pair); 1 for printable ASCII, 2 where `"` or `\` may occur.
+fn max_char_bytes(pattern: Option<&str>) -> usize {
+    let Some(ranges) = pattern.and_then(pattern_characters) else {
+        return 12;
+    };
+    let within = |c: char| ranges.iter().any(|&(low, high)| (low..=high).contains(&c));
+    if !ranges.iter().all(|&(low, high)| low >= ' ' && high <= '~') {
+        12
+    } else if within('"') || within('\\') {
+        2
+    } else {
+        1
+    }
+}
+
+/// The characters a simple pattern can match, as ranges: literals and `[...]` classes between
+/// anchors, groups, alternatives and quantifiers. `None` for anything else (`.`, escapes,
+/// negated classes), which may match any character.
+fn pattern_characters(pattern: &str) -> Option<Vec<(char, char)>> {
+    let mut ranges = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '^' | '$' | '(' | ')' | '|' | '?' | '*' | '+' => {}
+            '{' => while chars.next_if(|&c| c != '}').is_some() {},
+            '}' => {}
+            '.' | '\\' => return None,
+            '[' => {
+                if chars.peek() == Some(&'^') {
+                    return None;
+                }
+                loop {
+                    let low = chars.next()?;
+                    match low {
+                        ']' => break,
+                        '\\' => return None,
+                        _ if chars.peek() == Some(&'-') => {
+                            chars.next();
+                            match chars.next()? {
+                                // A `-` last in the class is itself.
+                                ']' => {
+                                    ranges.extend([(low, low), ('-', '-')]);
+                                    break;
+                                }
+                                high => ranges.push((low, high)),
+                            }
+                        }
+                        _ => ranges.push((low, low)),
+                    }
+                }
+            }
+            literal => ranges.push((literal, literal)),
+        }
+    }
+    Some(ranges)
+}

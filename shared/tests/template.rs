@@ -226,7 +226,7 @@ fn openapi_mismatches(openapi: &Value) -> Vec<String> {
 
 #[test]
 fn openapi_documents_every_route_and_no_other() {
-    let openapi = testkit::yaml_file(&testkit::workspace_root().join("openapi.yaml"));
+    let openapi = testkit::openapi();
     assert_eq!(openapi_mismatches(&openapi), Vec::<String>::new());
 }
 

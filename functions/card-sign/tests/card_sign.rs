@@ -95,6 +95,8 @@ async fn bad_requests_are_refused_before_wechat() {
         json!({"card_id": "p card"}),
         json!({"card_id": "p".repeat(65)}),
         json!({"card_id": "pCard", "code": "12 34"}),
+        json!({"card_id": "pCard", "code": " 1234"}),
+        json!({"card_id": "pCard", "code": null}),
         json!({"card_id": "pCard", "bind_openid": "yes"}),
         json!({"card_id": "pCard", "openid": "o_other"}),
     ] {

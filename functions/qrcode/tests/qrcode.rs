@@ -52,15 +52,13 @@ async fn the_event_gives_a_png_and_repeats_come_from_the_cache() {
         "a hit still authenticates, and nothing else"
     );
 
-    // Other parameters are another image.
-    let wider = ask(
-        &stack,
-        &token,
-        Some(json!({"scene": "inviter=o_alice", "page": "pages/index/index", "width": 600})),
-    )
-    .await;
-    assert_eq!(wider.headers()["x-cache"], "miss");
-    assert_eq!(text(&png_texts(&wider), "width"), "600");
+    // Other parameters are another image; 600.0 is the number 600 (JSON has one kind of number).
+    for (width, cache) in [(json!(600), "miss"), (json!(600.0), "hit")] {
+        let body = json!({"scene": "inviter=o_alice", "page": "pages/index/index", "width": width});
+        let wider = ask(&stack, &token, Some(body)).await;
+        assert_eq!(wider.headers()["x-cache"], cache, "width {width}");
+        assert_eq!(text(&png_texts(&wider), "width"), "600");
+    }
     assert_eq!(stack.sim_calls("getwxacodeunlimit").await, 2);
     assert_eq!(stack.sim_calls("stable_token").await, 1);
 }
@@ -86,6 +84,9 @@ async fn bad_parameters_never_reach_wechat() {
         json!({"scene": "中文"}),
         json!({"scene": "a=1", "width": 279}),
         json!({"scene": "a=1", "width": 1281}),
+        json!({"scene": "a=1", "width": 600.5}),
+        json!({"scene": "a=1", "width": null}),
+        json!({"scene": "a=1", "is_hyaline": null}),
         json!({"scene": "a=1", "page": "/pages/index/index"}),
         json!({"scene": "a=1", "page": "pages/<x>"}),
         json!({"scene": "a=1", "env_version": "beta"}),

@@ -2,7 +2,7 @@
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request};
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
 use crate::ApiError;
 
@@ -59,6 +59,13 @@ pub fn parse_json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError
             format!("the request body is not the expected JSON: {e}"),
         )
     })
+}
+
+/// For an optional body field (`#[serde(default, deserialize_with = "present")]`): absent is
+/// `None`, and `null` is refused like any other value of the wrong type, as openapi.yaml says (it
+/// has no nullable field).
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A single-use code from the mini-program (`wx.login`, the getPhoneNumber button): trimmed, 1 to

@@ -6,7 +6,7 @@ use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
-use crate::api::request::parse_json_body;
+use crate::api::request::{parse_json_body, present};
 use crate::api::response::json_response;
 use crate::card::card_ext;
 use crate::clock::now_unix;
@@ -30,7 +30,7 @@ pub const FUNCTION: Function = Function {
 #[serde(deny_unknown_fields)]
 struct CardSignRequest {
     card_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     code: Option<String>,
     #[serde(default)]
     bind_openid: bool,
@@ -48,7 +48,8 @@ async fn sign(state: &AppState, session: &Session, req: &Request) -> Answer {
             "card_id must be a card id ([A-Za-z0-9_-], at most 64)",
         ));
     }
-    let code = body.code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    // Taken as sent, like card_id: empty is no code.
+    let code = body.code.as_deref().filter(|c| !c.is_empty());
     if code.is_some_and(|c| !is_token_text(c, 64)) {
         return Err(ApiError::bad_request(
             "invalid_request",

@@ -7,7 +7,7 @@ use lambda_http::http::StatusCode;
 use serde::Deserialize;
 
 use super::open_sealed;
-use crate::api::request::{one_time_code, parse_json_body};
+use crate::api::request::{one_time_code, parse_json_body, present};
 use crate::api::response::json_response;
 use crate::function::{Answer, Function, Route};
 use crate::redacted::Secret;
@@ -25,9 +25,11 @@ pub const FUNCTION: Function = Function {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PhoneRequest {
+    #[serde(default, deserialize_with = "present")]
     code: Option<String>,
-    #[serde(rename = "encryptedData")]
+    #[serde(rename = "encryptedData", default, deserialize_with = "present")]
     encrypted_data: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     iv: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::request::parse_json_body;
+use crate::api::request::{parse_json_body, present};
 use crate::config::Parts;
 use crate::function::{Answer, Function, Route};
 use crate::redacted::Secret;
@@ -39,15 +39,16 @@ const SCENE_EXTRA: &str = "!#$&'()*+,/:;=?@-._~";
 #[serde(deny_unknown_fields)]
 struct QrcodeRequest {
     scene: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     page: Option<String>,
-    #[serde(default)]
-    width: Option<u32>,
-    #[serde(default)]
+    /// Any JSON number: `430.0` is the integer 430 (JSON Schema's `integer` takes it too).
+    #[serde(default, deserialize_with = "present")]
+    width: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
     env_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     check_path: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     is_hyaline: Option<bool>,
 }
 
@@ -83,10 +84,11 @@ fn validate(req: &QrcodeRequest) -> Result<WxacodeRequest<'_>, ApiError> {
     {
         return Err(bad("page must be a page path such as pages/index/index (no leading /)"));
     }
-    let width = req.width.unwrap_or(430);
-    if !(280..=1280).contains(&width) {
-        return Err(bad("width must be between 280 and 1280"));
+    let width = req.width.unwrap_or(430.0);
+    if width.fract() != 0.0 || !(280.0..=1280.0).contains(&width) {
+        return Err(bad("width must be a whole number between 280 and 1280"));
     }
+    let width = width as u32;
     let env_version = req.env_version.as_deref().unwrap_or("release");
     if !matches!(env_version, "release" | "trial" | "develop") {
         return Err(bad("env_version must be release, trial or develop"));

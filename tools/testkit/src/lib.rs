@@ -25,6 +25,8 @@ use wxa_shared::config::Parts;
 use wxa_shared::function::Function;
 use wxa_shared::{AppState, Config};
 
+pub mod invoke;
+
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";
 pub const APP_SECRET: &str = "test-app-secret-0123456789abcdef";
 
@@ -43,7 +45,8 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".venv"))
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+/// A program of the project venv; says how to install it when it is missing.
+pub fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
     assert!(
         path.exists(),
@@ -530,6 +533,25 @@ pub fn yaml_file(path: &Path) -> Value {
     serde_json::from_slice(&output.stdout).expect("the YAML as JSON")
 }
 
+/// `openapi.yaml` as JSON.
+pub fn openapi() -> Value {
+    yaml_file(&workspace_root().join("openapi.yaml"))
+}
+
+/// `node`, or what its `$ref` points to within `document` (followed to the end).
+pub fn resolve<'a>(document: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(reference) => {
+            let mut target = document;
+            for part in reference.trim_start_matches("#/").split('/') {
+                target = &target[part];
+            }
+            resolve(document, target)
+        }
+        None => node,
+    }
+}
+
 /// Every route of `template.yaml`: `(function binary, METHOD, path)`.
 pub fn template_routes() -> Vec<(String, String, String)> {
     let template = template();
@@ -636,14 +658,9 @@ impl Stack {
 
     /// `wx.login` with `/__sim/login` options (`unionid`, a known `session_key`) + `POST /login`.
     pub async fn log_in_as(&self, user: Value) -> String {
-        let code = self.sim_post("/__sim/login", user).await["code"]
-            .as_str()
-            .expect("code")
-            .to_owned();
-        let request = event_with_body("login.json", &serde_json::json!({ "code": code }).to_string());
-        let (status, body) = read(&wxa_shared::handlers::login::FUNCTION.handle(&self.state, request).await);
-        assert_eq!(status, 200, "login failed: {body}");
-        body["token"].as_str().expect("token").to_owned()
+        log_in(&self.state, &self.http, &self.sim.base_url(), user)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// What the WeChat client hands the mini-program: `data` with a watermark, encrypted under
@@ -660,6 +677,27 @@ impl Stack {
             sealed["encryptedData"].as_str().unwrap().to_owned(),
             sealed["iv"].as_str().unwrap().to_owned(),
         )
+    }
+}
+
+/// `wx.login` on the simulator at `sim_base` (with `/__sim/login` options) + `POST /login`
+/// answered by `state`: the login token, or what went wrong.
+pub async fn log_in(state: &AppState, http: &reqwest::Client, sim_base: &str, user: Value) -> Result<String, String> {
+    let minted = http
+        .post(format!("{sim_base}/__sim/login"))
+        .json(&user)
+        .send()
+        .await
+        .map_err(|e| format!("sim /__sim/login: {e}"))?;
+    let minted: Value = minted.json().await.map_err(|e| format!("sim /__sim/login: {e}"))?;
+    let code = minted["code"]
+        .as_str()
+        .ok_or_else(|| format!("sim /__sim/login gave no code: {minted}"))?;
+    let request = event_with_body("login.json", &serde_json::json!({ "code": code }).to_string());
+    let (status, body) = read(&wxa_shared::handlers::login::FUNCTION.handle(state, request).await);
+    match body["token"].as_str() {
+        Some(token) if status == 200 => Ok(token.to_owned()),
+        _ => Err(format!("login failed: {status} {body}")),
     }
 }
 

@@ -1,0 +1,182 @@
+//! An in-process stand-in for `cargo lambda watch`'s Lambda Invoke endpoint
+//! (`POST /2015-03-31/functions/{name}/invocations`): the event is parsed as the Lambda runtime
+//! parses it, the function of that name ([`FUNCTIONS`]) answers it with a [`Stack`]'s state, and
+//! the answer goes back as the API Gateway payload 2.0 response the runtime would send. So the
+//! real gateway (tools/gateway) can run in front of the real handlers without building a binary.
+//!
+//! Also serves `POST /__test/token`: a new user logged in through the stack, `{"token"}`, for
+//! clients (schemathesis' auth hook) that need a live token at any time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use lambda_http::Body;
+use lambda_http::http::header::SET_COOKIE;
+use serde_json::{Map, Value, json};
+use wxa_shared::AppState;
+use wxa_shared::function::FUNCTIONS;
+
+use crate::Stack;
+
+/// The header cargo-lambda (and the gateway) pass the Lambda request id in.
+const REQUEST_ID_HEADER: &str = "lambda-runtime-aws-request-id";
+
+/// A running stand-in; stops when dropped.
+pub struct InvokeApi {
+    /// `http://127.0.0.1:<port>`: the gateway's `lambda_url`.
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct Served {
+    state: Arc<AppState>,
+    http: reqwest::Client,
+    sim_base: String,
+    /// Each invocation's deadline from its start: template.yaml's `Timeout`, as deployed.
+    timeout: Duration,
+    users: AtomicU32,
+}
+
+impl InvokeApi {
+    /// Serves `stack`'s functions on a free port of 127.0.0.1.
+    pub async fn start(stack: &Stack) -> Self {
+        let timeout = crate::template()["Globals"]["Function"]["Timeout"]
+            .as_u64()
+            .expect("template.yaml has a global Timeout");
+        let served = Arc::new(Served {
+            state: stack.state.clone(),
+            http: stack.http.clone(),
+            sim_base: stack.sim.base_url(),
+            timeout: Duration::from_secs(timeout),
+            users: AtomicU32::new(0),
+        });
+        let app = Router::new()
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .route("/__test/token", post(token))
+            .with_state(served);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        InvokeApi { url, server }
+    }
+}
+
+impl Drop for InvokeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Lambda's error document, as a failed invocation answers it.
+fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> (StatusCode, String) {
+    let document = json!({"errorType": error_type, "errorMessage": message});
+    (status, document.to_string())
+}
+
+async fn invoke(
+    Path(name): Path<String>,
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> (StatusCode, String) {
+    let Some(function) = FUNCTIONS.iter().find(|f| f.name == name) else {
+        let message = format!("Function not found: {name}");
+        return lambda_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &message);
+    };
+    let request = std::str::from_utf8(&payload)
+        .map_err(|e| e.to_string())
+        .and_then(|text| lambda_http::request::from_str(text).map_err(|e| e.to_string()));
+    let request = match request {
+        Ok(request) => request,
+        // The runtime fails such an invocation before the handler runs.
+        Err(e) => return lambda_error(StatusCode::OK, "Runtime.UnmarshalError", &e),
+    };
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("00000000-0000-4000-8000-000000000000");
+    let request = crate::in_invocation(request, served.timeout, request_id);
+    let response = function.handle(&served.state, request).await;
+    (StatusCode::OK, payload_2_answer(response).to_string())
+}
+
+/// What lambda_http's runtime answers for an API Gateway payload 2.0 event: a binary body in
+/// base64, `set-cookie` moved to `cookies`, and one value per header (its first, as the runtime
+/// serializes a header map).
+fn payload_2_answer(response: lambda_http::Response<Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let mut headers = Map::new();
+    for name in parts.headers.keys().filter(|name| **name != SET_COOKIE) {
+        let value = String::from_utf8_lossy(parts.headers[name].as_bytes()).into_owned();
+        headers.insert(name.as_str().to_owned(), Value::String(value));
+    }
+    let cookies: Vec<Value> = parts
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let (body, is_base64_encoded) = match body {
+        Body::Text(text) => (Value::String(text), false),
+        Body::Binary(bytes) => (Value::String(B64.encode(bytes)), true),
+        _ => (Value::Null, false),
+    };
+    json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "multiValueHeaders": {},
+        "cookies": cookies,
+        "body": body,
+        "isBase64Encoded": is_base64_encoded,
+    })
+}
+
+/// A new user (`o_test_<n>`) logged in through the stack: `{"token"}`.
+async fn token(State(served): State<Arc<Served>>) -> (StatusCode, String) {
+    let n = served.users.fetch_add(1, Ordering::Relaxed);
+    let user = json!({ "openid": format!("o_test_{n}") });
+    match crate::log_in(&served.state, &served.http, &served.sim_base, user).await {
+        Ok(token) => (StatusCode::OK, json!({ "token": token }).to_string()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": e }).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_payload_2_responses() {
+        let mut response = lambda_http::Response::new(Body::Binary(vec![0x89, b'P', 0xff]));
+        *response.status_mut() = StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert("content-type", "image/png".parse().unwrap());
+        headers.append(SET_COOKIE, "a=1".parse().unwrap());
+        headers.append(SET_COOKIE, "b=2".parse().unwrap());
+        assert_eq!(
+            payload_2_answer(response),
+            json!({
+                "statusCode": 201,
+                "headers": {"content-type": "image/png"},
+                "multiValueHeaders": {},
+                "cookies": ["a=1", "b=2"],
+                "body": "iVD/",
+                "isBase64Encoded": true,
+            })
+        );
+        let text = payload_2_answer(lambda_http::Response::new(Body::Text("{}".into())));
+        assert_eq!((&text["body"], &text["isBase64Encoded"]), (&json!("{}"), &json!(false)));
+        let empty = payload_2_answer(lambda_http::Response::new(Body::Empty));
+        assert_eq!(empty["body"], Value::Null);
+    }
+}

@@ -176,11 +176,16 @@ pub struct AdvanceBody {
     advance_secs: i64,
 }
 
-/// Moves the simulator's clock forward (code and token expiry without waiting).
+/// Moves the simulator's clock forward (code and token expiry without waiting); refunds that are
+/// then due settle, and their notifications are delivered before the answer.
 pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceBody>) -> Response {
-    let mut sim = state.lock().unwrap();
-    sim.clock_offset_secs += body.advance_secs;
-    Json(json!({ "now": sim.now() })).into_response()
+    let now = {
+        let mut sim = state.lock().unwrap();
+        sim.clock_offset_secs += body.advance_secs;
+        sim.now()
+    };
+    let refunds = crate::refund::settle_after_clock_moved(&state).await;
+    Json(json!({ "now": now, "refunds_settled": refunds })).into_response()
 }
 
 #[derive(Deserialize)]

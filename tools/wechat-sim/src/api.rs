@@ -23,7 +23,7 @@ pub fn wx_error(errcode: i64, errmsg: &str) -> Response {
 }
 
 /// Logs the call and plays any queued fault. `Some(response)` means answer that instead.
-async fn begin(state: &Shared, api: &str) -> Option<Response> {
+pub(crate) async fn begin(state: &Shared, api: &str) -> Option<Response> {
     let fault: Option<Fault> = state.lock().unwrap().begin(api);
     let fault = fault?;
     if fault.delay_ms > 0 {

@@ -9,8 +9,11 @@
 mod admin;
 mod api;
 pub mod crypto;
+mod notify;
 pub mod pay;
 pub mod png;
+mod refund;
+mod shipping;
 mod state;
 
 use std::net::SocketAddr;
@@ -42,10 +45,29 @@ pub fn router(config: SimConfig) -> Router {
         .route("/cgi-bin/ticket/getticket", get(api::getticket))
         .route("/__sim/verify-card-ext", post(admin::verify_card_ext))
         .route("/v3/pay/transactions/jsapi", post(pay::jsapi))
+        .route("/v3/pay/transactions/out-trade-no/{out_trade_no}", get(pay::query))
+        .route("/v3/pay/transactions/id/{transaction_id}", get(pay::query))
+        .route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            post(pay::close),
+        )
+        .route("/v3/refund/domestic/refunds", post(refund::apply))
+        .route("/v3/refund/domestic/refunds/{out_refund_no}", get(refund::query))
         .route("/pay/unifiedorder", post(pay::unifiedorder))
+        .route(
+            "/wxa/sec/order/upload_shipping_info",
+            post(shipping::upload_shipping_info),
+        )
+        .route("/wxa/sec/order/get_order", post(shipping::get_order))
+        .route(
+            "/wxa/sec/order/notify_confirm_receive",
+            post(shipping::notify_confirm_receive),
+        )
         .route("/__sim/pay/merchant", post(pay::set_merchant))
         .route("/__sim/pay/platform", get(pay::platform))
         .route("/__sim/pay/complete", post(pay::complete))
+        .route("/__sim/pay/refund/settle", post(refund::settle))
+        .route("/__sim/shipping/confirm-receive", post(shipping::confirm_receive))
         .route("/__sim/login", post(admin::login))
         .route("/__sim/encrypt", post(admin::encrypt))
         .route("/__sim/phone-code", post(admin::phone_code))

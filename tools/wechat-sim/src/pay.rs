@@ -1,19 +1,19 @@
-//! WeChat Pay as the simulator plays it: APIv3 JSAPI prepay (our Authorization checked with the
-//! merchant's public key, answers signed with the simulator's platform key), APIv2 unified order
-//! (XML, sign checked both ways), and payment completion that delivers the notification to the
-//! order's notify_url the way WeChat Pay does: signed, encrypted, retried until acknowledged, and
-//! on request tampered, stale, a signature probe, signed with the wrong key, or duplicated.
+//! WeChat Pay as the simulator plays it: APIv3 JSAPI prepay, order query and close (our
+//! Authorization checked with the merchant's public key, answers signed with the simulator's
+//! platform key), APIv2 unified order (XML, sign checked both ways), and payment completion that
+//! delivers the notification to the order's notify_url the way WeChat Pay does (`notify.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair, UnparsedPublicKey};
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::Shared;
-use crate::state::random_text;
+use crate::notify::{Event, deliver_copies, v3_envelope};
+use crate::state::{SimState, random_text, rfc3339_cst};
 
 /// The simulator's platform key (test only), also presented as a certificate with this serial.
 const PLATFORM_KEY_PEM: &str = include_str!("platform_key.pem");
@@ -43,7 +44,7 @@ pub fn platform_key() -> RsaKeyPair {
     RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("the platform key parses")
 }
 
-fn rsa_sign(key: &RsaKeyPair, message: &[u8]) -> String {
+pub(crate) fn rsa_sign(key: &RsaKeyPair, message: &[u8]) -> String {
     let mut sig = vec![0; key.public_modulus_len()];
     key.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut sig)
         .expect("signing works");
@@ -55,7 +56,7 @@ pub struct MerchantConfig {
     mchid: String,
     serial_no: String,
     public_key: Vec<u8>,
-    apiv3_key: String,
+    pub(crate) apiv3_key: String,
     apiv2_key: String,
 }
 
@@ -65,26 +66,91 @@ enum Api {
     V2 { hmac: bool },
 }
 
+/// One merchant order (`out_trade_no`) as WeChat Pay keeps it; each prepay call for it adds a
+/// prepay_id that pays this same order.
 #[derive(Clone)]
-struct SimOrder {
-    out_trade_no: String,
-    appid: String,
-    mchid: String,
-    openid: String,
-    total: u64,
+pub(crate) struct SimOrder {
+    pub out_trade_no: String,
+    pub appid: String,
+    pub mchid: String,
+    pub openid: String,
+    pub description: String,
+    pub attach: String,
+    pub total: u64,
     notify_url: String,
     api: Api,
-    transaction_id: Option<String>,
+    pub created_at: i64,
+    /// Set when paid, with the time on the simulator's clock.
+    pub transaction_id: Option<String>,
+    pub paid_at: Option<i64>,
+    pub closed: bool,
 }
 
 #[derive(Default)]
 pub struct PayState {
     merchant: Option<MerchantConfig>,
+    /// By out_trade_no.
     orders: HashMap<String, SimOrder>,
+    /// prepay_id → out_trade_no.
+    prepays: HashMap<String, String>,
 }
 
-fn pay_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "code": code, "message": message }))).into_response()
+impl PayState {
+    pub(crate) fn merchant(&self) -> Option<&MerchantConfig> {
+        self.merchant.as_ref()
+    }
+
+    pub(crate) fn order(&self, out_trade_no: &str) -> Option<&SimOrder> {
+        self.orders.get(out_trade_no)
+    }
+
+    pub(crate) fn order_by_transaction_id(&self, transaction_id: &str) -> Option<&SimOrder> {
+        self.orders
+            .values()
+            .find(|o| o.transaction_id.as_deref() == Some(transaction_id))
+    }
+
+    /// A new prepay_id for `order`, which is stored unless an order of that number exists.
+    fn prepay(&mut self, now: i64, order: SimOrder) -> String {
+        let prepay_id = format!("wx{}{}", now, random_text(18));
+        self.prepays.insert(prepay_id.clone(), order.out_trade_no.clone());
+        self.orders.entry(order.out_trade_no.clone()).or_insert(order);
+        prepay_id
+    }
+}
+
+/// `trade_state` and `trade_state_desc` of an order; any refund that is not closed turns a paid
+/// order into REFUND ("订单发生过退款，退款详情请查询退款单", which WeChat Pay answers after partial
+/// refunds too).
+pub(crate) fn trade_state(sim: &SimState, order: &SimOrder) -> (&'static str, &'static str) {
+    if order.closed {
+        ("CLOSED", "订单已关闭")
+    } else if order.transaction_id.is_none() {
+        ("NOTPAY", "订单未支付")
+    } else if sim.refunds.any_open(&order.out_trade_no) {
+        ("REFUND", "订单发生过退款，退款详情请查询退款单")
+    } else {
+        ("SUCCESS", "支付成功")
+    }
+}
+
+/// The transaction object of queries and (with SUCCESS) of payment notifications.
+fn transaction_json(order: &SimOrder, state: (&str, &str), total: u64) -> Value {
+    let mut transaction = json!({
+        "appid": order.appid, "mchid": order.mchid, "out_trade_no": order.out_trade_no,
+        "trade_state": state.0, "trade_state_desc": state.1, "attach": order.attach,
+        "amount": { "total": total, "currency": "CNY", "payer_currency": "CNY" },
+        "payer": {},
+    });
+    if let (Some(transaction_id), Some(paid_at)) = (&order.transaction_id, order.paid_at) {
+        transaction["transaction_id"] = json!(transaction_id);
+        transaction["trade_type"] = json!("JSAPI");
+        transaction["bank_type"] = json!("OTHERS");
+        transaction["success_time"] = json!(rfc3339_cst(paid_at));
+        transaction["payer"] = json!({ "openid": order.openid });
+        transaction["amount"]["payer_total"] = json!(total);
+    }
+    transaction
 }
 
 #[derive(Deserialize)]
@@ -101,11 +167,7 @@ pub struct MerchantBody {
 /// `POST /__sim/pay/merchant`: the merchant account WeChat Pay knows.
 pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<MerchantBody>) -> Response {
     let Ok(public_key) = SubjectPublicKeyInfoDer::from_pem_slice(body.public_key.as_bytes()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "public_key must be a BEGIN PUBLIC KEY PEM"})),
-        )
-            .into_response();
+        return admin_error(StatusCode::BAD_REQUEST, "public_key must be a BEGIN PUBLIC KEY PEM");
     };
     state.lock().unwrap().pay.merchant = Some(MerchantConfig {
         mchid: body.mchid,
@@ -129,6 +191,11 @@ pub async fn platform() -> Response {
     .into_response()
 }
 
+/// An error of the `/__sim/` admin endpoints (not a WeChat answer).
+pub(crate) fn admin_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
 /// The parts of a `WECHATPAY2-SHA256-RSA2048` Authorization header.
 fn parse_authorization(value: &str) -> Option<HashMap<String, String>> {
     let rest = value.strip_prefix("WECHATPAY2-SHA256-RSA2048 ")?;
@@ -142,84 +209,173 @@ fn parse_authorization(value: &str) -> Option<HashMap<String, String>> {
     )
 }
 
-/// A response signed the way WeChat Pay signs: `Wechatpay-*` headers over `ts\nnonce\nbody\n`.
-fn signed_json(status: StatusCode, body: &Value, now: i64, tamper: bool) -> Response {
-    let text = body.to_string();
+/// An answer signed the way WeChat Pay signs: `Wechatpay-*` headers over `ts\nnonce\nbody\n`
+/// (an empty body for 204). `tamper` alters the body after signing (an ID in it, or else what
+/// was signed), so that the signature does not match what is sent.
+fn signed(status: StatusCode, text: String, now: i64, tamper: bool) -> Response {
     let nonce = random_text(32);
-    let signature = rsa_sign(&platform_key(), format!("{now}\n{nonce}\n{text}\n").as_bytes());
-    let sent = if tamper { text.replace("wx", "wy") } else { text };
-    (
-        status,
-        [
-            ("content-type", "application/json".to_owned()),
-            ("wechatpay-timestamp", now.to_string()),
-            ("wechatpay-nonce", nonce),
-            ("wechatpay-signature", signature),
-            ("wechatpay-serial", PLATFORM_PUBLIC_KEY_ID.to_owned()),
-        ],
-        sent,
-    )
-        .into_response()
+    let altered = text.replace("wx", "wy");
+    let (covered, sent) = match (tamper, altered == text) {
+        (false, _) => (text.clone(), text),
+        (true, false) => (text, altered),
+        (true, true) => (format!("{text} "), text),
+    };
+    let signature = rsa_sign(&platform_key(), format!("{now}\n{nonce}\n{covered}\n").as_bytes());
+    let mut headers = vec![
+        ("wechatpay-timestamp", now.to_string()),
+        ("wechatpay-nonce", nonce),
+        ("wechatpay-signature", signature),
+        ("wechatpay-serial", PLATFORM_PUBLIC_KEY_ID.to_owned()),
+    ];
+    if !sent.is_empty() {
+        headers.push(("content-type", "application/json".to_owned()));
+    }
+    let mut response = (status, sent).into_response();
+    for (k, v) in headers {
+        response
+            .headers_mut()
+            .insert(k, v.parse().expect("header values are ASCII"));
+    }
+    response
 }
 
-/// `POST /v3/pay/transactions/jsapi`.
-pub async fn jsapi(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let fault = state.lock().unwrap().begin("pay_jsapi");
+/// WeChat Pay's error shape, `{"code", "message"}`, signed like any answer.
+fn signed_error(now: i64, tamper: bool, status: StatusCode, code: &str, message: &str) -> Response {
+    signed(
+        status,
+        json!({ "code": code, "message": message }).to_string(),
+        now,
+        tamper,
+    )
+}
+
+/// A checked APIv3 call: the merchant whose signature verified, the simulator's clock, and
+/// whether an injected fault wants the answer's signature broken.
+pub(crate) struct V3Call {
+    pub merchant: MerchantConfig,
+    pub now: i64,
+    tamper: bool,
+}
+
+/// A request body that is a JSON object.
+pub(crate) fn json_object(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body).ok().filter(Value::is_object)
+}
+
+impl V3Call {
+    pub fn merchant_id(&self) -> &str {
+        &self.merchant.mchid
+    }
+
+    pub fn reply(&self, status: StatusCode, body: &Value) -> Response {
+        signed(status, body.to_string(), self.now, self.tamper)
+    }
+
+    pub fn error(&self, status: StatusCode, code: &str, message: &str) -> Response {
+        signed_error(self.now, self.tamper, status, code, message)
+    }
+
+    pub fn no_content(&self) -> Response {
+        signed(StatusCode::NO_CONTENT, String::new(), self.now, self.tamper)
+    }
+
+    /// The PARAM_ERROR answer to a body that is not a JSON object.
+    pub fn not_json(&self) -> Response {
+        self.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "请求体不是合法的JSON对象")
+    }
+}
+
+/// What every APIv3 endpoint does first: logs the call as `api` and plays a queued fault, then
+/// checks the Authorization over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n` with the merchant's public
+/// key (URL as the request line has it: path and query).
+pub(crate) async fn v3_begin(state: &Shared, api: &str, request: &Parts, body: &[u8]) -> Result<V3Call, Response> {
+    let fault = state.lock().unwrap().begin(api);
     if let Some(f) = &fault {
         if f.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
         }
         if let Some(status) = f.http_status {
+            // A gateway failure: not a signed WeChat Pay answer.
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return pay_error(status, "SYSTEM_ERROR", "injected fault");
+            return Err((
+                status,
+                Json(json!({"code": "SYSTEM_ERROR", "message": "injected fault"})),
+            )
+                .into_response());
         }
     }
     let tamper = fault.as_ref().is_some_and(|f| f.bad_signature);
-    let mut sim = state.lock().unwrap();
+    let sim = state.lock().unwrap();
     let now = sim.now();
     let Some(merchant) = sim.pay.merchant.clone() else {
-        return pay_error(
+        return Err(signed_error(
+            now,
+            tamper,
             StatusCode::UNAUTHORIZED,
             "SIGN_ERROR",
             "no merchant is configured in the simulator",
-        );
+        ));
     };
-    let auth = headers
+    let call = V3Call { merchant, now, tamper };
+    let auth = request
+        .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_authorization);
     let Some(auth) = auth else {
-        return pay_error(
+        return Err(call.error(
             StatusCode::UNAUTHORIZED,
             "SIGN_ERROR",
             "missing or malformed Authorization",
-        );
+        ));
     };
     let field = |k: &str| auth.get(k).cloned().unwrap_or_default();
+    let url = request.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let message = [
         format!(
-            "POST\n/v3/pay/transactions/jsapi\n{}\n{}\n",
+            "{}\n{url}\n{}\n{}\n",
+            request.method,
             field("timestamp"),
             field("nonce_str")
         )
         .as_bytes(),
-        &body,
+        body,
         b"\n",
     ]
     .concat();
     let signature = STANDARD.decode(field("signature")).unwrap_or_default();
-    let verified = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &merchant.public_key)
+    let verified = UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &call.merchant.public_key)
         .verify(&message, &signature)
         .is_ok();
-    if !verified || field("mchid") != merchant.mchid || field("serial_no") != merchant.serial_no {
-        return pay_error(
+    if !verified || field("mchid") != call.merchant.mchid || field("serial_no") != call.merchant.serial_no {
+        return Err(call.error(
             StatusCode::UNAUTHORIZED,
             "SIGN_ERROR",
             "签名错误: the Authorization signature does not verify",
-        );
+        ));
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return pay_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "the body is not JSON");
+    Ok(call)
+}
+
+/// [`v3_begin`] for a request whose body must be a JSON object: the call and the body.
+pub(crate) async fn v3_begin_json(
+    state: &Shared,
+    api: &str,
+    request: &Parts,
+    body: &[u8],
+) -> Result<(V3Call, Value), Response> {
+    let call = v3_begin(state, api, request, body).await?;
+    match json_object(body) {
+        Some(json) => Ok((call, json)),
+        None => Err(call.not_json()),
+    }
+}
+
+/// `POST /v3/pay/transactions/jsapi`.
+pub async fn jsapi(State(state): State<Shared>, request: Parts, body: Bytes) -> Response {
+    let (call, req) = match v3_begin_json(&state, "pay_jsapi", &request, &body).await {
+        Ok(begun) => begun,
+        Err(response) => return response,
     };
     let s = |k: &str| req[k].as_str().unwrap_or_default().to_owned();
     let total = req["amount"]["total"].as_u64().unwrap_or(0);
@@ -228,39 +384,111 @@ pub async fn jsapi(State(state): State<Shared>, headers: HeaderMap, body: axum::
         && out_trade_no
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b));
-    if s("appid").is_empty() || s("mchid") != merchant.mchid || !valid_no || total == 0 || s("notify_url").is_empty() {
-        return pay_error(
+    if s("appid").is_empty()
+        || s("mchid") != call.merchant.mchid
+        || !valid_no
+        || total == 0
+        || s("notify_url").is_empty()
+    {
+        return call.error(
             StatusCode::BAD_REQUEST,
             "PARAM_ERROR",
             "appid, mchid, out_trade_no, amount.total, notify_url",
         );
     }
     if s("description").chars().count() > 127 || req["payer"]["openid"].as_str().unwrap_or_default().is_empty() {
-        return pay_error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "description or payer.openid");
+        return call.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "description or payer.openid");
     }
-    if let Some(existing) = sim.pay.orders.values().find(|o| o.out_trade_no == out_trade_no) {
+    let mut sim = state.lock().unwrap();
+    if let Some(existing) = sim.pay.order(&out_trade_no) {
         if existing.transaction_id.is_some() {
-            return pay_error(StatusCode::BAD_REQUEST, "ORDERPAID", "该订单已支付");
+            return call.error(StatusCode::BAD_REQUEST, "ORDERPAID", "该订单已支付");
+        }
+        if existing.closed {
+            return call.error(StatusCode::BAD_REQUEST, "ORDER_CLOSED", "订单已关闭");
         }
         if existing.total != total {
-            return pay_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "参数与首次请求时不一致");
+            return call.error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "参数与首次请求时不一致");
         }
     }
-    let prepay_id = format!("wx{}{}", now, random_text(18));
-    sim.pay.orders.insert(
-        prepay_id.clone(),
-        SimOrder {
-            out_trade_no,
-            appid: s("appid"),
-            mchid: s("mchid"),
-            openid: req["payer"]["openid"].as_str().unwrap_or_default().to_owned(),
-            total,
-            notify_url: s("notify_url"),
-            api: Api::V3,
-            transaction_id: None,
-        },
-    );
-    signed_json(StatusCode::OK, &json!({ "prepay_id": prepay_id }), now, tamper)
+    let order = SimOrder {
+        out_trade_no,
+        appid: s("appid"),
+        mchid: s("mchid"),
+        openid: req["payer"]["openid"].as_str().unwrap_or_default().to_owned(),
+        description: s("description"),
+        attach: s("attach"),
+        total,
+        notify_url: s("notify_url"),
+        api: Api::V3,
+        created_at: call.now,
+        transaction_id: None,
+        paid_at: None,
+        closed: false,
+    };
+    let prepay_id = sim.pay.prepay(call.now, order);
+    call.reply(StatusCode::OK, &json!({ "prepay_id": prepay_id }))
+}
+
+/// `GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=` and
+/// `GET /v3/pay/transactions/id/{transaction_id}?mchid=` (only a paid order has one): the
+/// transaction object, or 404 ORDER_NOT_EXIST.
+pub async fn query(
+    State(state): State<Shared>,
+    Path(number): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    request: Parts,
+) -> Response {
+    let call = match v3_begin(&state, "pay_query", &request, b"").await {
+        Ok(call) => call,
+        Err(response) => return response,
+    };
+    let Some(mchid) = params.get("mchid").filter(|m| !m.is_empty()) else {
+        return call.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid 为必填参数");
+    };
+    let settled = crate::refund::settle_due(&mut state.lock().unwrap());
+    crate::refund::notify_in_background(settled);
+    let sim = state.lock().unwrap();
+    let order = if request.uri.path().starts_with("/v3/pay/transactions/id/") {
+        sim.pay.order_by_transaction_id(&number)
+    } else {
+        sim.pay.order(&number)
+    };
+    match order.filter(|o| &o.mchid == mchid) {
+        Some(order) => call.reply(
+            StatusCode::OK,
+            &transaction_json(order, trade_state(&sim, order), order.total),
+        ),
+        None => call.error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
+    }
+}
+
+/// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` `{"mchid"}`: 204, also for an
+/// order already closed or unknown (WeChat Pay does not check that it exists); 400 ORDERPAID for a
+/// paid one. A closed order cannot be paid any more.
+pub async fn close(
+    State(state): State<Shared>,
+    Path(out_trade_no): Path<String>,
+    request: Parts,
+    body: Bytes,
+) -> Response {
+    let (call, req) = match v3_begin_json(&state, "pay_close", &request, &body).await {
+        Ok(begun) => begun,
+        Err(response) => return response,
+    };
+    let mchid = req["mchid"].as_str().unwrap_or_default();
+    if mchid.is_empty() {
+        return call.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid 为必填参数");
+    }
+    let mut sim = state.lock().unwrap();
+    match sim.pay.orders.get_mut(&out_trade_no).filter(|o| o.mchid == mchid) {
+        Some(order) if order.transaction_id.is_some() => call.error(StatusCode::BAD_REQUEST, "ORDERPAID", "订单已支付"),
+        Some(order) => {
+            order.closed = true;
+            call.no_content()
+        }
+        None => call.no_content(),
+    }
 }
 
 /// The v2 sign rule, written here independently of the server's.
@@ -351,25 +579,45 @@ pub async fn unifiedorder(State(state): State<Shared>, body: String) -> Response
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    if get("mch_id") != merchant.mchid || total == 0 || get("trade_type") != "JSAPI" || get("openid").is_empty() {
-        answer.insert("result_code".into(), "FAIL".into());
-        answer.insert("err_code".into(), "PARAM_ERROR".into());
-        answer.insert("err_code_des".into(), "参数错误".into());
+    let now = sim.now();
+    let existing = sim.pay.order(&get("out_trade_no"));
+    let refusal = if get("mch_id") != merchant.mchid
+        || total == 0
+        || get("trade_type") != "JSAPI"
+        || get("openid").is_empty()
+        || get("out_trade_no").is_empty()
+    {
+        Some(("PARAM_ERROR", "参数错误"))
+    } else if existing.is_some_and(|o| o.transaction_id.is_some()) {
+        Some(("ORDERPAID", "该订单已支付"))
+    } else if existing.is_some_and(|o| o.closed) {
+        Some(("ORDERCLOSED", "订单已关闭"))
+    } else if existing.is_some_and(|o| o.total != total) {
+        Some(("OUT_TRADE_NO_USED", "商户订单号重复"))
     } else {
-        let prepay_id = format!("wx{}{}", sim.now(), random_text(18));
-        sim.pay.orders.insert(
-            prepay_id.clone(),
-            SimOrder {
-                out_trade_no: get("out_trade_no"),
-                appid: get("appid"),
-                mchid: get("mch_id"),
-                openid: get("openid"),
-                total,
-                notify_url: get("notify_url"),
-                api: Api::V2 { hmac },
-                transaction_id: None,
-            },
-        );
+        None
+    };
+    if let Some((code, description)) = refusal {
+        answer.insert("result_code".into(), "FAIL".into());
+        answer.insert("err_code".into(), code.into());
+        answer.insert("err_code_des".into(), description.into());
+    } else {
+        let order = SimOrder {
+            out_trade_no: get("out_trade_no"),
+            appid: get("appid"),
+            mchid: get("mch_id"),
+            openid: get("openid"),
+            description: get("body"),
+            attach: get("attach"),
+            total,
+            notify_url: get("notify_url"),
+            api: Api::V2 { hmac },
+            created_at: now,
+            transaction_id: None,
+            paid_at: None,
+            closed: false,
+        };
+        let prepay_id = sim.pay.prepay(now, order);
         answer.insert("result_code".into(), "SUCCESS".into());
         answer.insert("trade_type".into(), "JSAPI".into());
         answer.insert("prepay_id".into(), prepay_id);
@@ -386,7 +634,7 @@ pub async fn unifiedorder(State(state): State<Shared>, body: String) -> Response
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     prepay_id: String,
-    /// normal | tampered | stale | signtest | wrong_key | certificate
+    /// normal | tampered | stale | signtest | wrong_key | certificate | drop
     #[serde(default)]
     mode: Option<String>,
     /// Deliver this many copies at once (duplicate notifications).
@@ -397,159 +645,56 @@ pub struct CompleteBody {
     amount: Option<u64>,
 }
 
-/// `POST /__sim/pay/complete`: the user pays; WeChat Pay notifies the merchant.
+/// `POST /__sim/pay/complete`: the user pays; WeChat Pay notifies the merchant (`drop`: the
+/// payment succeeds but no notification is ever sent). A closed order cannot be paid: 409.
 pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody>) -> Response {
     let mode = body.mode.unwrap_or_else(|| "normal".into());
+    if !crate::notify::MODES.contains(&mode.as_str()) {
+        return admin_error(StatusCode::BAD_REQUEST, "unknown mode");
+    }
     let (order, merchant, now) = {
         let mut sim = state.lock().unwrap();
         let now = sim.now();
         let Some(merchant) = sim.pay.merchant.clone() else {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "no merchant configured"})),
-            )
-                .into_response();
+            return admin_error(StatusCode::BAD_REQUEST, "no merchant configured");
         };
-        let Some(order) = sim.pay.orders.get_mut(&body.prepay_id) else {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": "unknown prepay_id"}))).into_response();
+        let out_trade_no = sim.pay.prepays.get(&body.prepay_id).cloned().unwrap_or_default();
+        let Some(order) = sim.pay.orders.get_mut(&out_trade_no) else {
+            return admin_error(StatusCode::NOT_FOUND, "unknown prepay_id");
         };
-        let transaction_id = order
-            .transaction_id
-            .get_or_insert_with(|| format!("4200{}{}", now, random_text(8)));
-        let _ = transaction_id;
+        if order.closed {
+            return admin_error(StatusCode::CONFLICT, "the order is closed: it can no longer be paid");
+        }
+        if order.transaction_id.is_none() {
+            order.transaction_id = Some(format!("4200{}{}", now, random_text(8)));
+            order.paid_at = Some(now);
+        }
         (order.clone(), merchant, now)
     };
     let total = body.amount.unwrap_or(order.total);
     let (headers, payload) = match order.api {
-        Api::V3 => v3_notification(&order, &merchant, total, now, &mode),
+        Api::V3 => {
+            let resource = transaction_json(&order, ("SUCCESS", "支付成功"), total);
+            let event = Event {
+                event_type: "TRANSACTION.SUCCESS",
+                summary: "支付成功",
+                original_type: "transaction",
+                resource: &resource,
+            };
+            v3_envelope(&merchant.apiv3_key, &event, now, &mode)
+        }
         Api::V2 { hmac } => v2_notification(&order, &merchant, total, hmac, &mode),
     };
-    let copies = body.copies.unwrap_or(1).clamp(1, 200);
-    // A correct notification is retried until acknowledged, like WeChat Pay (faster here).
-    let attempts = if mode == "normal" || mode == "certificate" {
-        3
-    } else {
-        1
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..copies {
-        let (client, url, headers, payload) = (
-            client.clone(),
-            order.notify_url.clone(),
-            headers.clone(),
-            payload.clone(),
-        );
-        tasks.spawn(async move { deliver(&client, &url, &headers, &payload, attempts).await });
-    }
-    let mut deliveries = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(d) = result {
-            deliveries.push(d);
-        }
-    }
+    let deliveries = deliver_copies(&order.notify_url, &headers, &payload, body.copies.unwrap_or(1), &mode).await;
     Json(
         json!({ "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "deliveries": deliveries }),
     )
     .into_response()
 }
 
-async fn deliver(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &[(String, String)],
-    body: &str,
-    attempts: u32,
-) -> Value {
-    let mut last = json!(null);
-    for attempt in 1..=attempts {
-        let mut request = client.post(url).body(body.to_owned());
-        for (k, v) in headers {
-            request = request.header(k, v);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let text = response.text().await.unwrap_or_default();
-                last = json!({ "status": status, "body": text, "attempts": attempt });
-                if (200..300).contains(&status) {
-                    break;
-                }
-            }
-            Err(e) => last = json!({ "status": 0, "body": e.to_string(), "attempts": attempt }),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last
-}
-
-fn v3_notification(
-    order: &SimOrder,
-    merchant: &MerchantConfig,
-    total: u64,
-    now: i64,
-    mode: &str,
-) -> (Vec<(String, String)>, String) {
-    let transaction = json!({
-        "appid": order.appid, "mchid": order.mchid, "out_trade_no": order.out_trade_no,
-        "transaction_id": order.transaction_id, "trade_type": "JSAPI", "trade_state": "SUCCESS",
-        "trade_state_desc": "支付成功", "bank_type": "OTHERS", "attach": "", "success_time": "2026-11-25T12:00:00+08:00",
-        "payer": { "openid": order.openid },
-        "amount": { "total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY" },
-    });
-    let nonce = random_text(12);
-    let key =
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, merchant.apiv3_key.as_bytes()).expect("32-byte APIv3 key"));
-    let mut sealed = transaction.to_string().into_bytes();
-    key.seal_in_place_append_tag(
-        Nonce::try_assume_unique_for_key(nonce.as_bytes()).expect("12 bytes"),
-        Aad::from(b"transaction"),
-        &mut sealed,
-    )
-    .expect("sealing works");
-    let body = json!({
-        "id": format!("EV-{}", random_text(16)), "create_time": "2026-11-25T12:00:00+08:00",
-        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-        "resource": { "original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                      "ciphertext": STANDARD.encode(sealed), "associated_data": "transaction", "nonce": nonce },
-    })
-    .to_string();
-    let timestamp = if mode == "stale" { now - 400 } else { now };
-    let header_nonce = random_text(32);
-    let message = format!("{timestamp}\n{header_nonce}\n{body}\n");
-    let signature = match mode {
-        "signtest" => format!("WECHATPAY/SIGNTEST/{}", random_text(16)),
-        "wrong_key" => {
-            let other = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("keygen");
-            rsa_sign(&other, message.as_bytes())
-        }
-        _ => rsa_sign(&platform_key(), message.as_bytes()),
-    };
-    let serial = if mode == "certificate" {
-        PLATFORM_CERT_SERIAL
-    } else {
-        PLATFORM_PUBLIC_KEY_ID
-    };
-    let sent = if mode == "tampered" {
-        body.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESS ")
-    } else {
-        body
-    };
-    let headers = [
-        ("content-type", "application/json".to_owned()),
-        ("wechatpay-timestamp", timestamp.to_string()),
-        ("wechatpay-nonce", header_nonce),
-        ("wechatpay-signature", signature),
-        ("wechatpay-serial", serial.to_owned()),
-        ("wechatpay-signature-type", "WECHATPAY2-SHA256-RSA2048".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    (headers, sent)
+/// `yyyyMMddHHmmss` in China Standard Time, v2's `time_end`.
+fn v2_time(secs: i64) -> String {
+    rfc3339_cst(secs)[..19].replace(['-', 'T', ':'], "")
 }
 
 fn v2_notification(
@@ -573,7 +718,7 @@ fn v2_notification(
         ("cash_fee", total.to_string()),
         ("transaction_id", order.transaction_id.clone().unwrap_or_default()),
         ("out_trade_no", order.out_trade_no.clone()),
-        ("time_end", "20261125120000".to_owned()),
+        ("time_end", v2_time(order.paid_at.unwrap_or_default())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -89,6 +89,8 @@ pub struct SimState {
     pub faults: VecDeque<Fault>,
     pub log: Vec<LoggedRequest>,
     pub pay: crate::pay::PayState,
+    pub refunds: crate::refund::RefundState,
+    pub shipping: crate::shipping::ShippingState,
 }
 
 pub enum TokenCheck {
@@ -112,6 +114,8 @@ impl SimState {
             faults: VecDeque::new(),
             log: Vec::new(),
             pay: Default::default(),
+            refunds: Default::default(),
+            shipping: Default::default(),
         }
     }
 
@@ -175,4 +179,106 @@ pub fn random_text(len: usize) -> String {
 /// A request id like the ones WeChat appends to its messages.
 pub fn rid() -> String {
     hex::encode(random_bytes::<12>())
+}
+
+/// `secs` as RFC 3339 in China Standard Time, the way WeChat Pay writes its times
+/// (`2026-11-25T12:00:00+08:00`).
+pub fn rfc3339_cst(secs: i64) -> String {
+    let local = secs + 8 * 3600;
+    let (days, rest) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+08:00",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Whether `text` is an RFC 3339 date-time: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
+pub fn is_rfc3339(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let number = |range: std::ops::Range<usize>| text[range].parse::<u32>().unwrap_or(99);
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape || !(1..=12).contains(&number(5..7)) || !(1..=31).contains(&number(8..10)) {
+        return false;
+    }
+    if number(11..13) > 23 || number(14..16) > 59 || number(17..19) > 60 {
+        return false;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return false;
+        }
+        rest = &fraction[len..];
+    }
+    match rest.as_bytes() {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+                && rest[1..3].parse::<u32>().unwrap_or(99) <= 23
+                && rest[4..6].parse::<u32>().unwrap_or(99) <= 59
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_in_china_standard_time() {
+        // date -d @1795579200 -> 2026-11-25 04:00:00 UTC, 12:00 in UTC+8.
+        assert_eq!(rfc3339_cst(1_795_579_200), "2026-11-25T12:00:00+08:00");
+        assert_eq!(rfc3339_cst(0), "1970-01-01T08:00:00+08:00");
+        // 2024-02-29 23:59:59 +08:00 (a leap day) is 1709222399.
+        assert_eq!(rfc3339_cst(1_709_222_399), "2024-02-29T23:59:59+08:00");
+    }
+
+    #[test]
+    fn rfc3339_is_recognised() {
+        for good in [
+            "2022-12-15T13:29:35.120+08:00",
+            "2026-11-26T12:00:00+08:00",
+            "2026-11-26T04:00:00Z",
+            &rfc3339_cst(1_795_579_200),
+        ] {
+            assert!(is_rfc3339(good), "{good}");
+        }
+        for bad in [
+            "2026-11-26 12:00:00",
+            "2026-11-26T12:00:00",
+            "2026-13-26T12:00:00+08:00",
+            "2026-11-26T12:00:00.+08:00",
+            "2026-11-26T12:00:00+0800",
+            "1764129600",
+            "",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
 }

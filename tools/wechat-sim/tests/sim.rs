@@ -42,12 +42,17 @@ impl Sim {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
+        self.post_status(path, body).await.1
+    }
+
+    async fn post_status(&self, path: &str, body: Value) -> (u16, Value) {
         let url = format!("{}{path}", self.server.base_url());
         let response = self.http.post(url).json(&body).send().await.unwrap();
-        if response.status() == 204 {
-            Value::Null
+        let status = response.status().as_u16();
+        if status == 204 {
+            (status, Value::Null)
         } else {
-            response.json().await.unwrap()
+            (status, response.json().await.unwrap())
         }
     }
 
@@ -284,4 +289,828 @@ async fn phone_codes_need_a_valid_token_and_work_once() {
     sim.post("/__sim/time", json!({"advance_secs": 301})).await;
     let token = sim.stable(false).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(exchange(token, late).await["errcode"], 40029, "expired after 5 minutes");
+}
+
+// ---- WeChat Pay: query, close, refunds; shipping info ----
+
+mod shop {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair, UnparsedPublicKey};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
+    use serde_json::{Value, json};
+
+    use super::Sim;
+
+    pub const MCHID: &str = "1230000109";
+    const SERIAL: &str = "3775B6A45ACD588826D15E583A95F5DD2C5A0C2A";
+    pub const APIV3_KEY: &str = "0123456789abcdefghijklmnopqrstuv";
+    pub const OPENID: &str = "o_payer";
+
+    /// Notifications a merchant's notify_url received; the next `fail_next` are answered 500.
+    #[derive(Clone, Default)]
+    pub struct Inbox {
+        received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+        pub fail_next: Arc<AtomicU32>,
+    }
+
+    impl Inbox {
+        pub fn received(&self) -> Vec<(HeaderMap, String)> {
+            self.received.lock().unwrap().clone()
+        }
+    }
+
+    async fn record(State(inbox): State<Inbox>, headers: HeaderMap, body: String) -> StatusCode {
+        let failing = inbox
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        inbox.received.lock().unwrap().push((headers, body));
+        if failing {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    }
+
+    /// A simulator with a merchant registered, the merchant's key, WeChat Pay's public key and a
+    /// notify_url that records what it receives.
+    pub struct Shop {
+        pub sim: Sim,
+        key: RsaKeyPair,
+        platform: Vec<u8>,
+        pub notify_url: String,
+        pub inbox: Inbox,
+        _receiver: tokio::task::JoinHandle<()>,
+    }
+
+    pub struct Answer {
+        pub status: u16,
+        pub body: Value,
+        /// Whether the Wechatpay-* headers verify with the platform key over the raw body.
+        pub verified: bool,
+    }
+
+    impl Shop {
+        pub async fn open() -> Shop {
+            let sim = Sim::start().await;
+            let key = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            let public: PublicKeyX509Der = key.public_key().as_der().unwrap();
+            let merchant = json!({
+                "mchid": MCHID, "serial_no": SERIAL, "apiv3_key": APIV3_KEY, "apiv2_key": "k".repeat(32),
+                "public_key": wechat_sim::pay::to_pem("PUBLIC KEY", public.as_ref()),
+            });
+            assert_eq!(sim.post("/__sim/pay/merchant", merchant).await, Value::Null);
+            let pem = sim.get("/__sim/pay/platform", &[]).await["public_key"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let platform = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
+                .unwrap()
+                .to_vec();
+            let inbox = Inbox::default();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let notify_url = format!("http://{}/notify", listener.local_addr().unwrap());
+            let app = axum::Router::new()
+                .route("/notify", post(record))
+                .with_state(inbox.clone());
+            let receiver = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Shop {
+                sim,
+                key,
+                platform,
+                notify_url,
+                inbox,
+                _receiver: receiver,
+            }
+        }
+
+        /// `WECHATPAY2-SHA256-RSA2048` over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`.
+        pub fn authorization(&self, method: &str, url: &str, body: &str) -> String {
+            let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let nonce = format!("n{timestamp}x{}", body.len());
+            let message = format!("{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n");
+            let mut sig = vec![0; self.key.public_modulus_len()];
+            self.key
+                .sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message.as_bytes(),
+                    &mut sig,
+                )
+                .unwrap();
+            format!(
+                r#"WECHATPAY2-SHA256-RSA2048 mchid="{MCHID}",nonce_str="{nonce}",signature="{}",timestamp="{timestamp}",serial_no="{SERIAL}""#,
+                STANDARD.encode(sig)
+            )
+        }
+
+        /// Whether `headers` carry a platform signature over `body`.
+        pub fn signed_by_platform(&self, headers: &HeaderMap, body: &str) -> bool {
+            let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let message = format!(
+                "{}\n{}\n{body}\n",
+                header("wechatpay-timestamp"),
+                header("wechatpay-nonce")
+            );
+            let signature = STANDARD.decode(header("wechatpay-signature")).unwrap_or_default();
+            UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &self.platform)
+                .verify(message.as_bytes(), &signature)
+                .is_ok()
+        }
+
+        /// A v3 call signed with `authorization` (the merchant's, unless given).
+        pub async fn v3_as(
+            &self,
+            method: &str,
+            url: &str,
+            body: Option<&Value>,
+            authorization: Option<String>,
+        ) -> Answer {
+            let text = body.map(Value::to_string).unwrap_or_default();
+            let authorization = authorization.unwrap_or_else(|| self.authorization(method, url, &text));
+            let full = format!("{}{url}", self.sim.server.base_url());
+            let request = match method {
+                "GET" => self.sim.http.get(full),
+                _ => self
+                    .sim
+                    .http
+                    .post(full)
+                    .header("content-type", "application/json")
+                    .body(text),
+            };
+            let response = request
+                .header("authorization", authorization)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let raw = response.text().await.unwrap();
+            Answer {
+                status,
+                verified: self.signed_by_platform(&headers, &raw),
+                body: serde_json::from_str(&raw).unwrap_or(Value::Null),
+            }
+        }
+
+        /// A v3 call whose answer must carry a valid platform signature.
+        pub async fn v3(&self, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+            let answer = self.v3_as(method, url, body, None).await;
+            assert!(
+                answer.verified,
+                "{method} {url}: the answer is not signed by the platform key"
+            );
+            (answer.status, answer.body)
+        }
+
+        /// A JSAPI order of `total` fen; its prepay_id.
+        pub async fn order(&self, out_trade_no: &str, total: u64) -> String {
+            let body = json!({
+                "appid": super::APP_ID, "mchid": MCHID, "description": "a cup of tea", "out_trade_no": out_trade_no,
+                "notify_url": self.notify_url, "amount": {"total": total, "currency": "CNY"}, "payer": {"openid": OPENID},
+                "attach": "table 7",
+            });
+            let (status, answer) = self.v3("POST", "/v3/pay/transactions/jsapi", Some(&body)).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["prepay_id"].as_str().unwrap().to_owned()
+        }
+
+        /// The user pays; the transaction_id.
+        pub async fn pay(&self, prepay_id: &str, mode: &str) -> String {
+            let (status, paid) = self
+                .sim
+                .post_status("/__sim/pay/complete", json!({"prepay_id": prepay_id, "mode": mode}))
+                .await;
+            assert_eq!(status, 200, "{paid}");
+            paid["transaction_id"].as_str().unwrap().to_owned()
+        }
+
+        /// A paid order; its transaction_id.
+        pub async fn paid_order(&self, out_trade_no: &str, total: u64) -> String {
+            let prepay_id = self.order(out_trade_no, total).await;
+            self.pay(&prepay_id, "normal").await
+        }
+
+        pub async fn query(&self, out_trade_no: &str) -> (u16, Value) {
+            let url = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={MCHID}");
+            self.v3("GET", &url, None).await
+        }
+
+        pub async fn refund(&self, body: Value) -> (u16, Value) {
+            self.v3("POST", "/v3/refund/domestic/refunds", Some(&body)).await
+        }
+
+        pub async fn refund_query(&self, out_refund_no: &str) -> (u16, Value) {
+            let url = format!("/v3/refund/domestic/refunds/{out_refund_no}");
+            self.v3("GET", &url, None).await
+        }
+
+        /// A received notification checked as a merchant must: the platform signature over the
+        /// raw body, then the resource decrypted with the APIv3 key. The envelope and plaintext.
+        pub fn unseal(&self, (headers, body): &(HeaderMap, String)) -> (Value, Value) {
+            assert!(
+                self.signed_by_platform(headers, body),
+                "a notification signed by the platform"
+            );
+            let envelope: Value = serde_json::from_str(body).unwrap();
+            let resource = &envelope["resource"];
+            assert_eq!(resource["algorithm"], "AEAD_AES_256_GCM");
+            let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, APIV3_KEY.as_bytes()).unwrap());
+            let mut sealed = STANDARD.decode(resource["ciphertext"].as_str().unwrap()).unwrap();
+            let nonce = Nonce::try_assume_unique_for_key(resource["nonce"].as_str().unwrap().as_bytes()).unwrap();
+            let aad = Aad::from(resource["associated_data"].as_str().unwrap().as_bytes());
+            let plain = key.open_in_place(nonce, aad, &mut sealed).unwrap();
+            let plaintext = serde_json::from_slice(plain).unwrap();
+            (envelope, plaintext)
+        }
+    }
+
+    /// A refund request of `refund` fen out of the order's `total`.
+    pub fn refund_request(out_trade_no: &str, out_refund_no: &str, refund: u64, total: u64) -> Value {
+        json!({
+            "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": "out of stock",
+            "amount": {"refund": refund, "total": total, "currency": "CNY"},
+        })
+    }
+}
+
+use shop::{MCHID, OPENID, Shop, refund_request};
+
+#[tokio::test]
+async fn pay_orders_are_queried_by_either_number_with_signed_answers() {
+    let shop = Shop::open().await;
+    let prepay_id = shop.order("T1000001", 100).await;
+    let (status, unpaid) = shop.query("T1000001").await;
+    assert_eq!(status, 200);
+    assert_eq!(unpaid["trade_state"], "NOTPAY", "{unpaid}");
+    assert_eq!(unpaid["amount"]["total"], 100);
+    assert!(unpaid.get("transaction_id").is_none(), "{unpaid}");
+
+    let transaction_id = shop.pay(&prepay_id, "normal").await;
+    assert_eq!(shop.inbox.received().len(), 1);
+    let (status, paid) = shop.query("T1000001").await;
+    assert_eq!(status, 200);
+    assert_eq!(paid["trade_state"], "SUCCESS", "{paid}");
+    assert_eq!(paid["transaction_id"], transaction_id.as_str());
+    assert_eq!(paid["payer"]["openid"], OPENID);
+    assert_eq!(paid["appid"], APP_ID);
+    assert_eq!(paid["mchid"], MCHID);
+    assert_eq!(paid["attach"], "table 7");
+    assert_eq!(paid["trade_type"], "JSAPI");
+    assert_eq!(paid["amount"]["payer_total"], 100);
+    assert_eq!(paid["amount"]["currency"], "CNY");
+    assert!(paid["success_time"].as_str().unwrap().ends_with("+08:00"), "{paid}");
+    let (_, decrypted) = shop.unseal(&shop.inbox.received()[0]);
+    assert_eq!(
+        decrypted["success_time"], paid["success_time"],
+        "the notification says the same"
+    );
+
+    let by_id = format!("/v3/pay/transactions/id/{transaction_id}?mchid={MCHID}");
+    let (status, same) = shop.v3("GET", &by_id, None).await;
+    assert_eq!((status, &same["out_trade_no"]), (200, &json!("T1000001")));
+
+    let (status, unknown) = shop.query("T-unknown").await;
+    assert_eq!((status, &unknown["code"]), (404, &json!("ORDER_NOT_EXIST")));
+    let unknown_id = format!("/v3/pay/transactions/id/4200000000000000?mchid={MCHID}");
+    assert_eq!(shop.v3("GET", &unknown_id, None).await.1["code"], "ORDER_NOT_EXIST");
+    let other_merchant = "/v3/pay/transactions/out-trade-no/T1000001?mchid=1900000109";
+    assert_eq!(shop.v3("GET", other_merchant, None).await.0, 404);
+
+    // Signed for another URL than the one requested: the query string is part of the message.
+    let url = format!("/v3/pay/transactions/out-trade-no/T1000001?mchid={MCHID}");
+    let elsewhere = shop.authorization("GET", "/v3/pay/transactions/out-trade-no/T1000001", "");
+    let refused = shop.v3_as("GET", &url, None, Some(elsewhere)).await;
+    assert_eq!((refused.status, &refused.body["code"]), (401, &json!("SIGN_ERROR")));
+    assert!(refused.verified, "errors are signed too");
+
+    let log = shop.sim.get("/__sim/requests", &[]).await;
+    assert_eq!(log["counts"]["pay_query"], 7);
+}
+
+#[tokio::test]
+async fn pay_api_faults_fail_or_break_the_signature() {
+    let shop = Shop::open().await;
+    shop.paid_order("T1000002", 100).await;
+    shop.sim
+        .post("/__sim/faults", json!({"api": "pay_query", "http_status": 503}))
+        .await;
+    let url = format!("/v3/pay/transactions/out-trade-no/T1000002?mchid={MCHID}");
+    assert_eq!(shop.v3_as("GET", &url, None, None).await.status, 503);
+    for api in ["pay_query", "refund_query", "refund", "pay_close"] {
+        shop.sim
+            .post("/__sim/faults", json!({"api": api, "bad_signature": true}))
+            .await;
+    }
+    assert!(!shop.v3_as("GET", &url, None, None).await.verified);
+    let refund_url = "/v3/refund/domestic/refunds/R-none";
+    assert!(!shop.v3_as("GET", refund_url, None, None).await.verified);
+    let refund = refund_request("T1000002", "R-1", 10, 100);
+    let faulty = shop
+        .v3_as("POST", "/v3/refund/domestic/refunds", Some(&refund), None)
+        .await;
+    assert_eq!(faulty.status, 200, "a bad signature on a good answer");
+    assert!(!faulty.verified);
+    let close = "/v3/pay/transactions/out-trade-no/T1000002/close";
+    assert!(
+        !shop
+            .v3_as("POST", close, Some(&json!({"mchid": MCHID})), None)
+            .await
+            .verified
+    );
+    assert_eq!(shop.v3("GET", &url, None).await.0, 200, "faults are used up");
+    let counts = shop.sim.get("/__sim/requests", &[]).await["counts"].clone();
+    assert_eq!(
+        (
+            &counts["pay_query"],
+            &counts["refund"],
+            &counts["refund_query"],
+            &counts["pay_close"]
+        ),
+        (&json!(3), &json!(1), &json!(1), &json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_closed_order_cannot_be_paid_and_a_paid_one_cannot_be_closed() {
+    let shop = Shop::open().await;
+    let prepay_id = shop.order("T2000001", 100).await;
+    let close = |out_trade_no: &str| format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
+    let mchid = json!({"mchid": MCHID});
+    assert_eq!(
+        shop.v3("POST", &close("T2000001"), Some(&mchid)).await,
+        (204, Value::Null)
+    );
+    assert_eq!(shop.query("T2000001").await.1["trade_state"], "CLOSED");
+    let (status, refused) = shop
+        .sim
+        .post_status("/__sim/pay/complete", json!({"prepay_id": prepay_id}))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(shop.inbox.received().is_empty());
+    assert_eq!(
+        shop.v3("POST", &close("T2000001"), Some(&mchid)).await.0,
+        204,
+        "closing again is fine"
+    );
+    let again = json!({
+        "appid": APP_ID, "mchid": MCHID, "description": "tea", "out_trade_no": "T2000001",
+        "notify_url": shop.notify_url, "amount": {"total": 100, "currency": "CNY"}, "payer": {"openid": OPENID},
+    });
+    let (status, reopened) = shop.v3("POST", "/v3/pay/transactions/jsapi", Some(&again)).await;
+    assert_eq!((status, &reopened["code"]), (400, &json!("ORDER_CLOSED")));
+
+    shop.paid_order("T2000002", 100).await;
+    let (status, paid) = shop.v3("POST", &close("T2000002"), Some(&mchid)).await;
+    assert_eq!((status, &paid["code"]), (400, &json!("ORDERPAID")));
+    assert_eq!(shop.query("T2000002").await.1["trade_state"], "SUCCESS");
+    let (status, missing) = shop.v3("POST", &close("T2000002"), Some(&json!({}))).await;
+    assert_eq!((status, &missing["code"]), (400, &json!("PARAM_ERROR")));
+}
+
+#[tokio::test]
+async fn a_dropped_notification_leaves_the_payment_made() {
+    let shop = Shop::open().await;
+    let prepay_id = shop.order("T3000001", 100).await;
+    let dropped = shop
+        .sim
+        .post("/__sim/pay/complete", json!({"prepay_id": prepay_id, "mode": "drop"}))
+        .await;
+    assert_eq!(dropped["deliveries"], json!([]));
+    assert!(shop.inbox.received().is_empty(), "no notification is ever sent");
+    let (_, paid) = shop.query("T3000001").await;
+    assert_eq!(paid["trade_state"], "SUCCESS");
+    assert_eq!(paid["transaction_id"], dropped["transaction_id"]);
+}
+
+#[tokio::test]
+async fn refunds_are_idempotent_and_never_exceed_the_order() {
+    let shop = Shop::open().await;
+    let transaction_id = shop.paid_order("T4000001", 100).await;
+    let (status, first) = shop.refund(refund_request("T4000001", "R4000001", 30, 100)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "PROCESSING");
+    assert_eq!(first["out_trade_no"], "T4000001");
+    assert_eq!(first["transaction_id"], transaction_id.as_str());
+    assert_eq!(first["amount"]["refund"], 30);
+    assert_eq!(first["amount"]["payer_refund"], 30);
+    assert_eq!(first["amount"]["total"], 100);
+    assert!(first.get("success_time").is_none());
+    let (status, retried) = shop.refund(refund_request("T4000001", "R4000001", 30, 100)).await;
+    assert_eq!(
+        (status, &retried["refund_id"]),
+        (200, &first["refund_id"]),
+        "the same refund"
+    );
+    let (status, changed) = shop.refund(refund_request("T4000001", "R4000001", 40, 100)).await;
+    assert_eq!(
+        (status, &changed["code"]),
+        (400, &json!("INVALID_REQUEST")),
+        "{changed}"
+    );
+
+    let (status, too_much) = shop.refund(refund_request("T4000001", "R4000002", 71, 100)).await;
+    assert_eq!(
+        (status, &too_much["code"]),
+        (400, &json!("INVALID_REQUEST")),
+        "{too_much}"
+    );
+    let by_transaction = json!({
+        "transaction_id": transaction_id, "out_refund_no": "R4000002",
+        "amount": {"refund": 70, "total": 100, "currency": "CNY"},
+    });
+    assert_eq!(shop.refund(by_transaction).await.0, 200);
+    let (status, nothing_left) = shop.refund(refund_request("T4000001", "R4000003", 1, 100)).await;
+    assert_eq!((status, &nothing_left["code"]), (400, &json!("INVALID_REQUEST")));
+    assert_eq!(shop.query("T4000001").await.1["trade_state"], "REFUND");
+
+    shop.order("T4000002", 100).await;
+    let (status, unpaid) = shop.refund(refund_request("T4000002", "R4000004", 1, 100)).await;
+    assert_eq!((status, &unpaid["code"]), (404, &json!("RESOURCE_NOT_EXISTS")));
+    let (status, unknown) = shop.refund(refund_request("T-none", "R4000005", 1, 100)).await;
+    assert_eq!((status, &unknown["code"]), (404, &json!("RESOURCE_NOT_EXISTS")));
+    let mut no_currency = refund_request("T4000001", "R4000006", 1, 100);
+    no_currency["amount"]["currency"] = Value::Null;
+    assert_eq!(shop.refund(no_currency).await.1["code"], "PARAM_ERROR");
+
+    assert_eq!(shop.refund_query("R4000001").await.1["status"], "PROCESSING");
+    let (status, missing) = shop.refund_query("R-none").await;
+    assert_eq!((status, &missing["code"]), (404, &json!("RESOURCE_NOT_EXISTS")));
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_a_refund_refund_once() {
+    let shop = Shop::open().await;
+    shop.paid_order("T4100001", 100).await;
+    let body = refund_request("T4100001", "R4100001", 60, 100).to_string();
+    let url = format!("{}/v3/refund/domestic/refunds", shop.sim.server.base_url());
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let request = shop
+            .sim
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "authorization",
+                shop.authorization("POST", "/v3/refund/domestic/refunds", &body),
+            )
+            .body(body.clone());
+        calls.spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(answer) = calls.join_next().await {
+        let answer = answer.unwrap();
+        ids.insert(answer["refund_id"].as_str().expect("a refund").to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one refund");
+    let (status, rest) = shop.refund(refund_request("T4100001", "R4100002", 41, 100)).await;
+    assert_eq!(
+        (status, &rest["code"]),
+        (400, &json!("INVALID_REQUEST")),
+        "60 of 100 are taken"
+    );
+}
+
+#[tokio::test]
+async fn refunds_succeed_on_the_simulator_clock_and_notify() {
+    let shop = Shop::open().await;
+    let transaction_id = shop.paid_order("T5000001", 100).await;
+    let mut request = refund_request("T5000001", "R5000001", 100, 100);
+    request["notify_url"] = json!(shop.notify_url);
+    let (status, refund) = shop.refund(request).await;
+    assert_eq!((status, &refund["status"]), (200, &json!("PROCESSING")));
+    assert_eq!(shop.inbox.received().len(), 1, "only the payment's notification so far");
+
+    let early = shop.sim.post("/__sim/time", json!({"advance_secs": 59})).await;
+    assert_eq!(early["refunds_settled"], json!([]));
+    assert_eq!(shop.refund_query("R5000001").await.1["status"], "PROCESSING");
+    let settled = shop.sim.post("/__sim/time", json!({"advance_secs": 1})).await;
+    assert_eq!(settled["refunds_settled"][0]["out_refund_no"], "R5000001", "{settled}");
+    assert_eq!(settled["refunds_settled"][0]["deliveries"][0]["status"], 204);
+
+    let received = shop.inbox.received();
+    assert_eq!(received.len(), 2);
+    let (envelope, resource) = shop.unseal(&received[1]);
+    assert_eq!(envelope["event_type"], "REFUND.SUCCESS");
+    assert_eq!(envelope["resource_type"], "encrypt-resource");
+    assert_eq!(envelope["resource"]["original_type"], "refund");
+    assert_eq!(resource["mchid"], MCHID);
+    assert_eq!(resource["out_trade_no"], "T5000001");
+    assert_eq!(resource["transaction_id"], transaction_id.as_str());
+    assert_eq!(resource["out_refund_no"], "R5000001");
+    assert_eq!(resource["refund_id"], refund["refund_id"]);
+    assert_eq!(resource["refund_status"], "SUCCESS");
+    assert_eq!(
+        resource["amount"],
+        json!({"total": 100, "refund": 100, "payer_total": 100, "payer_refund": 100})
+    );
+
+    let (_, queried) = shop.refund_query("R5000001").await;
+    assert_eq!(queried["status"], "SUCCESS");
+    assert_eq!(queried["success_time"], resource["success_time"]);
+    assert_eq!(shop.query("T5000001").await.1["trade_state"], "REFUND");
+}
+
+#[tokio::test]
+async fn refund_outcomes_are_set_by_tests_and_notifications_retried_duplicated_or_dropped() {
+    let shop = Shop::open().await;
+    shop.paid_order("T6000001", 100).await;
+    let before = shop.inbox.received().len();
+    let mut request = refund_request("T6000001", "R6000001", 40, 100);
+    request["notify_url"] = json!(shop.notify_url);
+    shop.refund(request).await;
+    shop.inbox.fail_next.store(2, std::sync::atomic::Ordering::SeqCst);
+    let abnormal = shop
+        .sim
+        .post(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R6000001", "status": "ABNORMAL"}),
+        )
+        .await;
+    assert_eq!(abnormal["refund"]["status"], "ABNORMAL");
+    assert_eq!(abnormal["deliveries"][0]["attempts"], 3, "retried until acknowledged");
+    let received = shop.inbox.received();
+    assert_eq!(received.len(), before + 3);
+    assert_eq!(shop.unseal(&received[before + 2]).0["event_type"], "REFUND.ABNORMAL");
+
+    let duplicated = shop
+        .sim
+        .post(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R6000001", "status": "SUCCESS", "copies": 3}),
+        )
+        .await;
+    assert_eq!(duplicated["deliveries"].as_array().unwrap().len(), 3);
+    let received = shop.inbox.received();
+    assert_eq!(received.len(), before + 6);
+    for copy in &received[before + 3..] {
+        let (envelope, resource) = shop.unseal(copy);
+        assert_eq!(
+            (&envelope["event_type"], &resource["refund_status"]),
+            (&json!("REFUND.SUCCESS"), &json!("SUCCESS"))
+        );
+    }
+    let (status, _) = shop
+        .sim
+        .post_status(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R6000001", "status": "CLOSED"}),
+        )
+        .await;
+    assert_eq!(status, 409, "SUCCESS is final");
+
+    let mut request = refund_request("T6000001", "R6000002", 60, 100);
+    request["notify_url"] = json!(shop.notify_url);
+    shop.refund(request).await;
+    let dropped = shop
+        .sim
+        .post(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R6000002", "status": "CLOSED", "mode": "drop"}),
+        )
+        .await;
+    assert_eq!(dropped["deliveries"], json!([]));
+    assert_eq!(shop.inbox.received().len(), before + 6);
+    assert_eq!(shop.refund_query("R6000002").await.1["status"], "CLOSED");
+    let (status, again) = shop.refund(refund_request("T6000001", "R6000003", 60, 100)).await;
+    assert_eq!(status, 200, "a closed refund gives its amount back: {again}");
+}
+
+#[tokio::test]
+async fn an_order_takes_at_most_fifty_refunds() {
+    let shop = Shop::open().await;
+    shop.paid_order("T7000001", 100).await;
+    for n in 0..50 {
+        let (status, answer) = shop
+            .refund(refund_request("T7000001", &format!("R70{n:02}"), 1, 100))
+            .await;
+        assert_eq!(status, 200, "{n}: {answer}");
+    }
+    let (status, refused) = shop.refund(refund_request("T7000001", "R7051", 1, 100)).await;
+    assert_eq!((status, &refused["code"]), (400, &json!("INVALID_REQUEST")));
+}
+
+/// Shipping-info calls with an access token.
+struct Shipping<'a> {
+    shop: &'a Shop,
+    token: String,
+}
+
+impl<'a> Shipping<'a> {
+    /// With a valid stable token.
+    async fn new(shop: &'a Shop) -> Shipping<'a> {
+        let token = shop.sim.stable(false).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Shipping { shop, token }
+    }
+
+    async fn call(&self, api: &str, body: &str) -> Value {
+        let url = format!("{}/wxa/sec/order/{api}", self.shop.sim.server.base_url());
+        let response = self
+            .shop
+            .sim
+            .http
+            .post(url)
+            .query(&[("access_token", &self.token)])
+            .body(body.to_owned());
+        response.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn upload(&self, body: &Value) -> i64 {
+        self.call("upload_shipping_info", &body.to_string()).await["errcode"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn order(&self, transaction_id: &str) -> Value {
+        let answer = self
+            .call("get_order", &json!({"transaction_id": transaction_id}).to_string())
+            .await;
+        assert_eq!(answer["errcode"], 0, "{answer}");
+        answer["order"].clone()
+    }
+}
+
+/// An express shipment of one package for a payment named by its transaction_id.
+fn shipment(transaction_id: &str, tracking_no: &str) -> Value {
+    json!({
+        "order_key": {"order_number_type": 2, "transaction_id": transaction_id},
+        "logistics_type": 1, "delivery_mode": 1,
+        "shipping_list": [{"tracking_no": tracking_no, "express_company": "SF", "item_desc": "a cup of tea*1",
+                           "contact": {"receiver_contact": "189****1234"}}],
+        "upload_time": "2026-11-26T12:00:00.120+08:00", "payer": {"openid": OPENID},
+    })
+}
+
+#[tokio::test]
+async fn shipping_info_is_uploaded_once_the_payment_shows_and_reshipped_once() {
+    let shop = Shop::open().await;
+    let shipping = Shipping::new(&shop).await;
+    let transaction_id = shop.paid_order("T8000001", 100).await;
+    let stale = Shipping {
+        shop: &shop,
+        token: "stale".into(),
+    };
+    assert_eq!(stale.upload(&shipment(&transaction_id, "SF1")).await, 40001);
+    assert_eq!(
+        shipping.call("upload_shipping_info", "not json").await["errcode"],
+        47001
+    );
+    let mut not_a_list = shipment(&transaction_id, "SF1");
+    not_a_list["shipping_list"] = not_a_list["shipping_list"][0].clone();
+    assert_eq!(shipping.upload(&not_a_list).await, 47001);
+    assert_eq!(
+        shipping.upload(&shipment(&transaction_id, "SF1")).await,
+        10060001,
+        "not visible the moment it is paid"
+    );
+    shop.sim.post("/__sim/time", json!({"advance_secs": 60})).await;
+    assert_eq!(shipping.upload(&shipment("4200000000000000", "SF1")).await, 10060001);
+    assert_eq!(shipping.order(&transaction_id).await["order_state"], 1);
+    assert_eq!(shipping.upload(&shipment(&transaction_id, "SF1")).await, 0);
+
+    let order = shipping.order(&transaction_id).await;
+    assert_eq!(order["order_state"], 2);
+    assert_eq!(order["merchant_trade_no"], "T8000001");
+    assert_eq!(order["merchant_id"], MCHID);
+    assert_eq!(order["paid_amount"], 100);
+    assert_eq!(order["openid"], OPENID);
+    assert_eq!(order["shipping"]["finish_shipping"], true);
+    assert_eq!(order["shipping"]["finish_shipping_count"], 1);
+    assert_eq!(order["shipping"]["shipping_list"][0]["tracking_no"], "SF1");
+    assert_eq!(order["shipping"]["shipping_list"][0]["goods_desc"], "a cup of tea*1");
+    let by_merchant = json!({"merchant_id": MCHID, "merchant_trade_no": "T8000001"}).to_string();
+    let same = shipping.call("get_order", &by_merchant).await;
+    assert_eq!(same["order"]["transaction_id"], transaction_id.as_str());
+
+    let mut by_merchant_key = shipment(&transaction_id, "SF2");
+    by_merchant_key["order_key"] = json!({"order_number_type": 1, "mchid": MCHID, "out_trade_no": "T8000001"});
+    assert_eq!(shipping.upload(&by_merchant_key).await, 0, "the one re-shipment");
+    let order = shipping.order(&transaction_id).await;
+    assert_eq!(order["shipping"]["shipping_list"][0]["tracking_no"], "SF2");
+    assert_eq!(order["shipping"]["finish_shipping_count"], 2);
+    assert_eq!(shipping.upload(&shipment(&transaction_id, "SF3")).await, 10060003);
+
+    let now = shop.sim.post("/__sim/time", json!({"advance_secs": 0})).await["now"].clone();
+    let remind = json!({"transaction_id": transaction_id, "received_time": now}).to_string();
+    assert_eq!(shipping.call("notify_confirm_receive", &remind).await["errcode"], 0);
+    assert_eq!(
+        shipping.call("notify_confirm_receive", &remind).await["errcode"],
+        10060030,
+        "one reminder"
+    );
+    assert_eq!(
+        shipping.order(&transaction_id).await["order_state"],
+        2,
+        "a reminder is not a receipt"
+    );
+    let confirmed = shop
+        .sim
+        .post(
+            "/__sim/shipping/confirm-receive",
+            json!({"transaction_id": transaction_id}),
+        )
+        .await;
+    assert_eq!(confirmed["order_state"], 3);
+    assert_eq!(shipping.order(&transaction_id).await["order_state"], 3);
+    assert_eq!(shipping.upload(&shipment(&transaction_id, "SF4")).await, 10060004);
+}
+
+#[tokio::test]
+async fn shipping_info_is_checked_like_wechat_checks_it() {
+    let shop = Shop::open().await;
+    let shipping = Shipping::new(&shop).await;
+    let transaction_id = shop.paid_order("T9000001", 100).await;
+    shop.sim.post("/__sim/time", json!({"advance_secs": 60})).await;
+    let package = |n: usize| json!({"tracking_no": format!("SF{n}"), "express_company": "SF", "item_desc": "tea"});
+    let split = |count: usize| {
+        let mut body = shipment(&transaction_id, "SF0");
+        body["delivery_mode"] = json!(2);
+        body["is_all_delivered"] = json!(false);
+        body["shipping_list"] = (0..count).map(package).collect();
+        body
+    };
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut body = shipment(&transaction_id, "SF0");
+        edit(&mut body);
+        body
+    };
+    let cases: [(Value, i64); 9] = [
+        (split(16), 10060024),
+        (
+            with(&|b| b["shipping_list"] = json!([package(1), package(2)])),
+            268485228,
+        ),
+        (with(&|b| b["delivery_mode"] = json!(3)), 268485224),
+        (with(&|b| b["logistics_type"] = json!(5)), 10060005),
+        (
+            with(&|b| b["order_key"] = json!({"order_number_type": 1, "out_trade_no": "T9000001"})),
+            268485196,
+        ),
+        (with(&|b| b["upload_time"] = json!("2026-11-26 12:00:00")), 268485216),
+        (with(&|b| b["payer"]["openid"] = json!("o_someone_else")), 10060031),
+        (with(&|b| b["shipping_list"][0]["item_desc"] = json!("")), 10060008),
+        (with(&|b| b["shipping_list"][0]["tracking_no"] = json!("")), 268485226),
+    ];
+    for (body, errcode) in &cases {
+        assert_eq!(shipping.upload(body).await, *errcode, "{body}");
+    }
+    let remind = json!({"transaction_id": transaction_id, "received_time": 0}).to_string();
+    assert_eq!(
+        shipping.call("notify_confirm_receive", &remind).await["errcode"],
+        10060028,
+        "nothing shipped yet"
+    );
+    let mut no_flag = split(2);
+    no_flag.as_object_mut().unwrap().remove("is_all_delivered");
+    assert_eq!(shipping.upload(&no_flag).await, 10060007);
+
+    assert_eq!(
+        shipping.upload(&split(15)).await,
+        0,
+        "15 packages, not all delivered yet"
+    );
+    let order = shipping.order(&transaction_id).await;
+    assert_eq!(order["order_state"], 1);
+    assert_eq!(order["shipping"]["shipping_list"].as_array().unwrap().len(), 15);
+    let mut done = split(15);
+    done["is_all_delivered"] = json!(true);
+    assert_eq!(
+        shipping.upload(&done).await,
+        0,
+        "finishing a split delivery is not a re-shipment"
+    );
+    assert_eq!(shipping.order(&transaction_id).await["order_state"], 2);
+
+    shop.refund(refund_request("T9000001", "R9000001", 100, 100)).await;
+    shop.sim
+        .post("/__sim/pay/refund/settle", json!({"out_refund_no": "R9000001"}))
+        .await;
+    assert_eq!(shipping.order(&transaction_id).await["order_state"], 5, "refunded");
+
+    shop.sim
+        .post("/__sim/faults", json!({"api": "upload_shipping_info", "errcode": -1}))
+        .await;
+    assert_eq!(shipping.upload(&done).await, -1);
+    let counts = shop.sim.get("/__sim/requests", &[]).await["counts"].clone();
+    assert_eq!(counts["upload_shipping_info"], 13);
+    assert_eq!(counts["get_shipping_order"], 3);
 }

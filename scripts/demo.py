@@ -19,17 +19,6 @@ API = f"http://127.0.0.1:{os.environ.get('API_PORT', '9000')}"
 SIM = f"http://127.0.0.1:{os.environ.get('SIM_PORT', '9100')}"
 OPENID = f"o_demo_{int(time.time())}"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOTO = f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '9200')}"
-ORDERS_TABLE = os.environ.get("ORDERS_TABLE", "wxa-orders")
-
-
-def local_aws(*args):
-    """The merchant's side of the orders table, through scripts/local_aws.py (boto3 in the venv)."""
-    import subprocess
-    python = os.path.join(os.environ.get("WXA_VENV", os.path.join(ROOT, ".venv")), "bin", "python")
-    out = subprocess.run([python, os.path.join(ROOT, "scripts", "local_aws.py"), "--endpoint", MOTO, *args],
-                         check=True, capture_output=True, text=True)
-    return out.stdout
 
 
 def http(method, url, body=None, token=None, raw=False):
@@ -78,8 +67,28 @@ def template_routes():
     return routes
 
 
-def call(method, route, body=None, token=None, expect=200, code=None):
+def merchant(op, expect=None, **fields):
+    """The back office's command, by the Lambda Invoke API (the gateway passes it through)."""
+    command = dict(op=op, **fields)
+    status, answer = http("POST", f"{API}/2015-03-31/functions/merchant/invocations", command)
+    shown = json.dumps(command, ensure_ascii=False)
+    answered = json.dumps(answer, ensure_ascii=False)
+    print(f"  invoke merchant {shown[:150]}\n  -> {answered[:300]}")
+    if status != 200 or not isinstance(answer, dict):
+        sys.exit(f"demo: the merchant function answered {status}")
+    if expect:
+        if answer.get("error", {}).get("code") != expect:
+            sys.exit(f"demo: expected the error {expect}")
+        return answer["error"]
+    if "ok" not in answer:
+        sys.exit("demo: expected ok")
+    return answer["ok"]
+
+
+def call(method, route, body=None, token=None, expect=200, code=None, path=None):
+    """`route` as template.yaml names it; `path` when it has parameters."""
     VISITED.add((method, route))
+    route = path or route
     status, answer = http(method, API + route, body, token)
     shown = json.dumps(body, ensure_ascii=False) if body is not None else ""
     if len(shown) > 120:
@@ -172,12 +181,16 @@ def main():
     assert call("GET", "/session", token=token)["valid"] is True
     call("POST", "/share-info", sim("/__sim/encrypt", {"openid": OPENID, "data": {"openGId": "G_demo_group"}}), token)
 
-    step("13. WeChat Pay: the merchant's system puts an order (1 fen); the amount never comes from the phone")
+    step("13. The merchant's back office creates an order (invoking the merchant function); the amount never comes from the phone")
     out_trade_no = f"T{int(time.time())}{OPENID[-4:]}"
-    local_aws("put-order", "--orders-table", ORDERS_TABLE, "--out-trade-no", out_trade_no, "--openid", OPENID,
-              "--description", "A cup of tea", "--amount-total", "1")
-    print(f"  order {out_trade_no}: " + local_aws("get-order", "--orders-table", ORDERS_TABLE,
-                                                  "--out-trade-no", out_trade_no).strip())
+    order = merchant("create_order", out_trade_no=out_trade_no, openid=OPENID, description="A cup of tea",
+                     amount_total=100)
+    assert order["status"] == "UNPAID"
+    again = merchant("create_order", out_trade_no=out_trade_no, openid=OPENID, description="A cup of tea",
+                     amount_total=100)
+    print(f"  the same command again is the same order (idempotent): {again == order}")
+    merchant("create_order", out_trade_no=out_trade_no, openid=OPENID, description="Two cups",
+             amount_total=200, expect="order_conflict")
 
     step("14. POST /pay/sign: the server places the order with WeChat Pay and signs wx.requestPayment's parameters")
     params = call("POST", "/pay/sign", {"out_trade_no": out_trade_no}, token)
@@ -186,14 +199,34 @@ def main():
     step("15. The user pays; WeChat Pay notifies POST /pay/notify (signed, encrypted); the order is PAID")
     done = sim("/__sim/pay/complete", {"prepay_id": prepay_id})
     print(f"  notification deliveries: {done['deliveries']}")
-    order = json.loads(local_aws("get-order", "--orders-table", ORDERS_TABLE, "--out-trade-no", out_trade_no))
-    print(f"  order {out_trade_no}: status {order['status']}, transaction {order.get('transaction_id')}")
-    assert order["status"] == "PAID"
     if done["deliveries"][0]["status"] == 204:
         VISITED.add(("POST", "/pay/notify"))
+    page = call("GET", "/pay/orders/{out_trade_no}", token=token, path=f"/pay/orders/{out_trade_no}")
+    assert page["status"] == "PAID"
     forged = sim("/__sim/pay/complete", {"prepay_id": prepay_id, "mode": "tampered"})
     print(f"  a tampered copy of the notification: {forged['deliveries'][0]['status']} {forged['deliveries'][0]['body']}")
     call("POST", "/pay/sign", {"out_trade_no": out_trade_no}, token, expect=409, code="order_already_paid")
+
+    step("15b. The back office uploads shipping info (WeChat holds the money until then)")
+    sim("/__sim/time", {"advance_secs": 61})  # WeChat knows a payment about a minute after it
+    shipped = merchant("upload_shipping", out_trade_no=out_trade_no, logistics_type=1, delivery_mode=1,
+                       shipping_list=[{"tracking_no": "SF1234567890", "express_company": "SF",
+                                       "item_desc": "A cup of tea", "contact": {"receiver_contact": "138****0000"}}])
+    assert shipped["shipping_state"] == "SHIPPED"
+    print(f"  WeChat's view: {merchant('get_shipping_state', out_trade_no=out_trade_no)['order_state']} (2 = shipped)")
+
+    step("15c. A partial refund (30 of 100 fen): reserved, applied for, then notified by WeChat Pay")
+    refund = merchant("refund", out_trade_no=out_trade_no, out_refund_no=f"R{out_trade_no}", amount=30,
+                      reason="a smaller cup")
+    assert refund["status"] in ("PROCESSING", "SUCCESS")
+    merchant("refund", out_trade_no=out_trade_no, out_refund_no=f"R2{out_trade_no}", amount=71,
+             expect="refund_exceeds_paid")
+    settled = sim("/__sim/time", {"advance_secs": 61})
+    print(f"  WeChat Pay settles it and notifies: {settled.get('refunds_settled')}")
+    refund = merchant("get_refund", out_refund_no=f"R{out_trade_no}")
+    assert refund["status"] == "SUCCESS", refund
+    page = call("GET", "/pay/orders/{out_trade_no}", token=token, path=f"/pay/orders/{out_trade_no}")
+    assert page["refunded_total"] == 30
 
     step("16. Without a token: 401")
     call("GET", "/session", expect=401, code="missing_token")

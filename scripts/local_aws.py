@@ -2,13 +2,14 @@
 """Creates the local AWS resources (on moto server) exactly as template.yaml declares them.
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
-        --sessions-table wxa-sessions --orders-table wxa-orders --app-secret-id wxa/app --app-secret S \
+        --sessions-table wxa-sessions --orders-table wxa-orders --refunds-table wxa-refunds \
+        --app-secret-id wxa/app --app-secret S \
         [--pay-secret-id wxa/pay --pay-sim http://127.0.0.1:9100 --pay-dir .dev]
     local_aws.py --endpoint http://127.0.0.1:9200 put-order --orders-table wxa-orders \
         --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
-The tables' key schemas, attribute definitions and TTL attributes are read from the
-SessionsTable and OrdersTable resources of template.yaml, so local runs and tests cannot drift
+The tables' key schemas, attribute definitions, indexes and TTL attributes are read from the
+SessionsTable, OrdersTable and RefundsTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
 Two secrets, as deployed: the app secret {"app_secret": ...} and, with --pay-sim, the pay secret:
@@ -55,11 +56,15 @@ def client(service, endpoint):
 def create_table(dynamodb, name, props):
     existing = dynamodb.list_tables()["TableNames"]
     if name not in existing:
+        extra = {}
+        if props.get("GlobalSecondaryIndexes"):
+            extra["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
         dynamodb.create_table(
             TableName=name,
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+            **extra,
         )
         dynamodb.get_waiter("table_exists").wait(TableName=name)
     ttl = props.get("TimeToLiveSpecification")
@@ -143,6 +148,7 @@ def main():
     setup = sub.add_parser("setup", help="create the tables and the secrets")
     setup.add_argument("--sessions-table", required=True)
     setup.add_argument("--orders-table", required=True)
+    setup.add_argument("--refunds-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
     setup.add_argument("--pay-secret-id", help="the pay secret's name (with --pay-sim)")
@@ -163,6 +169,7 @@ def main():
         dynamodb = client("dynamodb", args.endpoint)
         create_table(dynamodb, args.sessions_table, table_definition(args.template, "SessionsTable"))
         create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
+        create_table(dynamodb, args.refunds_table, table_definition(args.template, "RefundsTable"))
         secretsmanager = client("secretsmanager", args.endpoint)
         put_secret(secretsmanager, args.app_secret_id, {"app_secret": args.app_secret})
         if args.pay_sim:

@@ -37,6 +37,8 @@ pub struct Parts {
     pub pay: bool,
     /// Places orders with WeChat Pay (`WECHATPAY_API_BASE`, `PAY_NOTIFY_URL`).
     pub pay_orders: bool,
+    /// The refunds table (`REFUNDS_TABLE`).
+    pub refunds: bool,
 }
 
 impl Parts {
@@ -48,6 +50,7 @@ impl Parts {
         qrcode_cache: false,
         pay: false,
         pay_orders: false,
+        refunds: false,
     };
 
     /// Every part (tests build one state that serves every function).
@@ -59,6 +62,7 @@ impl Parts {
         qrcode_cache: true,
         pay: true,
         pay_orders: true,
+        refunds: true,
     };
 
     /// Every setting these parts read: `(name, required)`.
@@ -96,6 +100,7 @@ impl Parts {
                 ("SECRET_CACHE_TTL_SECS", false),
             ],
         );
+        add(self.refunds, &[("REFUNDS_TABLE", true)]);
         add(
             self.pay_orders,
             &[
@@ -172,6 +177,8 @@ pub struct Config {
     pub qrcode_cache_ttl: Duration,
     pub pay: Option<PaySettings>,
     pub pay_orders: Option<PayOrderSettings>,
+    /// DynamoDB table of refunds (`REFUNDS_TABLE`; part `refunds`).
+    pub refunds_table: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -214,6 +221,7 @@ impl Config {
         let pay_secret_id = required(parts.pay, "PAY_SECRET_ID");
         let orders_table = required(parts.pay, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
+        let refunds_table = required(parts.refunds, "REFUNDS_TABLE");
 
         let mut number = |on: bool, name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
             if !on {
@@ -344,6 +352,7 @@ impl Config {
                 api,
                 v2_sign_type,
             }),
+            refunds_table,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),
@@ -376,6 +385,7 @@ mod tests {
         ("PAY_SECRET_ID", "wxa/pay"),
         ("ORDERS_TABLE", "orders"),
         ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),
+        ("REFUNDS_TABLE", "refunds"),
     ];
 
     #[test]

@@ -17,6 +17,7 @@ pub mod random;
 pub mod redacted;
 pub mod runtime;
 pub mod secret_store;
+pub mod shop;
 pub mod state;
 pub mod store;
 pub mod token;

@@ -4,7 +4,8 @@ pub use lambda_http::Error;
 use lambda_http::{Request, service_fn};
 
 use crate::AppState;
-use crate::function::Function;
+use crate::function::{Entry, Function};
+use lambda_http::LambdaEvent;
 
 /// What each function's `main` calls. Lambda hands a container one event at a time, so a
 /// single-threaded runtime serves it: no worker threads to spawn (nor cgroup limits to read to
@@ -22,8 +23,19 @@ pub fn run(function: &'static Function) -> Result<(), Error> {
 pub async fn serve(function: &'static Function) -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let state: &'static AppState = Box::leak(Box::new(AppState::from_env(function.parts).await?));
-    lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(function.handle(state, req).await)
-    }))
-    .await
+    match function.entry {
+        Entry::Routes(_) => {
+            lambda_http::run(service_fn(move |req: Request| async move {
+                Ok::<_, Error>(function.handle(state, req).await)
+            }))
+            .await
+        }
+        // Invoked with a JSON command, or by a schedule: plain JSON events, no HTTP.
+        Entry::Ops(_) | Entry::Scheduled(_) => {
+            lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+                Ok::<_, Error>(function.invoke(state, event.payload, &event.context).await)
+            }))
+            .await
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::pay::client::PayClient;
 use crate::redacted::Secret;
 use crate::secret_store::{AppSecrets, SecretCache};
 use crate::store::orders::OrderStore;
+use crate::store::refunds::RefundStore;
 use crate::store::sessions::{Session, SessionStore};
 use crate::token::{AccessTokenCache, TokenError};
 use crate::wechat::WechatClient;
@@ -58,6 +59,22 @@ pub struct Payments {
     pub merchant: SecretCache<Merchant>,
     pub orders: OrderStore,
     pub client: Option<(PayClient, PayOrderSettings)>,
+    /// Refunds (only where refunds are applied for or recorded).
+    pub refunds: Option<RefundStore>,
+}
+
+impl Payments {
+    /// The client that talks to WeChat Pay, and where it says notifications go.
+    pub fn client(&self) -> Result<(&PayClient, &PayOrderSettings), ApiError> {
+        self.client
+            .as_ref()
+            .map(|(c, s)| (c, s))
+            .ok_or_else(|| undeclared("pay_orders"))
+    }
+
+    pub fn refunds(&self) -> Result<&RefundStore, ApiError> {
+        self.refunds.as_ref().ok_or_else(|| undeclared("refunds"))
+    }
 }
 
 pub struct AppState {
@@ -120,6 +137,10 @@ impl AppState {
         });
         let pay = config.pay.as_ref().map(|settings| Payments {
             merchant: SecretCache::new(secretsmanager, &settings.secret_id, config.secret_cache_ttl),
+            refunds: config
+                .refunds_table
+                .as_deref()
+                .map(|table| RefundStore::new(dynamodb.clone(), table, &settings.orders_table)),
             orders: OrderStore::new(dynamodb, &settings.orders_table),
             client: config.pay_orders.as_ref().map(|orders| {
                 (

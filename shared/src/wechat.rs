@@ -270,6 +270,22 @@ impl WechatClient {
         }
     }
 
+    /// A JSON API that takes the access token in the query (`wxa/sec/order/...`): the answer's
+    /// JSON, or its errcode as a [`WechatError`].
+    pub async fn post_with_token(
+        &self,
+        path: &str,
+        access_token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, WechatError> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .query(&[("access_token", access_token.expose())])
+            .json(body);
+        self.send(request).await
+    }
+
     /// `wxa/business/getuserphonenumber`: the phone number for a button code (single use).
     pub async fn get_user_phone_number(&self, access_token: &Secret, code: &str) -> Result<PhoneInfo, WechatError> {
         let request = self

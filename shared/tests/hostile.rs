@@ -508,3 +508,140 @@ async fn server_side_failures_name_no_arn_table_or_secret() {
     }
     assert_eq!(answered, targets().len());
 }
+
+/// What an op of the back office may answer to a command that is not what it should be: a clear
+/// refusal, never a server error.
+const COMMAND_REFUSALS: &[&str] = &[
+    "unknown_op",
+    "invalid_command",
+    "order_not_found",
+    "refund_not_found",
+    "order_not_paid",
+    "order_not_refundable",
+    "order_not_payable",
+    "order_conflict",
+    "refund_conflict",
+    "refund_exceeds_paid",
+];
+
+#[tokio::test]
+async fn every_merchant_op_refuses_malformed_commands_with_a_clear_error() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    // A paid order of this merchant, and a valid command of each op to mutate.
+    stack.paid_order("T20261126000001", "o_alice", 100, false).await;
+    let valid: Vec<Value> = vec![
+        json!({"op": "create_order", "out_trade_no": "T20261126000002", "openid": "o_alice", "description": "tea", "amount_total": 1}),
+        json!({"op": "get_order", "out_trade_no": "T20261126000001"}),
+        json!({"op": "close_order", "out_trade_no": "T20261126000001"}),
+        json!({"op": "refund", "out_trade_no": "T20261126000001", "out_refund_no": "R1", "amount": 1}),
+        json!({"op": "get_refund", "out_refund_no": "R1"}),
+        json!({"op": "upload_shipping", "out_trade_no": "T20261126000001", "logistics_type": 1, "delivery_mode": 1,
+               "shipping_list": [{"tracking_no": "SF1", "express_company": "SF", "item_desc": "tea"}]}),
+        json!({"op": "get_shipping_state", "out_trade_no": "T20261126000001"}),
+        json!({"op": "notify_confirm_receive", "out_trade_no": "T20261126000001"}),
+    ];
+    let ops: Vec<&str> = wxa_shared::handlers::merchant::FUNCTION
+        .ops()
+        .iter()
+        .map(|op| op.name)
+        .collect();
+    assert_eq!(
+        valid.iter().map(|c| c["op"].as_str().unwrap()).collect::<Vec<_>>(),
+        ops,
+        "one valid command per op"
+    );
+    let mut total = 0;
+    for command in &valid {
+        let op = command["op"].as_str().unwrap();
+        let mut cases: Vec<(String, Value)> = vec![
+            ("not an object".into(), json!([command])),
+            ("a string".into(), json!(op)),
+            ("null".into(), Value::Null),
+            ("op in another case".into(), json!({"op": op.to_uppercase()})),
+            ("op mistyped".into(), json!({"op": 7})),
+            ("op alone".into(), json!({"op": op})),
+            ("empty object".into(), json!({})),
+            ("op with a space".into(), json!({"op": format!(" {op}")})),
+            ("op with a NUL".into(), json!({"op": format!("{op}\u{0}")})),
+            ("op as an object".into(), json!({"op": {"name": op}})),
+            ("deep nesting".into(), {
+                let mut deep = json!(1);
+                for _ in 0..64 {
+                    deep = json!([deep]);
+                }
+                let mut c = command.clone();
+                c["nested"] = deep;
+                c
+            }),
+            ("the command as a JSON string".into(), json!(command.to_string())),
+            ("a JSON number".into(), json!(42)),
+            (
+                "fields twice".into(),
+                json!({"op": op, "out_trade_no": ["T20261126000001", "T20261126000001"]}),
+            ),
+            ("extra field".into(), {
+                let mut c = command.clone();
+                c["is_admin"] = json!(true);
+                c
+            }),
+        ];
+        let fields: Vec<String> = command
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "op")
+            .cloned()
+            .collect();
+        for field in &fields {
+            let with = |value: Value| {
+                let mut c = command.clone();
+                c[field.as_str()] = value;
+                c
+            };
+            let mut without = command.clone();
+            without.as_object_mut().unwrap().remove(field.as_str());
+            cases.push((format!("{field} missing"), without));
+            cases.push((format!("{field} null"), with(Value::Null)));
+            cases.push((format!("{field} object"), with(json!({"$ne": null}))));
+            cases.push((format!("{field} array"), with(json!(["x"]))));
+            cases.push((format!("{field} negative"), with(json!(-1))));
+            cases.push((format!("{field} float"), with(json!(0.5))));
+            cases.push((format!("{field} huge"), with(json!(u64::MAX))));
+            for injection in INJECTIONS {
+                cases.push((format!("{field} = {injection:.12}"), with(json!(injection))));
+            }
+            for op_injection in INJECTIONS.iter().take(2) {
+                cases.push((format!("op = {op_injection:.12}"), json!({"op": op_injection})));
+            }
+            cases.push((format!("{field} 5000 chars"), with(json!("A".repeat(5000)))));
+            // An id that is not this merchant's (unknown here).
+            cases.push((format!("{field} other id"), with(json!("T_OTHER_MCH_999"))));
+        }
+        assert!(cases.len() >= 30, "{op}: only {} cases", cases.len());
+        for (label, case) in cases {
+            let answer = wxa_shared::handlers::merchant::FUNCTION
+                .invoke(&stack.state, case, &lambda_http::Context::default())
+                .await;
+            let text = answer.to_string();
+            if let Some(error) = answer.get("error") {
+                let code = error["code"].as_str().unwrap_or_default();
+                assert!(COMMAND_REFUSALS.contains(&code), "{op} / {label}: {text}");
+            } else {
+                // A mutation can still be a valid command (another description, say).
+                assert!(answer.get("ok").is_some(), "{op} / {label}: {text}");
+            }
+            for secret in [
+                APP_SECRET,
+                APIV3_KEY,
+                "PRIVATE KEY",
+                "arn:",
+                stack.orders_table.as_str(),
+            ] {
+                assert!(!text.contains(secret), "{op} / {label}: {secret} in {text}");
+            }
+            total += 1;
+        }
+    }
+    println!("{total} malformed commands");
+}

@@ -154,6 +154,28 @@ async fn no_secret_reaches_a_log_line() {
     assert_eq!(paid["deliveries"][0]["status"], 204);
     // WeChat Pay posted it to pay-notify (served over HTTP by the test stack).
     walked.0.lock().unwrap().insert("POST /pay/notify".into());
+    // The mini-program's order page; the back office's refund, notified; the reconciler.
+    let page = {
+        use lambda_http::RequestExt;
+        let request = walked.mark(authed_event("pay-order.json", &token, None));
+        let parameters: std::collections::HashMap<String, String> =
+            [("out_trade_no".to_owned(), "T20261125000001".to_owned())].into();
+        request.with_path_parameters(parameters)
+    };
+    assert_eq!(read(&pay_sign::FUNCTION.handle(&stack.state, page).await).0, 200);
+    let refund =
+        json!({"op": "refund", "out_trade_no": "T20261125000001", "out_refund_no": "R_HYGIENE_1", "amount": 1});
+    assert!(stack.merchant(refund).await.is_ok());
+    let settled = stack
+        .sim_post("/__sim/pay/refund/settle", json!({"out_refund_no": "R_HYGIENE_1"}))
+        .await;
+    assert_eq!(settled["deliveries"][0]["status"], 204);
+    let later = wxa_shared::clock::now_unix() + 3 * 3600;
+    assert!(
+        wxa_shared::handlers::reconciler::reconcile_at(&stack.state, later)
+            .await
+            .is_ok()
+    );
     stack
         .sim_post(
             "/__sim/pay/complete",

@@ -39,6 +39,12 @@ fn resource_names(resource: &Value) -> Vec<String> {
         Value::Array(items) => items.iter().flat_map(resource_names).collect(),
         Value::Object(o) if o.contains_key("Ref") => vec![o["Ref"].as_str().unwrap().to_owned()],
         Value::Object(o) if o.contains_key("Fn::GetAtt") => vec![o["Fn::GetAtt"][0].as_str().unwrap().to_owned()],
+        // `${OrdersTable.Arn}/index/...`: the table's index.
+        Value::Object(o) if o.contains_key("Fn::Sub") => {
+            let text = o["Fn::Sub"].as_str().unwrap();
+            let name = text.strip_prefix("${").and_then(|t| t.split_once('.')).map(|(n, _)| n);
+            vec![name.unwrap_or_else(|| panic!("a Sub resource: {text}")).to_owned()]
+        }
         other => panic!("a policy resource that is not a Ref or GetAtt: {other}"),
     }
 }
@@ -77,8 +83,8 @@ fn every_function_and_route_of_the_template_is_the_codes_and_back() {
         let function = registered(name);
         let in_template: BTreeSet<(String, String)> = resource["Properties"]["Events"]
             .as_object()
-            .expect("Events")
-            .values()
+            .into_iter()
+            .flat_map(|events| events.values())
             .filter(|e| e["Type"] == "HttpApi")
             .map(|e| {
                 let p = &e["Properties"];
@@ -89,7 +95,7 @@ fn every_function_and_route_of_the_template_is_the_codes_and_back() {
             })
             .collect();
         let in_code: BTreeSet<(String, String)> = function
-            .routes
+            .routes()
             .iter()
             .map(|r| (r.method.to_string(), r.path.to_owned()))
             .collect();
@@ -127,6 +133,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             let uses = match resource.as_str() {
                 "SessionsTable" => parts.sessions,
                 "OrdersTable" => parts.pay,
+                "RefundsTable" => parts.refunds,
                 "AppSecretArn" | "PaySecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),
             };
@@ -137,6 +144,31 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 grants.contains_key("SessionsTable"),
                 "{name} declares sessions but may not read them"
             );
+        }
+    }
+}
+
+#[test]
+fn invoked_functions_have_no_route_and_scheduled_ones_a_schedule() {
+    use wxa_shared::function::Entry;
+    let template = testkit::template();
+    for (name, resource) in template_functions(&template) {
+        let events: Vec<&str> = resource["Properties"]["Events"]
+            .as_object()
+            .map(|e| e.values().map(|v| v["Type"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        match registered(&name).entry {
+            Entry::Routes(routes) => {
+                assert!(
+                    !routes.is_empty() && events.iter().all(|t| *t == "HttpApi"),
+                    "{name}: {events:?}"
+                )
+            }
+            Entry::Ops(ops) => assert!(
+                !ops.is_empty() && events.is_empty(),
+                "{name} is invoked by the back office (IAM), never through the API: {events:?}"
+            ),
+            Entry::Scheduled(_) => assert_eq!(events, ["Schedule"], "{name} runs on a schedule"),
         }
     }
 }
@@ -257,7 +289,13 @@ fn every_route_has_an_event_and_every_event_a_route() {
                 &std::fs::read_to_string(testkit::workspace_root().join("events").join(&file)).unwrap(),
             )
             .unwrap();
-            assert_eq!(event["rawPath"], path.as_str(), "{file}");
+            let raw_path = event["rawPath"].as_str().unwrap_or_default();
+            let segments_match = raw_path.split('/').count() == path.split('/').count()
+                && raw_path
+                    .split('/')
+                    .zip(path.split('/'))
+                    .all(|(have, want)| have == want || (want.starts_with('{') && !have.is_empty()));
+            assert!(segments_match, "{file}: rawPath {raw_path} is not {path}");
             assert_eq!(event["requestContext"]["http"]["method"], method.as_str(), "{file}");
             assert_eq!(event["requestContext"]["routeKey"], event["routeKey"], "{file}");
         }

@@ -68,10 +68,15 @@ impl ApiError {
         error
     }
 
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({
+    /// `{"error": {"code", "message", "request_id"}}`.
+    pub fn to_json(&self, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
             "error": { "code": self.code, "message": self.message, "request_id": request_id }
-        });
+        })
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = self.to_json(request_id);
         let mut response = crate::api::response::json_response(self.status, &body);
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -213,7 +218,12 @@ impl From<crate::pay::client::PayError> for ApiError {
             P::Rejected { .. } => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechatpay_rejected",
-                "WeChat Pay refused the order: the operator finds its reason in the log under this request_id",
+                "WeChat Pay refused the request: the operator finds its reason in the log under this request_id",
+            ),
+            P::NotFound(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechatpay_not_found",
+                "WeChat Pay does not know this order or refund",
             ),
             P::BadSignature(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,

@@ -11,7 +11,7 @@ use crate::api::response::json_response;
 use crate::card::card_ext;
 use crate::clock::now_unix;
 use crate::config::Parts;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::random::nonce;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState, authed};
@@ -23,7 +23,7 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         ..Parts::NONE
     },
-    routes: &[Route::post("/card/sign", authed!(sign))],
+    entry: Entry::Routes(&[Route::post("/card/sign", authed!(sign))]),
 };
 
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::open_sealed;
 use crate::api::request::{one_time_code, parse_json_body, present};
 use crate::api::response::json_response;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::redacted::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
@@ -19,7 +19,7 @@ use crate::{ApiError, AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "decrypt-phone",
     parts: super::OPEN_DATA,
-    routes: &[Route::post("/phone", authed!(phone))],
+    entry: Entry::Routes(&[Route::post("/phone", authed!(phone))]),
 };
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use crate::api::request::{one_time_code, parse_json_body};
 use crate::api::response::json_response;
 use crate::clock::now_unix;
 use crate::config::Parts;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::wechat::WechatError;
 use crate::{AppState, public};
 
@@ -20,7 +20,7 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         ..Parts::NONE
     },
-    routes: &[Route::post("/login", public!(login))],
+    entry: Entry::Routes(&[Route::post("/login", public!(login))]),
 };
 
 #[derive(Deserialize)]

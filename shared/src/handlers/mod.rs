@@ -5,9 +5,11 @@
 pub mod card_sign;
 pub mod decrypt_phone;
 pub mod login;
+pub mod merchant;
 pub mod pay_notify;
 pub mod pay_sign;
 pub mod qrcode;
+pub mod reconciler;
 pub mod session;
 pub mod share_info;
 pub mod user_info;

@@ -1,4 +1,5 @@
-//! `POST /pay/notify`: WeChat Pay's payment notifications (no login token: WeChat calls it).
+//! `POST /pay/notify`: WeChat Pay's payment and refund notifications (no login token: WeChat
+//! calls it; refunds are applied for with this same `notify_url`).
 //!
 //! APIv3 (JSON): the signature over `timestamp\nnonce\nbody\n` is checked on the raw body with the
 //! platform key named by `Wechatpay-Serial`, before anything in the body is read; stale
@@ -10,7 +11,9 @@
 //! and acknowledged: WeChat's retries cannot change it. 204 on success,
 //! `{"code":"FAIL","message"}` with a 4xx/5xx otherwise, saying nothing about our internals;
 //! the detail goes to the log. APIv2 (XML): the same with the v2 sign, of the configured sign
-//! type only, and the XML reply.
+//! type only, and the XML reply. Refund notifications (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
+//! `REFUND.CLOSED`) are verified and decrypted the same way and recorded with the refund's
+//! conditional write: a hundred copies change it once.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -18,19 +21,23 @@ use serde::Deserialize;
 
 use crate::clock::now_unix;
 use crate::config::Parts;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
+use crate::pay::client::{RefundState, Transaction};
 use crate::pay::{Merchant, v2, v3};
+use crate::shop::{self, PaymentRefused};
 use crate::state::Payments;
 use crate::store::orders::{Payment, Settled};
+use crate::store::refunds::Change;
 use crate::{AppState, public};
 
 pub const FUNCTION: Function = Function {
     name: "pay-notify",
     parts: Parts {
         pay: true,
+        refunds: true,
         ..Parts::NONE
     },
-    routes: &[Route::post("/pay/notify", public!(notify))],
+    entry: Entry::Routes(&[Route::post("/pay/notify", public!(notify))]),
 };
 
 /// A refusal, answered in the dialect of the notification: `message` is all WeChat Pay (or
@@ -123,30 +130,6 @@ struct Resource {
     nonce: String,
 }
 
-#[derive(Deserialize)]
-struct Transaction {
-    appid: String,
-    mchid: String,
-    out_trade_no: String,
-    transaction_id: String,
-    trade_state: String,
-    amount: Amount,
-    #[serde(default)]
-    payer: Option<Payer>,
-    #[serde(default)]
-    success_time: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Amount {
-    total: u64,
-}
-
-#[derive(Deserialize)]
-struct Payer {
-    openid: String,
-}
-
 async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8]) -> Result<(), Fail> {
     let merchant = pay.merchant.get().await.map_err(unavailable)?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
@@ -159,7 +142,8 @@ async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8])
     v3::verify_signed(&signed, body, merchant.platform_keys(), now_unix())
         .map_err(|e| fail(StatusCode::UNAUTHORIZED, "the signature does not verify", e))?;
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| refused(format!("not a notification: {e}")))?;
-    if envelope.event_type != "TRANSACTION.SUCCESS" {
+    let refund = envelope.event_type.starts_with("REFUND.");
+    if envelope.event_type != "TRANSACTION.SUCCESS" && !refund {
         tracing::info!(event_type = %envelope.event_type, "notification acknowledged without action");
         return Ok(());
     }
@@ -176,19 +160,69 @@ async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8])
     let r = &envelope.resource;
     let plain = v3::decrypt_resource(apiv3_key, &r.nonce, &r.associated_data, &r.ciphertext)
         .ok_or_else(|| refused("the resource does not decrypt with the APIv3 key"))?;
+    if refund {
+        return record_refund(pay, &merchant, &plain).await;
+    }
     let tx: Transaction = serde_json::from_slice(&plain)
         .map_err(|e| refused(format!("the transaction is not the expected JSON: {e}")))?;
     if tx.trade_state != "SUCCESS" {
         return Ok(());
     }
     let payment = Payment {
-        transaction_id: &tx.transaction_id,
-        amount_total: tx.amount.total,
-        payer_openid: tx.payer.as_ref().map(|p| p.openid.as_str()),
+        transaction_id: tx.transaction_id.as_deref().unwrap_or_default(),
+        amount_total: tx.amount.as_ref().map_or(0, |a| a.total),
+        payer_openid: tx.payer.as_ref().and_then(|p| p.openid.as_deref()),
         success_time: tx.success_time.as_deref(),
         paid_at: now_unix(),
     };
     settle(state, pay, &merchant, &tx.appid, &tx.mchid, &tx.out_trade_no, &payment).await
+}
+
+/// A refund notification's resource: the refund's new state, once per state.
+async fn record_refund(pay: &Payments, merchant: &Merchant, plain: &[u8]) -> Result<(), Fail> {
+    #[derive(Deserialize)]
+    struct RefundResource {
+        mchid: String,
+        #[serde(flatten)]
+        state: RefundState,
+    }
+    let resource: RefundResource =
+        serde_json::from_slice(plain).map_err(|e| refused(format!("the refund is not the expected JSON: {e}")))?;
+    if resource.mchid != merchant.mchid {
+        return Err(refused(format!("mchid {} is not this merchant's", resource.mchid)));
+    }
+    let refunds = pay
+        .refunds()
+        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "try again later", e))?;
+    let out_refund_no = resource.state.out_refund_no.as_str();
+    let Some(refund) = refunds.get(out_refund_no).await.map_err(unavailable)? else {
+        // Made elsewhere (the merchant platform): nothing of ours to change, and retries would not help.
+        tracing::warn!(
+            out_refund_no,
+            "refund notification for a refund this server did not make"
+        );
+        return Ok(());
+    };
+    let state = &resource.state;
+    let change = refunds
+        .record(
+            &refund,
+            &state.status,
+            state.refund_id.as_deref(),
+            state.success_time.as_deref(),
+            now_unix(),
+        )
+        .await
+        .map_err(unavailable)?;
+    match change {
+        Change::Changed => tracing::info!(out_refund_no, status = %state.status, "refund notified"),
+        Change::Unchanged => tracing::info!(out_refund_no, "repeated refund notification"),
+    }
+    if state.status == crate::store::refunds::ABNORMAL {
+        // The money did not reach the user (a closed card, say): someone must act.
+        tracing::error!(out_refund_no, "REFUND NEEDS ATTENTION");
+    }
+    Ok(())
 }
 
 async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), Fail> {
@@ -243,7 +277,8 @@ async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), 
     .await
 }
 
-/// The checks both dialects share, then the one conditional write.
+/// The checks both dialects share, then the one conditional write (shared with the queries of
+/// `shop::refresh_order`).
 async fn settle(
     state: &AppState,
     pay: &Payments,
@@ -253,33 +288,14 @@ async fn settle(
     out_trade_no: &str,
     payment: &Payment<'_>,
 ) -> Result<(), Fail> {
-    if appid != state.config.app_id {
-        return Err(refused(format!("appid {appid} is not this app's")));
+    match shop::record_payment(state, pay, merchant, appid, mchid, out_trade_no, payment).await {
+        Ok(Settled::UnknownOrder) => Err(fail(
+            StatusCode::NOT_FOUND,
+            "the notification was refused",
+            format!("no order {out_trade_no}"),
+        )),
+        Ok(_) => Ok(()),
+        Err(PaymentRefused::NotOurs(why)) => Err(refused(why)),
+        Err(PaymentRefused::Store(e)) => Err(unavailable(e)),
     }
-    if mchid != merchant.mchid {
-        return Err(refused(format!("mchid {mchid} is not this merchant's")));
-    }
-    match pay.orders.settle(out_trade_no, payment).await.map_err(unavailable)? {
-        Settled::Changed => tracing::info!(out_trade_no, transaction_id = payment.transaction_id, "order paid"),
-        Settled::AlreadyPaid => tracing::info!(out_trade_no, "repeated notification: order already paid"),
-        Settled::UnknownOrder => {
-            return Err(fail(
-                StatusCode::NOT_FOUND,
-                "the notification was refused",
-                format!("no order {out_trade_no}"),
-            ));
-        }
-        Settled::NeedsAttention(reason) => {
-            // The money moved; WeChat's retries cannot change that. Kept on the order; the
-            // merchant must refund or reconcile. The message is stable: an alarm matches it.
-            tracing::error!(
-                out_trade_no,
-                transaction_id = payment.transaction_id,
-                amount = payment.amount_total,
-                reason = %reason,
-                "PAYMENT NEEDS ATTENTION"
-            );
-        }
-    }
-    Ok(())
 }

@@ -17,7 +17,7 @@ use crate::api::request::parse_json_body;
 use crate::api::response::json_response;
 use crate::clock::now_unix;
 use crate::config::{Parts, PayApi};
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::pay::{Merchant, v2, v3};
 use crate::random::nonce;
 use crate::state::Payments;
@@ -33,8 +33,58 @@ pub const FUNCTION: Function = Function {
         pay_orders: true,
         ..Parts::NONE
     },
-    routes: &[Route::post("/pay/sign", authed!(pay_sign))],
+    entry: Entry::Routes(&[
+        Route::post("/pay/sign", authed!(pay_sign)),
+        Route::get("/pay/orders/{out_trade_no}", authed!(order_state)),
+    ]),
 };
+
+/// What the mini-program shows after `wx.requestPayment` returns.
+#[derive(Serialize)]
+struct OrderState<'a> {
+    out_trade_no: &'a str,
+    status: &'a str,
+    amount_total: u64,
+    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success_time: Option<&'a str>,
+    refunded_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping_state: Option<&'a str>,
+}
+
+/// `GET /pay/orders/{out_trade_no}`: the caller's own order, brought up to date from WeChat Pay
+/// once when it is unpaid with a prepay_id (the client returns from `wx.requestPayment` before
+/// the notification may have arrived). Another user's order is answered as unknown.
+async fn order_state(state: &AppState, session: &Session, req: &Request) -> Answer {
+    let out_trade_no = crate::function::path_parameter(req, "out_trade_no").unwrap_or_default();
+    if !is_out_trade_no(&out_trade_no) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "out_trade_no must be 6 to 32 of [0-9A-Za-z_-|*]",
+        ));
+    }
+    let pay = state.pay()?;
+    let order = pay
+        .orders
+        .get(&out_trade_no)
+        .await?
+        .filter(|o| o.openid == session.openid)
+        .ok_or_else(crate::shop::order_not_found)?;
+    let order = crate::shop::refresh_order(state, pay, order).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &OrderState {
+            out_trade_no: &order.out_trade_no,
+            status: &order.status,
+            amount_total: order.amount_total,
+            description: &order.description,
+            success_time: order.success_time.as_deref(),
+            refunded_total: order.refunded_total,
+            shipping_state: order.shipping_state.as_deref(),
+        },
+    ))
+}
 
 /// APIv2 `body` is at most 128 bytes (APIv3 `description` 127 characters).
 const V2_BODY_MAX_BYTES: usize = 128;

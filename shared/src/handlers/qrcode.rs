@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::request::{parse_json_body, present};
 use crate::config::Parts;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::redacted::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
@@ -29,7 +29,7 @@ pub const FUNCTION: Function = Function {
         qrcode_cache: true,
         ..Parts::NONE
     },
-    routes: &[Route::post("/qrcode", authed!(qrcode))],
+    entry: Entry::Routes(&[Route::post("/qrcode", authed!(qrcode))]),
 };
 
 /// Characters WeChat allows in a scene besides letters and digits.

@@ -11,7 +11,7 @@ use lambda_http::http::StatusCode;
 use crate::api::error::session_key_expired;
 use crate::api::response::json_response;
 use crate::config::Parts;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::WechatError;
@@ -24,11 +24,11 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         ..Parts::NONE
     },
-    routes: &[
+    entry: Entry::Routes(&[
         Route::get("/session", authed!(check)),
         Route::post("/session/reset", authed!(reset_key)),
         Route::post("/logout", authed!(logout)),
-    ],
+    ]),
 };
 
 async fn check(state: &AppState, session: &Session, _req: &Request) -> Answer {

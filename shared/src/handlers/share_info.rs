@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use super::{Sealed, open_sealed};
 use crate::api::request::parse_json_body;
 use crate::api::response::json_response;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::store::sessions::Session;
 use crate::{AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "share-info",
     parts: super::OPEN_DATA,
-    routes: &[Route::post("/share-info", authed!(share_info))],
+    entry: Entry::Routes(&[Route::post("/share-info", authed!(share_info))]),
 };
 
 /// What share info decrypts to that we return: the group's id for this app.

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{open_sealed, reject_open_data};
 use crate::api::request::parse_json_body;
 use crate::api::response::json_response;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::opendata::verify_signature;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState, authed};
@@ -19,7 +19,7 @@ use crate::{ApiError, AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "user-info",
     parts: super::OPEN_DATA,
-    routes: &[Route::post("/user-info", authed!(user_info))],
+    entry: Entry::Routes(&[Route::post("/user-info", authed!(user_info))]),
 };
 
 /// Profile fields returned; anything else in the decrypted data stays on the server.

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::{Sealed, open_sealed, reject_open_data};
 use crate::api::request::parse_json_body;
 use crate::api::response::json_response;
-use crate::function::{Answer, Function, Route};
+use crate::function::{Answer, Entry, Function, Route};
 use crate::store::sessions::Session;
 use crate::{AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "werun",
     parts: super::OPEN_DATA,
-    routes: &[Route::post("/werun", authed!(werun))],
+    entry: Entry::Routes(&[Route::post("/werun", authed!(werun))]),
 };
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -33,7 +33,7 @@ struct ChinaDate(u64);
 impl std::fmt::Display for ChinaDate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let days = (self.0 + 8 * 3600) / 86_400;
-        let (y, m, d) = civil_from_days(days as i64);
+        let (y, m, d) = crate::clock::civil_from_days(days as i64);
         write!(f, "{y:04}-{m:02}-{d:02}")
     }
 }
@@ -84,20 +84,6 @@ pub async fn werun(state: &AppState, session: &Session, req: &Request) -> Answer
         StatusCode::OK,
         &serde_json::json!({ "days": days, "total": total }),
     ))
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

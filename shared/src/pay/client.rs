@@ -2,6 +2,8 @@
 //! unified order (signed XML both ways).
 
 use std::collections::BTreeMap;
+
+use reqwest::Method;
 use std::time::Duration;
 
 use super::Merchant;
@@ -21,6 +23,8 @@ pub enum PayError {
     Unavailable(String),
     #[error("WeChat Pay did not answer in time")]
     Timeout,
+    #[error("WeChat Pay does not know it ({0})")]
+    NotFound(String),
 }
 
 impl PayError {
@@ -39,6 +43,65 @@ pub struct PayClient {
 }
 
 const JSAPI_PATH: &str = "/v3/pay/transactions/jsapi";
+const REFUNDS_PATH: &str = "/v3/refund/domestic/refunds";
+
+/// A verified APIv3 answer.
+struct V3Answer {
+    bytes: Vec<u8>,
+}
+
+impl V3Answer {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayError> {
+        serde_json::from_slice(&self.bytes)
+            .map_err(|e| PayError::Unavailable(format!("an answer that is not the expected JSON: {e}")))
+    }
+}
+
+/// A transaction, as a query answers it and a payment notification carries it (decrypted).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Transaction {
+    pub appid: String,
+    pub mchid: String,
+    pub out_trade_no: String,
+    /// Absent until paid.
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+    /// SUCCESS, REFUND, NOTPAY, CLOSED, REVOKED, USERPAYING, PAYERROR.
+    pub trade_state: String,
+    #[serde(default)]
+    pub amount: Option<TransactionAmount>,
+    #[serde(default)]
+    pub payer: Option<Payer>,
+    #[serde(default)]
+    pub success_time: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TransactionAmount {
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Payer {
+    /// Absent in the answer about an unpaid order.
+    #[serde(default)]
+    pub openid: Option<String>,
+}
+
+/// A refund as WeChat Pay answers it (apply, query) and a refund notification carries it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RefundState {
+    pub out_refund_no: String,
+    #[serde(default)]
+    pub refund_id: Option<String>,
+    #[serde(default)]
+    pub out_trade_no: Option<String>,
+    /// PROCESSING, SUCCESS, CLOSED, ABNORMAL (`refund_status` in notifications).
+    #[serde(alias = "refund_status")]
+    pub status: String,
+    #[serde(default)]
+    pub success_time: Option<String>,
+}
 
 /// The pause before the one retry of a transient failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -61,16 +124,44 @@ impl PayClient {
 
     /// Places a JSAPI order (APIv3) and returns its prepay_id. One retry on a transient failure.
     pub async fn jsapi_prepay(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
-        match self.jsapi_once(merchant, order).await {
+        #[derive(serde::Deserialize)]
+        struct Prepay {
+            prepay_id: String,
+        }
+        let answer = self
+            .v3_retried(merchant, Method::POST, JSAPI_PATH.to_owned(), Some(order))
+            .await?;
+        let prepay: Prepay = answer.json()?;
+        Ok(prepay.prepay_id)
+    }
+
+    /// An idempotent APIv3 call, tried once more after a transient failure when time allows.
+    async fn v3_retried(
+        &self,
+        merchant: &Merchant,
+        method: Method,
+        path: String,
+        body: Option<&serde_json::Value>,
+    ) -> Result<V3Answer, PayError> {
+        match self.v3_call(merchant, method.clone(), &path, body).await {
             Err(e) if e.is_transient() && crate::deadline::allows(RETRY_PAUSE, Duration::from_secs(1)) => {
                 tokio::time::sleep(RETRY_PAUSE).await;
-                self.jsapi_once(merchant, order).await
+                self.v3_call(merchant, method, &path, body).await
             }
             other => other,
         }
     }
 
-    async fn jsapi_once(&self, merchant: &Merchant, order: &serde_json::Value) -> Result<String, PayError> {
+    /// One APIv3 call: signed with the merchant's key over exactly the bytes sent, the answer's
+    /// `Wechatpay-*` signature checked over exactly the bytes received before anything in it is
+    /// read. `path` includes the query string, as signed.
+    async fn v3_call(
+        &self,
+        merchant: &Merchant,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<V3Answer, PayError> {
         let missing = |what: &str| PayError::NotConfigured(format!("the pay secret has no {what}"));
         let key = merchant
             .signing_key
@@ -81,22 +172,25 @@ impl PayClient {
             .as_deref()
             .ok_or_else(|| missing("merchant_serial_no"))?;
         // Serialize once: the signature covers exactly the bytes sent.
-        let body = serde_json::to_vec(order).expect("JSON serializes");
+        let body = body
+            .map(|b| serde_json::to_vec(b).expect("JSON serializes"))
+            .unwrap_or_default();
         let nonce = crate::random::nonce();
         let credentials = v3::Credentials {
             mchid: &merchant.mchid,
             serial_no: serial,
             key,
         };
-        let authorization = v3::authorization(&credentials, "POST", JSAPI_PATH, &body, now_unix(), &nonce);
-        let request = self
+        let authorization = v3::authorization(&credentials, method.as_str(), path, &body, now_unix(), &nonce);
+        let mut request = self
             .http
-            .post(format!("{}{JSAPI_PATH}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .header("Authorization", authorization)
             .header("Accept", "application/json")
-            .header("Content-Type", "application/json")
-            .header("User-Agent", "wxa-serverless")
-            .body(body);
+            .header("User-Agent", "wxa-serverless");
+        if !body.is_empty() {
+            request = request.header("Content-Type", "application/json").body(body);
+        }
         let response = self.bounded(request)?.send().await.map_err(transport)?;
         let status = response.status();
         let header = |name: &str| {
@@ -126,26 +220,58 @@ impl PayClient {
                 code: format!("HTTP_{}", status.as_u16()),
                 message: String::new(),
             });
-            return Err(PayError::Rejected {
-                code: failure.code,
-                message: failure.message,
+            return Err(if status == reqwest::StatusCode::NOT_FOUND {
+                PayError::NotFound(failure.code)
+            } else {
+                PayError::Rejected {
+                    code: failure.code,
+                    message: failure.message,
+                }
             });
         }
-        let headers = SignedHeaders {
-            timestamp: timestamp.as_deref(),
-            nonce: nonce.as_deref(),
-            signature: signature.as_deref(),
-            serial: serial.as_deref(),
-        };
-        v3::verify_signed(&headers, &bytes, merchant.platform_keys(), now_unix())
-            .map_err(|e| PayError::BadSignature(e.to_string()))?;
-        #[derive(serde::Deserialize)]
-        struct Prepay {
-            prepay_id: String,
+        // A 204 carries nothing to trust; anything with a body is read only once verified.
+        if !bytes.is_empty() {
+            let headers = SignedHeaders {
+                timestamp: timestamp.as_deref(),
+                nonce: nonce.as_deref(),
+                signature: signature.as_deref(),
+                serial: serial.as_deref(),
+            };
+            v3::verify_signed(&headers, &bytes, merchant.platform_keys(), now_unix())
+                .map_err(|e| PayError::BadSignature(e.to_string()))?;
         }
-        let prepay: Prepay =
-            serde_json::from_slice(&bytes).map_err(|_| PayError::Unavailable("an answer without prepay_id".into()))?;
-        Ok(prepay.prepay_id)
+        Ok(V3Answer { bytes: bytes.to_vec() })
+    }
+
+    /// The transaction of `out_trade_no` as WeChat Pay knows it (query by the merchant's number).
+    pub async fn query_order(&self, merchant: &Merchant, out_trade_no: &str) -> Result<Transaction, PayError> {
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}",
+            merchant.mchid
+        );
+        self.v3_retried(merchant, Method::GET, path, None).await?.json()
+    }
+
+    /// Closes an unpaid order at WeChat Pay (204). A paid order is `Rejected { code: ORDER_PAID }`.
+    pub async fn close_order(&self, merchant: &Merchant, out_trade_no: &str) -> Result<(), PayError> {
+        let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
+        let body = serde_json::json!({ "mchid": merchant.mchid });
+        self.v3_retried(merchant, Method::POST, path, Some(&body)).await?;
+        Ok(())
+    }
+
+    /// Applies for a refund (idempotent on `out_refund_no` at WeChat Pay: a retry never refunds
+    /// twice).
+    pub async fn refund(&self, merchant: &Merchant, request: &serde_json::Value) -> Result<RefundState, PayError> {
+        self.v3_retried(merchant, Method::POST, REFUNDS_PATH.to_owned(), Some(request))
+            .await?
+            .json()
+    }
+
+    /// A refund as WeChat Pay knows it.
+    pub async fn query_refund(&self, merchant: &Merchant, out_refund_no: &str) -> Result<RefundState, PayError> {
+        let path = format!("{REFUNDS_PATH}/{out_refund_no}");
+        self.v3_retried(merchant, Method::GET, path, None).await?.json()
     }
 
     /// Places a JSAPI order (APIv2 `pay/unifiedorder`) and returns its prepay_id.

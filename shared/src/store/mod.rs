@@ -2,6 +2,7 @@
 //! TTL), and the one way their failures are classified and answered.
 
 pub mod orders;
+pub mod refunds;
 pub mod sessions;
 
 use std::time::Duration;
@@ -16,13 +17,14 @@ use crate::ApiError;
 pub enum Table {
     Sessions,
     Orders,
+    Refunds,
 }
 
 impl Table {
     fn unavailable_code(self) -> &'static str {
         match self {
             Self::Sessions => "session_store_unavailable",
-            Self::Orders => "order_store_unavailable",
+            Self::Orders | Self::Refunds => "order_store_unavailable",
         }
     }
 }
@@ -90,6 +92,33 @@ pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
             detail: format!("{name}: {code} {detail}").trim().to_owned(),
         }
     }
+}
+
+/// The keys of items pending (`pending = kind`) since before `cutoff`, from the sparse
+/// `PendingIndex` (a `Query`, never a scan), oldest first, at most `limit`.
+pub(crate) async fn pending_keys(
+    client: &aws_sdk_dynamodb::Client,
+    table: Table,
+    name: &str,
+    kind: &str,
+    cutoff: u64,
+    limit: i32,
+) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, StoreError> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let request = client
+        .query()
+        .table_name(name)
+        .index_name(orders::PENDING_INDEX)
+        .key_condition_expression("#p = :kind AND #since < :cutoff")
+        .expression_attribute_names("#p", orders::attr::PENDING)
+        .expression_attribute_names("#since", orders::attr::PENDING_SINCE)
+        .expression_attribute_values(":kind", AttributeValue::S(kind.to_owned()))
+        .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+        .limit(limit);
+    let output = send(table, name, request.send())
+        .await?
+        .map_err(|e| store_error(table, name, e))?;
+    Ok(output.items.unwrap_or_default())
 }
 
 /// Whether a write failed only because its condition did not hold.

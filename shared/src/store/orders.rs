@@ -1,7 +1,10 @@
-//! Orders in DynamoDB. The merchant's own system puts each order (`out_trade_no`, `openid`,
-//! `description`, `amount_total` in fen, `status: "UNPAID"`); the functions only attach a
-//! prepay_id and mark it paid, both with conditional writes. The amount never comes from the
-//! mini-program.
+//! Orders in DynamoDB. The merchant's back office creates each order (the `merchant` function's
+//! `create_order`: `out_trade_no`, `openid`, `description`, `amount_total` in fen); the amount
+//! never comes from the mini-program. Every change of state is a conditional write, so duplicates
+//! and races change an order once: UNPAID → (prepay_id attached) → PAID or CLOSED; refunds reserve
+//! part of a paid order's amount (`refunded_total`, see `store::refunds`); shipping is recorded on
+//! a paid order. An unpaid order with a prepay_id is *pending*: it carries `pending` and
+//! `pending_since`, the keys of the sparse index the reconciler reads instead of scanning.
 
 use std::collections::HashMap;
 
@@ -30,22 +33,121 @@ pub mod attr {
     pub const ATTENTION_REASON: &str = "attention_reason";
     /// The transaction ids of those payments (a string set: a repeated notification adds nothing).
     pub const ATTENTION_TRANSACTIONS: &str = "attention_transaction_ids";
+    pub const ATTACH: &str = "attach";
+    pub const TIME_EXPIRE: &str = "time_expire";
+    pub const CREATED_AT: &str = "created_at";
+    pub const CLOSED_AT: &str = "closed_at";
+    /// Fen reserved by refunds applied for (and not closed or refused).
+    pub const REFUNDED_TOTAL: &str = "refunded_total";
+    /// Shipping as uploaded to WeChat: `SHIPPED`, then `CONFIRMED` when the user received it.
+    pub const SHIPPING_STATE: &str = "shipping_state";
+    pub const SHIPPED_AT: &str = "shipped_at";
+    /// The sparse index of what the reconciler must look at: set only while pending.
+    pub const PENDING: &str = "pending";
+    pub const PENDING_SINCE: &str = "pending_since";
 }
 
 pub const UNPAID: &str = "UNPAID";
 pub const PAID: &str = "PAID";
+pub const CLOSED: &str = "CLOSED";
 
-#[derive(Debug, Clone, PartialEq)]
+/// The sparse index of pending orders and refunds (`template.yaml`'s `PendingIndex`).
+pub const PENDING_INDEX: &str = "PendingIndex";
+/// The `pending` value of an order waiting for its payment.
+pub const PENDING_ORDER: &str = "order";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Order {
     pub out_trade_no: String,
     pub openid: String,
     pub description: String,
     pub amount_total: u64,
     pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_expire: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prepay_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prepay_created_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pay_api: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer_openid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<u64>,
+    pub refunded_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipped_at: Option<u64>,
+    pub needs_attention: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_reason: Option<String>,
+}
+
+impl Order {
+    /// A new, unpaid order.
+    fn new(new: &NewOrder, now: u64) -> Self {
+        Self {
+            out_trade_no: new.out_trade_no.clone(),
+            openid: new.openid.clone(),
+            description: new.description.clone(),
+            amount_total: new.amount_total,
+            status: UNPAID.to_owned(),
+            attach: new.attach.clone(),
+            time_expire: new.time_expire.clone(),
+            created_at: Some(now),
+            prepay_id: None,
+            prepay_created_at: None,
+            pay_api: None,
+            transaction_id: None,
+            paid_at: None,
+            success_time: None,
+            payer_openid: None,
+            closed_at: None,
+            refunded_total: 0,
+            shipping_state: None,
+            shipped_at: None,
+            needs_attention: false,
+            attention_reason: None,
+        }
+    }
+}
+
+/// An order as the back office creates it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub out_trade_no: String,
+    pub openid: String,
+    pub description: String,
+    pub amount_total: u64,
+    #[serde(default)]
+    pub attach: Option<String>,
+    /// RFC 3339, as WeChat Pay takes it.
+    #[serde(default)]
+    pub time_expire: Option<String>,
+}
+
+/// What creating an order did.
+#[derive(Debug, PartialEq)]
+pub enum Created {
+    /// A new order.
+    New(Order),
+    /// The same order was created before (a retry): nothing changed.
+    Existing(Order),
+    /// Another order has this out_trade_no.
+    Conflict,
 }
 
 /// A payment WeChat Pay reported (after its signature was checked).
@@ -105,6 +207,118 @@ impl OrderStore {
         output.item.as_ref().map(order_from_item).transpose()
     }
 
+    /// Creates `new` (UNPAID) unless an order has its out_trade_no: the same content again is the
+    /// same order (a retry), other content a conflict. One conditional `PutItem`.
+    pub async fn create(&self, new: &NewOrder, now: u64) -> Result<Created, StoreError> {
+        let mut item = HashMap::from([
+            (
+                attr::OUT_TRADE_NO.to_owned(),
+                AttributeValue::S(new.out_trade_no.clone()),
+            ),
+            (attr::OPENID.to_owned(), AttributeValue::S(new.openid.clone())),
+            (attr::DESCRIPTION.to_owned(), AttributeValue::S(new.description.clone())),
+            (
+                attr::AMOUNT_TOTAL.to_owned(),
+                AttributeValue::N(new.amount_total.to_string()),
+            ),
+            (attr::STATUS.to_owned(), AttributeValue::S(UNPAID.to_owned())),
+            (attr::CREATED_AT.to_owned(), AttributeValue::N(now.to_string())),
+        ]);
+        if let Some(attach) = &new.attach {
+            item.insert(attr::ATTACH.to_owned(), AttributeValue::S(attach.clone()));
+        }
+        if let Some(expire) = &new.time_expire {
+            item.insert(attr::TIME_EXPIRE.to_owned(), AttributeValue::S(expire.clone()));
+        }
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", attr::OUT_TRADE_NO);
+        match send(Table::Orders, &self.table, request.send()).await? {
+            Ok(_) => return Ok(Created::New(Order::new(new, now))),
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(self.failed(e)),
+        }
+        // An order has this number: the same content is a retry (or a write whose answer was
+        // lost); anything else is another order.
+        let Some(order) = self.get(&new.out_trade_no).await? else {
+            return Err(StoreError::Unavailable {
+                table: Table::Orders,
+                detail: format!("{}: an order refused as existing is not there", self.table),
+            });
+        };
+        let same = order.openid == new.openid
+            && order.description == new.description
+            && order.amount_total == new.amount_total
+            && order.attach == new.attach
+            && order.time_expire == new.time_expire;
+        Ok(if same {
+            Created::Existing(order)
+        } else {
+            Created::Conflict
+        })
+    }
+
+    /// UNPAID → CLOSED (no longer payable), once. `false`: the order is not unpaid (paid
+    /// meanwhile, or closed already).
+    pub async fn close(&self, out_trade_no: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression("SET #s = :closed, #at = :now REMOVE #pending, #since")
+            .condition_expression("#s = :unpaid")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_names("#at", attr::CLOSED_AT)
+            .expression_attribute_names("#pending", attr::PENDING)
+            .expression_attribute_names("#since", attr::PENDING_SINCE)
+            .expression_attribute_values(":closed", AttributeValue::S(CLOSED.to_owned()))
+            .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        match send(Table::Orders, &self.table, request.send()).await? {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Records that shipping info was uploaded (or the user confirmed receipt) for a paid order.
+    /// `false`: the order is not paid.
+    pub async fn record_shipping(&self, out_trade_no: &str, state: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression("SET #ship = :state, #at = if_not_exists(#at, :now)")
+            .condition_expression("#s = :paid")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_names("#ship", attr::SHIPPING_STATE)
+            .expression_attribute_names("#at", attr::SHIPPED_AT)
+            .expression_attribute_values(":paid", AttributeValue::S(PAID.to_owned()))
+            .expression_attribute_values(":state", AttributeValue::S(state.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        match send(Table::Orders, &self.table, request.send()).await? {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// The out_trade_no of orders pending since before `cutoff` (from the sparse index: no
+    /// scan), at most `limit`.
+    pub async fn pending(&self, cutoff: u64, limit: i32) -> Result<Vec<String>, StoreError> {
+        let keys = super::pending_keys(&self.client, Table::Orders, &self.table, PENDING_ORDER, cutoff, limit).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|item| item.get(attr::OUT_TRADE_NO)?.as_s().ok().cloned())
+            .collect())
+    }
+
     /// Stores `prepay_id` if the order is still unpaid and its prepay_id is still `previous`
     /// (none, or the expired one this call replaces). `false`: another call got there first.
     pub async fn save_prepay(
@@ -119,7 +333,14 @@ impl OrderStore {
             .update_item()
             .table_name(&self.table)
             .key(attr::OUT_TRADE_NO, AttributeValue::S(order.out_trade_no.clone()))
-            .update_expression("SET #p = :p, #pc = :pc, #api = :api")
+            // From now on the order is pending: the reconciler asks WeChat Pay about it if no
+            // notification settles it.
+            .update_expression(
+                "SET #p = :p, #pc = :pc, #api = :api, #pending = :order, #since = if_not_exists(#since, :pc)",
+            )
+            .expression_attribute_names("#pending", attr::PENDING)
+            .expression_attribute_names("#since", attr::PENDING_SINCE)
+            .expression_attribute_values(":order", AttributeValue::S(PENDING_ORDER.to_owned()))
             .expression_attribute_names("#p", attr::PREPAY_ID)
             .expression_attribute_names("#pc", attr::PREPAY_CREATED_AT)
             .expression_attribute_names("#api", attr::PAY_API)
@@ -178,7 +399,9 @@ impl OrderStore {
                 .expression_attribute_values(":st", AttributeValue::S(time.to_owned()));
         }
         let request = request
-            .update_expression(format!("SET {}", set.join(", ")))
+            .update_expression(format!("SET {} REMOVE #pending, #since", set.join(", ")))
+            .expression_attribute_names("#pending", attr::PENDING)
+            .expression_attribute_names("#since", attr::PENDING_SINCE)
             .condition_expression(condition.join(" AND "));
         match send(Table::Orders, &self.table, request.send()).await? {
             Ok(_) => return Ok(Settled::Changed),
@@ -251,9 +474,25 @@ fn order_from_item(item: &HashMap<String, AttributeValue>) -> Result<Order, Stor
             .filter(|&a| a > 0)
             .ok_or(malformed(attr::AMOUNT_TOTAL))?,
         status: s(attr::STATUS).ok_or(malformed(attr::STATUS))?,
+        attach: s(attr::ATTACH),
+        time_expire: s(attr::TIME_EXPIRE),
+        created_at: n(attr::CREATED_AT),
         prepay_id: s(attr::PREPAY_ID),
         prepay_created_at: n(attr::PREPAY_CREATED_AT),
         pay_api: s(attr::PAY_API),
         transaction_id: s(attr::TRANSACTION_ID),
+        paid_at: n(attr::PAID_AT),
+        success_time: s(attr::SUCCESS_TIME),
+        payer_openid: s(attr::PAYER_OPENID),
+        closed_at: n(attr::CLOSED_AT),
+        refunded_total: n(attr::REFUNDED_TOTAL).unwrap_or(0),
+        shipping_state: s(attr::SHIPPING_STATE),
+        shipped_at: n(attr::SHIPPED_AT),
+        needs_attention: item
+            .get(attr::NEEDS_ATTENTION)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        attention_reason: s(attr::ATTENTION_REASON),
     })
 }

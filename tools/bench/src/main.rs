@@ -421,6 +421,7 @@ async fn main() {
         ("APP_ID", testkit::APP_ID.to_owned()),
         ("SESSIONS_TABLE", "bench-sessions".into()),
         ("ORDERS_TABLE", "bench-orders".into()),
+        ("REFUNDS_TABLE", "bench-orders-refunds".into()),
         ("APP_SECRET_ID", "bench/app".into()),
         ("PAY_SECRET_ID", "bench/pay".into()),
         ("WECHAT_API_BASE", sim.base_url()),
@@ -500,11 +501,16 @@ async fn main() {
                     body(mint(http.clone(), sim.base_url()).await),
                 )
             } else {
-                let file = match name.as_str() {
-                    "hello (floor)" | "python boto3+wechatpy" => "session.json".to_owned(),
-                    f => format!("{f}.json"),
+                let event = match name.as_str() {
+                    "hello (floor)" | "python boto3+wechatpy" => event_file("session.json"),
+                    // The back office's command (an unknown order: the first event reads the pay
+                    // secret and the table, as a real first command does).
+                    "merchant" => json!({"op": "get_order", "out_trade_no": "BENCH000001"}),
+                    // What EventBridge's schedule sends.
+                    "reconciler" => json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
+                    f => event_file(&format!("{f}.json")),
                 };
-                (event_file(&file), event_file(&file))
+                (event.clone(), event)
             };
             match run_once(&state, api, command, &env, events).await {
                 Ok(run) => results[i].push(run),

@@ -120,7 +120,11 @@ async fn every_http_api_event_of_the_template_is_a_route() {
             continue;
         }
         let function = resource["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
-        for event in resource["Properties"]["Events"].as_object().unwrap().values() {
+        for event in resource["Properties"]["Events"]
+            .as_object()
+            .into_iter()
+            .flat_map(|e| e.values())
+        {
             if event["Type"] == "HttpApi" {
                 let key = format!(
                     "{} {}",

@@ -174,6 +174,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
             secret_id,
         ])
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
+        .args(["--refunds-table", &format!("{orders_table}-refunds")])
         .output()
         .expect("python runs");
     assert!(
@@ -349,6 +350,7 @@ impl Stack {
             ("APP_ID", APP_ID.to_owned()),
             ("SESSIONS_TABLE", table.clone()),
             ("ORDERS_TABLE", orders_table.clone()),
+            ("REFUNDS_TABLE", format!("{orders_table}-refunds")),
             ("APP_SECRET_ID", secret_id.clone()),
             ("PAY_SECRET_ID", pay_secret_id.clone()),
             ("WECHAT_API_BASE", sim.base_url()),
@@ -918,6 +920,49 @@ impl Stack {
             &self.pay_secret_id,
         )
         .await
+    }
+
+    /// Invokes the `merchant` function with a back-office command, as Lambda Invoke would:
+    /// returns `Ok(answer["ok"])` or `Err(answer["error"])`.
+    pub async fn merchant(&self, command: Value) -> Result<Value, Value> {
+        let answer = wxa_shared::handlers::merchant::FUNCTION
+            .invoke(&self.state, command, &lambda_http::Context::default())
+            .await;
+        match (answer.get("ok"), answer.get("error")) {
+            (Some(ok), None) => Ok(ok.clone()),
+            (None, Some(error)) => Err(error.clone()),
+            _ => panic!("neither ok nor error: {answer}"),
+        }
+    }
+
+    /// A buyer's paid order: created by the back office, placed with WeChat Pay by pay-sign, paid
+    /// (the notification delivered unless `drop`). Returns the prepay_id.
+    pub async fn paid_order(&self, out_trade_no: &str, openid: &str, amount: u64, drop: bool) -> String {
+        let created = self
+            .merchant(
+                serde_json::json!({"op": "create_order", "out_trade_no": out_trade_no, "openid": openid,
+                                         "description": "A cup of tea", "amount_total": amount}),
+            )
+            .await;
+        assert!(created.is_ok(), "{created:?}");
+        let token = self.log_in(openid).await;
+        let body = serde_json::json!({ "out_trade_no": out_trade_no });
+        let signed = wxa_shared::handlers::pay_sign::FUNCTION
+            .handle(&self.state, authed_event("pay-sign.json", &token, Some(&body)))
+            .await;
+        let (status, params) = read(&signed);
+        assert_eq!(status, 200, "{params}");
+        let prepay_id = params["package"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("prepay_id=")
+            .to_owned();
+        let mut complete = serde_json::json!({ "prepay_id": prepay_id });
+        if drop {
+            complete["mode"] = "drop".into();
+        }
+        self.sim_post("/__sim/pay/complete", complete).await;
+        prepay_id
     }
 
     /// Moves a session's expiry into the past, as time would; moto (like DynamoDB for a while

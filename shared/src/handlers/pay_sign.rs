@@ -232,6 +232,15 @@ async fn place_order(
                 "amount": { "total": order.amount_total, "currency": "CNY" },
                 "payer": { "openid": order.openid },
             });
+            // What the back office gave the order: WeChat Pay closes it itself at time_expire,
+            // and gives attach back in the notification.
+            let mut body = body;
+            if let Some(expire) = &order.time_expire {
+                body["time_expire"] = serde_json::json!(expire);
+            }
+            if let Some(attach) = &order.attach {
+                body["attach"] = serde_json::json!(attach);
+            }
             client.jsapi_prepay(merchant, &body).await?
         }
         PayApi::V2 => {

@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::clock::now_unix;
 use crate::config::PayApi;
 use crate::pay::Merchant;
-use crate::pay::client::PayError;
+use crate::pay::client::{PayError, RefundState};
 use crate::redacted::Secret;
 use crate::state::{AppState, Payments};
 use crate::store::StoreError;
@@ -300,15 +300,7 @@ async fn submit_refund(pay: &Payments, order: &Order, refund: Refund) -> Result<
     }
     match client.refund(&merchant, &request).await {
         Ok(answer) => {
-            refunds
-                .record(
-                    &refund,
-                    &answer.status,
-                    answer.refund_id.as_deref(),
-                    answer.success_time.as_deref(),
-                    now_unix(),
-                )
-                .await?;
+            record_answer(pay, &refund, &answer).await?;
             tracing::info!(out_refund_no = %refund.out_refund_no, status = %answer.status, "refund applied for");
         }
         Err(e @ PayError::Rejected { .. }) => {
@@ -318,6 +310,20 @@ async fn submit_refund(pay: &Payments, order: &Order, refund: Refund) -> Result<
         Err(e) => return Err(e.into()),
     }
     refunds.get(&refund.out_refund_no).await?.ok_or_else(refund_not_found)
+}
+
+/// Records what WeChat Pay answered about a refund (applied for, or queried).
+async fn record_answer(pay: &Payments, refund: &Refund, answer: &RefundState) -> Result<(), ApiError> {
+    pay.refunds()?
+        .record(
+            refund,
+            &answer.status,
+            answer.refund_id.as_deref(),
+            answer.success_time.as_deref(),
+            now_unix(),
+        )
+        .await?;
+    Ok(())
 }
 
 pub fn refund_not_found() -> ApiError {
@@ -340,15 +346,7 @@ pub async fn refresh_refund(pay: &Payments, refund: Refund) -> Result<Refund, Ap
     let merchant = pay.merchant.get().await?;
     match client.query_refund(&merchant, &refund.out_refund_no).await {
         Ok(answer) => {
-            refunds
-                .record(
-                    &refund,
-                    &answer.status,
-                    answer.refund_id.as_deref(),
-                    answer.success_time.as_deref(),
-                    now_unix(),
-                )
-                .await?;
+            record_answer(pay, &refund, &answer).await?;
         }
         Err(PayError::NotFound(_)) if refund.status == crate::store::refunds::REQUESTED => {
             let order = pay

@@ -319,17 +319,7 @@ async fn concurrent_partial_refunds_never_exceed_what_was_paid() {
 async fn a_refund_whose_notification_was_lost_is_settled_by_get_refund() {
     let stack = Stack::start().await;
     stack.enable_pay().await;
-    stack.paid_order(ORDER, "o_alice", 100, false).await;
-    stack
-        .merchant(json!({"op": "refund", "out_trade_no": ORDER, "out_refund_no": "R_LOST_1", "amount": 100}))
-        .await
-        .unwrap();
-    stack
-        .sim_post(
-            "/__sim/pay/refund/settle",
-            json!({"out_refund_no": "R_LOST_1", "mode": "drop"}),
-        )
-        .await;
+    stack.refund_with_lost_notification(ORDER, "R_LOST_1", 100, 100).await;
     let refund = stack
         .merchant(json!({"op": "get_refund", "out_refund_no": "R_LOST_1"}))
         .await

@@ -45,17 +45,7 @@ async fn a_payment_whose_notifications_were_all_lost_is_marked_paid() {
 async fn a_refund_whose_notification_was_lost_is_settled() {
     let stack = Stack::start().await;
     stack.enable_pay().await;
-    stack.paid_order(ORDER, "o_alice", 100, false).await;
-    stack
-        .merchant(json!({"op": "refund", "out_trade_no": ORDER, "out_refund_no": "R_LOST_1", "amount": 30}))
-        .await
-        .unwrap();
-    stack
-        .sim_post(
-            "/__sim/pay/refund/settle",
-            json!({"out_refund_no": "R_LOST_1", "mode": "drop"}),
-        )
-        .await;
+    stack.refund_with_lost_notification(ORDER, "R_LOST_1", 100, 30).await;
     let report = reconcile_at(&stack.state, now_unix() + GRACE_SECS + 1).await.unwrap();
     assert_eq!(
         (report["refunds_checked"].as_u64(), report["refunds_settled"].as_u64()),

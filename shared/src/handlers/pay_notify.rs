@@ -175,7 +175,8 @@ async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8])
         success_time: tx.success_time.as_deref(),
         paid_at: now_unix(),
     };
-    settle(state, pay, &merchant, &tx.appid, &tx.mchid, &tx.out_trade_no, &payment).await
+    let recorded = shop::record_payment(state, pay, &merchant, &tx.appid, &tx.mchid, &tx.out_trade_no, &payment).await;
+    answered(recorded, &tx.out_trade_no)
 }
 
 /// A refund notification's resource: the refund's new state, once per state.
@@ -265,7 +266,7 @@ async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), 
         success_time: Some(get("time_end")).filter(|t| !t.is_empty()),
         paid_at: now_unix(),
     };
-    settle(
+    let recorded = shop::record_payment(
         state,
         pay,
         &merchant,
@@ -274,21 +275,14 @@ async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), 
         get("out_trade_no"),
         &payment,
     )
-    .await
+    .await;
+    answered(recorded, get("out_trade_no"))
 }
 
-/// The checks both dialects share, then the one conditional write (shared with the queries of
-/// `shop::refresh_order`).
-async fn settle(
-    state: &AppState,
-    pay: &Payments,
-    merchant: &Merchant,
-    appid: &str,
-    mchid: &str,
-    out_trade_no: &str,
-    payment: &Payment<'_>,
-) -> Result<(), Fail> {
-    match shop::record_payment(state, pay, merchant, appid, mchid, out_trade_no, payment).await {
+/// The answer to a payment recorded by `shop::record_payment` (the one conditional write both
+/// dialects and the queries share).
+fn answered(recorded: Result<Settled, PaymentRefused>, out_trade_no: &str) -> Result<(), Fail> {
+    match recorded {
         Ok(Settled::UnknownOrder) => Err(fail(
             StatusCode::NOT_FOUND,
             "the notification was refused",

@@ -121,6 +121,19 @@ pub(crate) async fn pending_keys(
     Ok(output.items.unwrap_or_default())
 }
 
+/// The outcome of a conditional write: `true` applied, `false` its condition did not hold.
+pub(crate) fn applied<T, E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    table: Table,
+    name: &str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(store_error(table, name, e)),
+    }
+}
+
 /// Whether a write failed only because its condition did not hold.
 pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{StoreError, Table, is_condition_failure, send, store_error};
+use super::{StoreError, Table, applied, is_condition_failure, send, store_error};
 
 pub mod attr {
     pub const OUT_TRADE_NO: &str = "out_trade_no";
@@ -279,11 +279,11 @@ impl OrderStore {
             .expression_attribute_values(":closed", AttributeValue::S(CLOSED.to_owned()))
             .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
-        match send(Table::Orders, &self.table, request.send()).await? {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(self.failed(e)),
-        }
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
     }
 
     /// Records that shipping info was uploaded (or the user confirmed receipt) for a paid order.
@@ -302,11 +302,11 @@ impl OrderStore {
             .expression_attribute_values(":paid", AttributeValue::S(PAID.to_owned()))
             .expression_attribute_values(":state", AttributeValue::S(state.to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
-        match send(Table::Orders, &self.table, request.send()).await? {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(self.failed(e)),
-        }
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
     }
 
     /// The out_trade_no of orders pending since before `cutoff` (from the sparse index: no
@@ -355,11 +355,11 @@ impl OrderStore {
                 .expression_attribute_values(":old", AttributeValue::S(previous.clone())),
             None => request.condition_expression("#s = :unpaid AND attribute_not_exists(#p)"),
         };
-        match send(Table::Orders, &self.table, request.send()).await? {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(self.failed(e)),
-        }
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
     }
 
     /// UNPAID → PAID with the payment's details, at most once however many notifications arrive.

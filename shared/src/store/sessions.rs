@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::{StoreError, Table, is_condition_failure, send, store_error};
+use super::{StoreError, Table, applied, is_condition_failure, send, store_error};
 use crate::clock::now_unix;
 use crate::redacted::Secret;
 
@@ -183,11 +183,11 @@ impl SessionStore {
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":sk", AttributeValue::S(session_key.expose().to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(now_unix().to_string()));
-        match send(Table::Sessions, &self.table, request.send()).await? {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(self.failed(e)),
-        }
+        applied(
+            Table::Sessions,
+            &self.table,
+            send(Table::Sessions, &self.table, request.send()).await?,
+        )
     }
 
     /// Counts one failed decryption or signature check against `session` (an atomic `ADD`) and

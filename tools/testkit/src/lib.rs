@@ -965,6 +965,23 @@ impl Stack {
         prepay_id
     }
 
+    /// A paid order of `amount` with a refund of `refund` applied for, settled at WeChat Pay
+    /// but its notification lost.
+    pub async fn refund_with_lost_notification(
+        &self,
+        out_trade_no: &str,
+        out_refund_no: &str,
+        amount: u64,
+        refund: u64,
+    ) {
+        self.paid_order(out_trade_no, "o_alice", amount, false).await;
+        let command = serde_json::json!({"op": "refund", "out_trade_no": out_trade_no,
+                                         "out_refund_no": out_refund_no, "amount": refund});
+        self.merchant(command).await.expect("the refund is applied for");
+        let settle = serde_json::json!({"out_refund_no": out_refund_no, "mode": "drop"});
+        self.sim_post("/__sim/pay/refund/settle", settle).await;
+    }
+
     /// Moves a session's expiry into the past, as time would; moto (like DynamoDB for a while
     /// after TTL) keeps the item.
     pub async fn expire(&self, token: &str) {

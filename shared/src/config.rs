@@ -33,7 +33,9 @@ pub struct Parts {
     pub open_data: bool,
     /// The in-memory cache of mini-program code images (`QRCODE_CACHE_TTL_SECS`).
     pub qrcode_cache: bool,
-    /// WeChat Pay's keys (the pay secret) and the orders table.
+    /// The orders table (`ORDERS_TABLE`).
+    pub orders: bool,
+    /// WeChat Pay's keys (the pay secret); needs `orders`.
     pub pay: bool,
     /// Places orders with WeChat Pay (`WECHATPAY_API_BASE`, `PAY_NOTIFY_URL`).
     pub pay_orders: bool,
@@ -48,6 +50,7 @@ impl Parts {
         wechat: false,
         open_data: false,
         qrcode_cache: false,
+        orders: false,
         pay: false,
         pay_orders: false,
         refunds: false,
@@ -60,6 +63,7 @@ impl Parts {
         wechat: true,
         open_data: true,
         qrcode_cache: true,
+        orders: true,
         pay: true,
         pay_orders: true,
         refunds: true,
@@ -90,11 +94,11 @@ impl Parts {
         );
         add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
         add(self.qrcode_cache, &[("QRCODE_CACHE_TTL_SECS", false)]);
+        add(self.orders, &[("ORDERS_TABLE", true)]);
         add(
             self.pay,
             &[
                 ("PAY_SECRET_ID", true),
-                ("ORDERS_TABLE", true),
                 ("PAY_API", false),
                 ("PAY_V2_SIGN_TYPE", false),
                 ("SECRET_CACHE_TTL_SECS", false),
@@ -135,8 +139,6 @@ impl PayApi {
 pub struct PaySettings {
     /// Secrets Manager id/ARN of the pay secret (`PAY_SECRET_ID`).
     pub secret_id: String,
-    /// DynamoDB table of orders (`ORDERS_TABLE`).
-    pub orders_table: String,
     pub api: PayApi,
     /// The sign type of APIv2 requests, answers and notifications (`PAY_V2_SIGN_TYPE`): a
     /// notification signed otherwise is refused.
@@ -175,6 +177,8 @@ pub struct Config {
     pub watermark_max_age_secs: Option<u64>,
     /// How long a generated mini-program code is served from memory (`QRCODE_CACHE_TTL_SECS`; `0` = off).
     pub qrcode_cache_ttl: Duration,
+    /// DynamoDB table of orders (`ORDERS_TABLE`; part `orders`).
+    pub orders_table: Option<String>,
     pub pay: Option<PaySettings>,
     pub pay_orders: Option<PayOrderSettings>,
     /// DynamoDB table of refunds (`REFUNDS_TABLE`; part `refunds`).
@@ -219,7 +223,7 @@ impl Config {
         let sessions_table = required(parts.sessions, "SESSIONS_TABLE");
         let app_secret_id = required(parts.wechat, "APP_SECRET_ID");
         let pay_secret_id = required(parts.pay, "PAY_SECRET_ID");
-        let orders_table = required(parts.pay, "ORDERS_TABLE");
+        let orders_table = required(parts.orders, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
         let refunds_table = required(parts.refunds, "REFUNDS_TABLE");
 
@@ -326,6 +330,9 @@ impl Config {
                 TlsRoots::default()
             }),
         };
+        if parts.pay && !parts.orders {
+            problems.push("the pay part needs the orders part (a programming error)".to_owned());
+        }
         if !app_id.is_empty() && !is_app_id(&app_id) {
             problems.push(format!(
                 "APP_ID must look like wx followed by 16 hex digits, got {app_id:?}"
@@ -346,9 +353,9 @@ impl Config {
             secret_cache_ttl,
             watermark_max_age_secs,
             qrcode_cache_ttl,
+            orders_table,
             pay: parts.pay.then(|| PaySettings {
                 secret_id: pay_secret_id.unwrap_or_default(),
-                orders_table: orders_table.unwrap_or_default(),
                 api,
                 v2_sign_type,
             }),

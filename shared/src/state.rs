@@ -80,6 +80,7 @@ impl Payments {
 pub struct AppState {
     pub config: Config,
     sessions: Option<SessionStore>,
+    orders: Option<OrderStore>,
     wechat: Option<Wechat>,
     pay: Option<Payments>,
     /// Mini-program code images by request (empty unless `qrcode` uses it).
@@ -135,25 +136,34 @@ impl AppState {
                 secrets,
             }
         });
-        let pay = config.pay.as_ref().map(|settings| Payments {
-            merchant: SecretCache::new(secretsmanager, &settings.secret_id, config.secret_cache_ttl),
-            refunds: config
-                .refunds_table
-                .as_deref()
-                .map(|table| RefundStore::new(dynamodb.clone(), table, &settings.orders_table)),
-            orders: OrderStore::new(dynamodb, &settings.orders_table),
-            client: config.pay_orders.as_ref().map(|orders| {
-                (
-                    PayClient::new(&orders.api_base, http, config.wechat_timeout),
-                    orders.clone(),
-                )
-            }),
-            settings: settings.clone(),
-        });
+        let orders = config
+            .orders_table
+            .as_deref()
+            .map(|table| OrderStore::new(dynamodb.clone(), table));
+        let pay = config
+            .pay
+            .as_ref()
+            .zip(orders.clone())
+            .map(|(settings, orders)| Payments {
+                merchant: SecretCache::new(secretsmanager, &settings.secret_id, config.secret_cache_ttl),
+                refunds: config
+                    .refunds_table
+                    .as_deref()
+                    .map(|table| RefundStore::new(dynamodb.clone(), table, orders.table())),
+                orders,
+                client: config.pay_orders.as_ref().map(|orders| {
+                    (
+                        PayClient::new(&orders.api_base, http, config.wechat_timeout),
+                        orders.clone(),
+                    )
+                }),
+                settings: settings.clone(),
+            });
         let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
         Self {
             config,
             sessions,
+            orders,
             wechat,
             pay,
             qrcodes,
@@ -175,6 +185,11 @@ impl AppState {
 
     pub fn wechat(&self) -> Result<&Wechat, ApiError> {
         self.wechat.as_ref().ok_or_else(|| undeclared("wechat"))
+    }
+
+    /// The orders table (also `pay()?.orders` where the function pays).
+    pub fn orders(&self) -> Result<&OrderStore, ApiError> {
+        self.orders.as_ref().ok_or_else(|| undeclared("orders"))
     }
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {

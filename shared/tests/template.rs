@@ -132,7 +132,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             }
             let uses = match resource.as_str() {
                 "SessionsTable" => parts.sessions,
-                "OrdersTable" => parts.pay,
+                "OrdersTable" => parts.orders,
                 "RefundsTable" => parts.refunds,
                 "AppSecretArn" | "PaySecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),

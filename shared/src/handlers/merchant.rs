@@ -23,6 +23,7 @@ pub const FUNCTION: Function = Function {
     name: "merchant",
     parts: Parts {
         wechat: true,
+        orders: true,
         pay: true,
         pay_orders: true,
         refunds: true,

@@ -33,6 +33,7 @@ use crate::{AppState, public};
 pub const FUNCTION: Function = Function {
     name: "pay-notify",
     parts: Parts {
+        orders: true,
         pay: true,
         refunds: true,
         ..Parts::NONE

@@ -29,6 +29,7 @@ pub const FUNCTION: Function = Function {
     name: "pay-sign",
     parts: Parts {
         sessions: true,
+        orders: true,
         pay: true,
         pay_orders: true,
         ..Parts::NONE

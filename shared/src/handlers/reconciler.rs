@@ -16,6 +16,7 @@ use crate::{ApiError, AppState};
 pub const FUNCTION: Function = Function {
     name: "reconciler",
     parts: Parts {
+        orders: true,
         pay: true,
         pay_orders: true,
         refunds: true,

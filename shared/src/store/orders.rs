@@ -193,6 +193,11 @@ impl OrderStore {
         store_error(Table::Orders, &self.table, e)
     }
 
+    /// The table's name (a refund transaction writes to it too).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// One consistent `GetItem`.
     pub async fn get(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
         let request = self

@@ -3,13 +3,14 @@
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
         --sessions-table wxa-sessions --orders-table wxa-orders --refunds-table wxa-refunds \
+        --messages-table wxa-messages \
         --app-secret-id wxa/app --app-secret S \
         [--pay-secret-id wxa/pay --pay-sim http://127.0.0.1:9100 --pay-dir .dev]
     local_aws.py --endpoint http://127.0.0.1:9200 put-order --orders-table wxa-orders \
         --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
 The tables' key schemas, attribute definitions, indexes and TTL attributes are read from the
-SessionsTable, OrdersTable and RefundsTable resources of template.yaml, so local runs and tests cannot drift
+SessionsTable, OrdersTable, RefundsTable and MessagesTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
 Two secrets, as deployed: the app secret {"app_secret": ...} and, with --pay-sim, the pay secret:
@@ -149,6 +150,7 @@ def main():
     setup.add_argument("--sessions-table", required=True)
     setup.add_argument("--orders-table", required=True)
     setup.add_argument("--refunds-table", required=True)
+    setup.add_argument("--messages-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
     setup.add_argument("--pay-secret-id", help="the pay secret's name (with --pay-sim)")
@@ -170,6 +172,7 @@ def main():
         create_table(dynamodb, args.sessions_table, table_definition(args.template, "SessionsTable"))
         create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
         create_table(dynamodb, args.refunds_table, table_definition(args.template, "RefundsTable"))
+        create_table(dynamodb, args.messages_table, table_definition(args.template, "MessagesTable"))
         secretsmanager = client("secretsmanager", args.endpoint)
         put_secret(secretsmanager, args.app_secret_id, {"app_secret": args.app_secret})
         if args.pay_sim:

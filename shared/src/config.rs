@@ -41,6 +41,8 @@ pub struct Parts {
     pub pay_orders: bool,
     /// The refunds table (`REFUNDS_TABLE`).
     pub refunds: bool,
+    /// The messages table (`MESSAGES_TABLE`): pushes handled, subscriptions, media checks.
+    pub messages: bool,
 }
 
 impl Parts {
@@ -54,6 +56,7 @@ impl Parts {
         pay: false,
         pay_orders: false,
         refunds: false,
+        messages: false,
     };
 
     /// Every part (tests build one state that serves every function).
@@ -67,6 +70,7 @@ impl Parts {
         pay: true,
         pay_orders: true,
         refunds: true,
+        messages: true,
     };
 
     /// Every setting these parts read: `(name, required)`.
@@ -105,6 +109,7 @@ impl Parts {
             ],
         );
         add(self.refunds, &[("REFUNDS_TABLE", true)]);
+        add(self.messages, &[("MESSAGES_TABLE", true)]);
         add(
             self.pay_orders,
             &[
@@ -183,6 +188,8 @@ pub struct Config {
     pub pay_orders: Option<PayOrderSettings>,
     /// DynamoDB table of refunds (`REFUNDS_TABLE`; part `refunds`).
     pub refunds_table: Option<String>,
+    /// DynamoDB table of pushes, subscriptions and media checks (`MESSAGES_TABLE`).
+    pub messages_table: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -226,6 +233,7 @@ impl Config {
         let orders_table = required(parts.orders, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
         let refunds_table = required(parts.refunds, "REFUNDS_TABLE");
+        let messages_table = required(parts.messages, "MESSAGES_TABLE");
 
         let mut number = |on: bool, name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
             if !on {
@@ -360,6 +368,7 @@ impl Config {
                 v2_sign_type,
             }),
             refunds_table,
+            messages_table,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),
@@ -393,6 +402,7 @@ mod tests {
         ("ORDERS_TABLE", "orders"),
         ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),
         ("REFUNDS_TABLE", "refunds"),
+        ("MESSAGES_TABLE", "messages"),
     ];
 
     #[test]

@@ -29,11 +29,17 @@ use crate::redacted::Secret;
 pub struct AppSecrets {
     /// The mini-program's AppSecret, used for jscode2session and access tokens.
     pub app_secret: Secret,
+    /// The message push's Token (WeChat console → development settings → message push).
+    #[serde(default)]
+    pub push_token: Option<Secret>,
+    /// The message push's EncodingAESKey (43 characters), for safe and compat modes.
+    #[serde(default)]
+    pub push_aes_key: Option<Secret>,
 }
 
 impl std::fmt::Debug for AppSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppSecrets { app_secret: *** }")
+        f.write_str("AppSecrets { app_secret: ***, push_token: ***, push_aes_key: *** }")
     }
 }
 
@@ -176,7 +182,10 @@ mod tests {
     fn the_app_secret_holds_the_app_secret_and_nothing_else() {
         let ok = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value"}"#).unwrap();
         assert_eq!(ok.app_secret.expose(), "s3cr3t-value");
-        assert_eq!(format!("{ok:?}"), "AppSecrets { app_secret: *** }");
+        assert_eq!(
+            format!("{ok:?}"),
+            "AppSecrets { app_secret: ***, push_token: ***, push_aes_key: *** }"
+        );
         let err = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value","wechatpay":{"mchid":"1"}}"#).unwrap_err();
         assert!(err.contains("unknown field `wechatpay`"), "{err}");
         let err = AppSecrets::parse(r#"{"app_secret":42}"#).unwrap_err();

@@ -14,6 +14,7 @@ use crate::pay::Merchant;
 use crate::pay::client::PayClient;
 use crate::redacted::Secret;
 use crate::secret_store::{AppSecrets, SecretCache};
+use crate::store::messages::MessageStore;
 use crate::store::orders::OrderStore;
 use crate::store::refunds::RefundStore;
 use crate::store::sessions::{Session, SessionStore};
@@ -81,6 +82,7 @@ pub struct AppState {
     pub config: Config,
     sessions: Option<SessionStore>,
     orders: Option<OrderStore>,
+    messages: Option<MessageStore>,
     wechat: Option<Wechat>,
     pay: Option<Payments>,
     /// Mini-program code images by request (empty unless `qrcode` uses it).
@@ -136,6 +138,10 @@ impl AppState {
                 secrets,
             }
         });
+        let messages = config
+            .messages_table
+            .as_deref()
+            .map(|table| MessageStore::new(dynamodb.clone(), table));
         let orders = config
             .orders_table
             .as_deref()
@@ -164,6 +170,7 @@ impl AppState {
             config,
             sessions,
             orders,
+            messages,
             wechat,
             pay,
             qrcodes,
@@ -190,6 +197,10 @@ impl AppState {
     /// The orders table (also `pay()?.orders` where the function pays).
     pub fn orders(&self) -> Result<&OrderStore, ApiError> {
         self.orders.as_ref().ok_or_else(|| undeclared("orders"))
+    }
+
+    pub fn messages(&self) -> Result<&MessageStore, ApiError> {
+        self.messages.as_ref().ok_or_else(|| undeclared("messages"))
     }
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {

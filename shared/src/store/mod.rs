@@ -1,6 +1,7 @@
 //! The DynamoDB tables: one module per table, each with its own rules (keys, conditional writes,
 //! TTL), and the one way their failures are classified and answered.
 
+pub mod messages;
 pub mod orders;
 pub mod refunds;
 pub mod sessions;
@@ -18,6 +19,7 @@ pub enum Table {
     Sessions,
     Orders,
     Refunds,
+    Messages,
 }
 
 impl Table {
@@ -25,6 +27,7 @@ impl Table {
         match self {
             Self::Sessions => "session_store_unavailable",
             Self::Orders | Self::Refunds => "order_store_unavailable",
+            Self::Messages => "message_store_unavailable",
         }
     }
 }

@@ -422,6 +422,7 @@ async fn main() {
         ("SESSIONS_TABLE", "bench-sessions".into()),
         ("ORDERS_TABLE", "bench-orders".into()),
         ("REFUNDS_TABLE", "bench-orders-refunds".into()),
+        ("MESSAGES_TABLE", "bench-orders-messages".into()),
         ("APP_SECRET_ID", "bench/app".into()),
         ("PAY_SECRET_ID", "bench/pay".into()),
         ("WECHAT_API_BASE", sim.base_url()),

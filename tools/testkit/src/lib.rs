@@ -175,6 +175,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
         ])
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
         .args(["--refunds-table", &format!("{orders_table}-refunds")])
+        .args(["--messages-table", &format!("{orders_table}-messages")])
         .output()
         .expect("python runs");
     assert!(
@@ -351,6 +352,7 @@ impl Stack {
             ("SESSIONS_TABLE", table.clone()),
             ("ORDERS_TABLE", orders_table.clone()),
             ("REFUNDS_TABLE", format!("{orders_table}-refunds")),
+            ("MESSAGES_TABLE", format!("{orders_table}-messages")),
             ("APP_SECRET_ID", secret_id.clone()),
             ("PAY_SECRET_ID", pay_secret_id.clone()),
             ("WECHAT_API_BASE", sim.base_url()),

@@ -1,0 +1,285 @@
+//! What WeChat tells us and we keep, in one table keyed by `pk` with a TTL (`expires_at`):
+//! - `push#<key>`: a message push already handled (WeChat retries and duplicates them), claimed
+//!   with a conditional write before its effect and given back if the effect failed;
+//! - `sub#<openid>#<template_id>`: which subscribe-message templates a user accepted, and how many
+//!   one-time sends remain (WeChat's own count is the truth: a send's answer corrects ours);
+//! - `media#<trace_id>`: an asynchronous content check, its caller and, once pushed, its verdict.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{StoreError, Table, applied, send, store_error};
+
+pub mod attr {
+    pub const PK: &str = "pk";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const OPENID: &str = "openid";
+    pub const REMAINING: &str = "remaining";
+    pub const STATUS: &str = "status";
+    pub const SUGGEST: &str = "suggest";
+    pub const LABEL: &str = "label";
+    pub const UPDATED_AT: &str = "updated_at";
+}
+
+/// How long a handled push is remembered: WeChat's retries end within minutes.
+pub const PUSH_MEMORY: Duration = Duration::from_secs(2 * 24 * 3600);
+/// How long a subscription record and a media check are kept.
+pub const RECORD_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MEDIA_CHECK_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A user's record for one template.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Subscription {
+    pub template_id: String,
+    /// `accept`, `reject`, `ban`... as WeChat reported it last.
+    pub status: String,
+    /// One-time sends left.
+    pub remaining: u64,
+}
+
+/// An asynchronous media check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaCheck {
+    pub openid: Option<String>,
+    /// `pending`, then `done`.
+    pub status: String,
+    pub suggest: Option<String>,
+    /// A number or a string, as WeChat pushed it.
+    pub label: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct MessageStore {
+    client: Client,
+    table: String,
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+impl MessageStore {
+    pub fn new(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    fn failed<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
+        store_error(Table::Messages, &self.table, e)
+    }
+
+    /// Claims a push by its key: `true` the first time (handle it), `false` for a duplicate.
+    pub async fn claim_push(&self, key: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::PK, s(&format!("push#{key}")))
+            .item(attr::EXPIRES_AT, n(now + PUSH_MEMORY.as_secs()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK);
+        applied(
+            Table::Messages,
+            &self.table,
+            send(Table::Messages, &self.table, request.send()).await?,
+        )
+    }
+
+    /// Gives a claim back after its effect failed, so that WeChat's retry is handled.
+    pub async fn release_push(&self, key: &str) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&format!("push#{key}")));
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    fn subscription_key(openid: &str, template_id: &str) -> AttributeValue {
+        s(&format!("sub#{openid}#{template_id}"))
+    }
+
+    /// Records what the user chose for a template: `accept` grants one more one-time send.
+    pub async fn record_subscription(
+        &self,
+        openid: &str,
+        template_id: &str,
+        status: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let grant = u64::from(status == "accept");
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::subscription_key(openid, template_id))
+            .update_expression("SET #st = :st, #up = :now, #exp = :exp ADD #rem :grant")
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#up", attr::UPDATED_AT)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#rem", attr::REMAINING)
+            .expression_attribute_values(":st", s(status))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now + RECORD_LIFETIME.as_secs()))
+            .expression_attribute_values(":grant", n(grant));
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// One send was made (WeChat accepted it): one fewer left, never below zero.
+    pub async fn record_send(&self, openid: &str, template_id: &str) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::subscription_key(openid, template_id))
+            .update_expression("ADD #rem :minus")
+            .condition_expression("#rem > :zero")
+            .expression_attribute_names("#rem", attr::REMAINING)
+            .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+            .expression_attribute_values(":zero", n(0));
+        applied(
+            Table::Messages,
+            &self.table,
+            send(Table::Messages, &self.table, request.send()).await?,
+        )?;
+        Ok(())
+    }
+
+    /// WeChat says none is left (43101): so does the record.
+    pub async fn record_none_left(&self, openid: &str, template_id: &str, now: u64) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::subscription_key(openid, template_id))
+            .update_expression("SET #rem = :zero, #up = :now, #exp = :exp, #st = if_not_exists(#st, :none)")
+            .expression_attribute_names("#rem", attr::REMAINING)
+            .expression_attribute_names("#up", attr::UPDATED_AT)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now + RECORD_LIFETIME.as_secs()))
+            .expression_attribute_values(":none", s("none"));
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    pub async fn subscription(&self, openid: &str, template_id: &str) -> Result<Option<Subscription>, StoreError> {
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::subscription_key(openid, template_id))
+            .consistent_read(true);
+        let output = send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(output.item.map(|item| Subscription {
+            template_id: template_id.to_owned(),
+            status: item
+                .get(attr::STATUS)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default(),
+            remaining: item
+                .get(attr::REMAINING)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }))
+    }
+
+    fn media_key(trace_id: &str) -> AttributeValue {
+        s(&format!("media#{trace_id}"))
+    }
+
+    /// A media check was asked for by `openid` (the verdict may have been pushed already: both
+    /// writes merge, in either order).
+    pub async fn record_media_check(&self, trace_id: &str, openid: &str, now: u64) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::media_key(trace_id))
+            .update_expression("SET #o = :o, #st = if_not_exists(#st, :pending), #exp = :exp")
+            .expression_attribute_names("#o", attr::OPENID)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":o", s(openid))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":exp", n(now + MEDIA_CHECK_LIFETIME.as_secs()));
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// The verdict WeChat pushed for a media check.
+    pub async fn record_media_verdict(
+        &self,
+        trace_id: &str,
+        suggest: &str,
+        label: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::media_key(trace_id))
+            .update_expression("SET #st = :done, #sg = :sg, #lb = :lb, #up = :now, #exp = if_not_exists(#exp, :exp)")
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#sg", attr::SUGGEST)
+            .expression_attribute_names("#lb", attr::LABEL)
+            .expression_attribute_names("#up", attr::UPDATED_AT)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":sg", s(suggest))
+            .expression_attribute_values(":lb", s(label))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now + MEDIA_CHECK_LIFETIME.as_secs()));
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    pub async fn media_check(&self, trace_id: &str) -> Result<Option<MediaCheck>, StoreError> {
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::media_key(trace_id))
+            .consistent_read(true);
+        let output = send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        Ok(output.item.map(|item| {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            MediaCheck {
+                openid: text(attr::OPENID),
+                status: text(attr::STATUS).unwrap_or_else(|| "pending".into()),
+                suggest: text(attr::SUGGEST),
+                label: text(attr::LABEL),
+            }
+        }))
+    }
+}

@@ -112,6 +112,7 @@ pub const FUNCTIONS: &[&Function] = &[
     &crate::handlers::card_sign::FUNCTION,
     &crate::handlers::pay_sign::FUNCTION,
     &crate::handlers::pay_notify::FUNCTION,
+    &crate::handlers::content::FUNCTION,
     &crate::handlers::merchant::FUNCTION,
     &crate::handlers::reconciler::FUNCTION,
 ];

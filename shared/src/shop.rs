@@ -14,7 +14,6 @@ use crate::clock::now_unix;
 use crate::config::PayApi;
 use crate::pay::Merchant;
 use crate::pay::client::{PayError, RefundState};
-use crate::redacted::Secret;
 use crate::state::{AppState, Payments};
 use crate::store::StoreError;
 use crate::store::orders::{CLOSED, Order, PAID, Payment, Settled, UNPAID};
@@ -367,19 +366,14 @@ pub async fn wechat_order_api(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
-    let wechat = state.wechat()?;
-    wechat
-        .tokens
-        .with_token(|token: Secret| async move { wechat.client.post_with_token(path, &token, body).await })
-        .await
-        .map_err(|e| match e {
-            crate::token::TokenError::Wechat(WechatError::Other { errcode: 10060001, .. }) => ApiError::new(
-                StatusCode::CONFLICT,
-                "payment_not_found_at_wechat",
-                "WeChat does not know this payment yet (10060001): try again in a minute",
-            ),
-            other => other.into(),
-        })
+    state.wechat()?.call(path, body).await.map_err(|e| match e {
+        crate::token::TokenError::Wechat(WechatError::Other { errcode: 10060001, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "payment_not_found_at_wechat",
+            "WeChat does not know this payment yet (10060001): try again in a minute",
+        ),
+        other => other.into(),
+    })
 }
 
 #[cfg(test)]

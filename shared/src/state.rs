@@ -41,6 +41,14 @@ impl Wechat {
             .await
     }
 
+    /// A JSON API that takes the access token in its query, with the token cache's one retry
+    /// after a rejected token.
+    pub async fn call(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, TokenError> {
+        self.tokens
+            .with_token(|token: Secret| async move { self.client.post_with_token(path, &token, body).await })
+            .await
+    }
+
     /// `wxa/resetusersessionkey` for `session`: a new key, signed for with the one it holds.
     pub async fn reset_session_key(&self, session: &Session) -> Result<Secret, TokenError> {
         self.tokens

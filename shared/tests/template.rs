@@ -134,6 +134,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "SessionsTable" => parts.sessions,
                 "OrdersTable" => parts.orders,
                 "RefundsTable" => parts.refunds,
+                "MessagesTable" => parts.messages,
                 "AppSecretArn" | "PaySecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),
             };

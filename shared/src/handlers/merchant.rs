@@ -4,7 +4,9 @@
 //! `{"error": {"code", "message", "request_id"}}`.
 //!
 //! Ops: `create_order`, `get_order`, `close_order`, `refund`, `get_refund`, `upload_shipping`,
-//! `get_shipping_state`, `notify_confirm_receive`. Every change of state is a conditional write
+//! `get_shipping_state`, `notify_confirm_receive` (orders); `send_subscribe_message`,
+//! `generate_url_link`, `generate_scheme`, `generate_short_link`, `user_risk_rank` (messages and
+//! links). Every change of state is a conditional write
 //! (see `store::orders`, `store::refunds`); the rules are `shop`'s, shared with the notifications,
 //! the mini-program's order page and the reconciler.
 
@@ -12,11 +14,15 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use lambda_http::http::StatusCode;
+
 use crate::clock::{now_unix, rfc3339_china};
 use crate::config::Parts;
 use crate::function::{Entry, Function, Outcome};
 use crate::shop::{self, order_not_found};
 use crate::store::orders::{Created, NewOrder, PAID};
+use crate::token::TokenError;
+use crate::wechat::WechatError;
 use crate::{ApiError, AppState, op};
 
 pub const FUNCTION: Function = Function {
@@ -27,6 +33,7 @@ pub const FUNCTION: Function = Function {
         pay: true,
         pay_orders: true,
         refunds: true,
+        messages: true,
         ..Parts::NONE
     },
     entry: Entry::Ops(&[
@@ -38,6 +45,11 @@ pub const FUNCTION: Function = Function {
         op!(upload_shipping),
         op!(get_shipping_state),
         op!(notify_confirm_receive),
+        op!(send_subscribe_message),
+        op!(generate_url_link),
+        op!(generate_scheme),
+        op!(generate_short_link),
+        op!(user_risk_rank),
     ]),
 };
 
@@ -84,17 +96,7 @@ struct ByOrder {
 async fn create_order(state: &AppState, event: &Value) -> Outcome {
     let new: NewOrder = command(event)?;
     checked_out_trade_no(&new.out_trade_no)?;
-    if new.openid.is_empty()
-        || new.openid.len() > 128
-        || !new
-            .openid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
-    {
-        return Err(invalid(
-            "openid must be the buyer's openid ([A-Za-z0-9_-], at most 128)",
-        ));
-    }
+    check_openid(&new.openid)?;
     if new.description.trim().is_empty() || new.description.chars().count() > 127 {
         return Err(invalid("description must be 1 to 127 characters"));
     }
@@ -119,7 +121,7 @@ async fn create_order(state: &AppState, event: &Value) -> Outcome {
         }
         Created::Existing(order) => Ok(json!(order)),
         Created::Conflict => Err(ApiError::new(
-            lambda_http::http::StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
             "order_conflict",
             "another order has this out_trade_no",
         )),
@@ -216,7 +218,7 @@ async fn paid_order(state: &AppState, out_trade_no: &str) -> Result<(crate::stor
     match (&order.status, order.transaction_id.clone()) {
         (status, Some(transaction_id)) if status == PAID => Ok((order, transaction_id)),
         _ => Err(ApiError::new(
-            lambda_http::http::StatusCode::CONFLICT,
+            StatusCode::CONFLICT,
             "order_not_paid",
             "shipping is recorded for a paid order only",
         )),
@@ -315,4 +317,310 @@ async fn notify_confirm_receive(state: &AppState, event: &Value) -> Outcome {
     )
     .await?;
     Ok(json!({ "out_trade_no": order.out_trade_no, "notified": true }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeMessage {
+    openid: String,
+    template_id: String,
+    #[serde(default)]
+    page: Option<String>,
+    data: serde_json::Map<String, Value>,
+    #[serde(default)]
+    miniprogram_state: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// The longest value of a template field, by its kind (the prefix of its key, `thing1`...),
+/// as WeChat documents them.
+fn max_chars(key: &str) -> Option<usize> {
+    let kind = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    Some(match kind {
+        "thing" => 20,
+        "number" | "letter" | "character_string" => 32,
+        "symbol" | "phrase" => 5,
+        "phone_number" => 17,
+        "car_number" => 8,
+        "name" => 10,
+        "amount" | "date" | "time" => 64,
+        _ => return None,
+    })
+}
+
+async fn send_subscribe_message(state: &AppState, event: &Value) -> Outcome {
+    let c: SubscribeMessage = command(event)?;
+    check_openid(&c.openid)?;
+    if c.template_id.is_empty()
+        || c.template_id.len() > 64
+        || !c
+            .template_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+    {
+        return Err(invalid(
+            "template_id must be a template's id ([A-Za-z0-9_-], at most 64)",
+        ));
+    }
+    if c.data.is_empty() || c.data.len() > 20 {
+        return Err(invalid(
+            "data must have 1 to 20 fields: {\"thing1\": {\"value\": ...}, ...}",
+        ));
+    }
+    for (key, field) in &c.data {
+        let value = field
+            .get("value")
+            .and_then(Value::as_str)
+            .filter(|_| field.as_object().is_some_and(|o| o.len() == 1));
+        let Some(value) = value else {
+            return Err(invalid(format!("data.{key} must be {{\"value\": \"...\"}}")));
+        };
+        let Some(max) = max_chars(key) else {
+            return Err(invalid(format!(
+                "data.{key}: not a template field kind (thing, number, phrase, time, ...)"
+            )));
+        };
+        let chars = value.chars().count();
+        if chars == 0 || chars > max {
+            return Err(invalid(format!("data.{key}.value must be 1 to {max} characters")));
+        }
+    }
+    if let Some(page) = &c.page
+        && (page.starts_with('/') || page.len() > 256)
+    {
+        return Err(invalid(
+            "page must be a page path such as pages/index/index (no leading /)",
+        ));
+    }
+    if c.miniprogram_state
+        .as_deref()
+        .is_some_and(|s| !matches!(s, "developer" | "trial" | "formal"))
+    {
+        return Err(invalid("miniprogram_state must be developer, trial or formal"));
+    }
+    if c.lang
+        .as_deref()
+        .is_some_and(|l| !matches!(l, "zh_CN" | "en_US" | "zh_HK" | "zh_TW"))
+    {
+        return Err(invalid("lang must be zh_CN, en_US, zh_HK or zh_TW"));
+    }
+    let mut body = json!({ "touser": c.openid, "template_id": c.template_id, "data": c.data });
+    for (name, value) in [
+        ("page", &c.page),
+        ("miniprogram_state", &c.miniprogram_state),
+        ("lang", &c.lang),
+    ] {
+        if let Some(value) = value {
+            body[name] = json!(value);
+        }
+    }
+    let messages = state.messages()?;
+    let sent = state.wechat()?.call("/cgi-bin/message/subscribe/send", &body).await;
+    match sent {
+        Ok(answer) => {
+            messages.record_send(&c.openid, &c.template_id).await?;
+            Ok(json!({ "msgid": answer["msgid"] }))
+        }
+        Err(TokenError::Wechat(WechatError::Other { errcode, errmsg })) => Err(match errcode {
+            43101 => {
+                messages.record_none_left(&c.openid, &c.template_id, now_unix()).await?;
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_subscription_left",
+                    "the user has not (or no longer) accepted this template: ask again with wx.requestSubscribeMessage",
+                )
+            }
+            47003 => invalid(match field_named(&errmsg) {
+                Some(field) => format!("WeChat refused data.{field} (47003)"),
+                None => "WeChat refused a data field (47003)".to_owned(),
+            }),
+            41030 => invalid("WeChat refused the page (41030): it must be a page of the released version"),
+            40037 => invalid("WeChat does not know this template_id (40037)"),
+            _ => ApiError::from(WechatError::Other { errcode, errmsg }),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `data.<field>` WeChat's errmsg names (`argument invalid! data.thing1.value ...`): only
+/// the field's key is answered, never WeChat's words.
+fn field_named(errmsg: &str) -> Option<&str> {
+    let rest = &errmsg[errmsg.find("data.")? + 5..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|f| !f.is_empty())
+}
+
+fn check_openid(openid: &str) -> Result<(), ApiError> {
+    let ok = !openid.is_empty()
+        && openid.len() <= 128
+        && openid.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("openid must be a user's openid ([A-Za-z0-9_-], at most 128)"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkCommand {
+    /// A page of the released version (no leading `/`); the home page when absent.
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    env_version: Option<String>,
+    /// Days the link works (1 to 30; WeChat's maximum is 30).
+    #[serde(default)]
+    expire_days: Option<u64>,
+}
+
+/// The `jump_wxa`-style target of a link, checked.
+fn link_target(c: &LinkCommand) -> Result<(Value, u64), ApiError> {
+    let path = c.path.as_deref().unwrap_or_default();
+    if path.starts_with('/')
+        || path.len() > 256
+        || !path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
+    {
+        return Err(invalid(
+            "path must be a page path such as pages/index/index (no leading /)",
+        ));
+    }
+    let query = c.query.as_deref().unwrap_or_default();
+    if query.len() > 512 || !query.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("query must be at most 512 printable ASCII characters"));
+    }
+    let env_version = c.env_version.as_deref().unwrap_or("release");
+    if !matches!(env_version, "release" | "trial" | "develop") {
+        return Err(invalid("env_version must be release, trial or develop"));
+    }
+    let days = c.expire_days.unwrap_or(30);
+    if !(1..=30).contains(&days) {
+        return Err(invalid(
+            "expire_days must be 1 to 30 (WeChat's links last at most 30 days)",
+        ));
+    }
+    Ok((
+        json!({ "path": path, "query": query, "env_version": env_version }),
+        days,
+    ))
+}
+
+/// The errors every link API shares.
+fn link_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Wechat(WechatError::Other { errcode: 85079, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "no_released_version",
+            "the mini-program has no released version with this page (85079)",
+        ),
+        TokenError::Wechat(WechatError::Other {
+            errcode: 45009 | 44990 | 85400 | 85401,
+            ..
+        }) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            "WeChat's quota for links is used up: try again tomorrow",
+        ),
+        other => other.into(),
+    }
+}
+
+async fn generate_url_link(state: &AppState, event: &Value) -> Outcome {
+    let c: LinkCommand = command(event)?;
+    let (target, days) = link_target(&c)?;
+    let body = json!({
+        "path": target["path"], "query": target["query"], "env_version": target["env_version"],
+        "is_expire": true, "expire_type": 1, "expire_interval": days,
+    });
+    let answer = state
+        .wechat()?
+        .call("/wxa/generate_urllink", &body)
+        .await
+        .map_err(link_error)?;
+    Ok(json!({ "url_link": answer["url_link"], "expire_days": days }))
+}
+
+async fn generate_scheme(state: &AppState, event: &Value) -> Outcome {
+    let c: LinkCommand = command(event)?;
+    let (target, days) = link_target(&c)?;
+    let body = json!({ "jump_wxa": target, "is_expire": true, "expire_type": 1, "expire_interval": days });
+    let answer = state
+        .wechat()?
+        .call("/wxa/generatescheme", &body)
+        .await
+        .map_err(link_error)?;
+    Ok(json!({ "openlink": answer["openlink"], "expire_days": days }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShortLinkCommand {
+    /// The page with its query (`pages/index/index?a=1`).
+    page_url: String,
+    #[serde(default)]
+    page_title: Option<String>,
+    #[serde(default)]
+    is_permanent: bool,
+}
+
+async fn generate_short_link(state: &AppState, event: &Value) -> Outcome {
+    let c: ShortLinkCommand = command(event)?;
+    if c.page_url.is_empty()
+        || c.page_url.starts_with('/')
+        || c.page_url.len() > 1024
+        || c.page_url.chars().any(char::is_whitespace)
+    {
+        return Err(invalid(
+            "page_url must be a page path with its query, such as pages/index/index?a=1",
+        ));
+    }
+    if c.page_title.as_ref().is_some_and(|t| t.chars().count() > 64) {
+        return Err(invalid("page_title must be at most 64 characters"));
+    }
+    let body = json!({ "page_url": c.page_url, "page_title": c.page_title.unwrap_or_default(), "is_permanent": c.is_permanent });
+    let answer = state
+        .wechat()?
+        .call("/wxa/genwxashortlink", &body)
+        .await
+        .map_err(link_error)?;
+    Ok(json!({ "link": answer["link"] }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskCommand {
+    openid: String,
+    /// 0 sign-up, 1 cheating (marketing activities).
+    scene: u8,
+    client_ip: String,
+    #[serde(default)]
+    mobile_no: Option<String>,
+    #[serde(default)]
+    email_address: Option<String>,
+}
+
+async fn user_risk_rank(state: &AppState, event: &Value) -> Outcome {
+    let c: RiskCommand = command(event)?;
+    check_openid(&c.openid)?;
+    if c.scene > 1 {
+        return Err(invalid("scene must be 0 (sign-up) or 1 (cheating)"));
+    }
+    if c.client_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(invalid("client_ip must be an IPv4 or IPv6 address"));
+    }
+    let mut body =
+        json!({ "appid": state.config.app_id, "openid": c.openid, "scene": c.scene, "client_ip": c.client_ip });
+    if let Some(mobile) = c.mobile_no {
+        body["mobile_no"] = json!(mobile);
+    }
+    if let Some(email) = c.email_address {
+        body["email_address"] = json!(email);
+    }
+    let answer = state.wechat()?.call("/wxa/getuserriskrank", &body).await?;
+    Ok(json!({ "risk_rank": answer["risk_rank"] }))
 }

@@ -3,6 +3,7 @@
 //! [`Function::handle`](crate::function::Function::handle)'s.
 
 pub mod card_sign;
+pub mod content;
 pub mod decrypt_phone;
 pub mod login;
 pub mod merchant;

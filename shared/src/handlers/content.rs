@@ -1,0 +1,156 @@
+//! Content security for what users write and upload, checked with the caller's own openid:
+//! - `POST /content/check {content, scene}` → `msg_sec_check` (v2) → `{"suggest", "label"}`;
+//! - `POST /content/check-media {media_url, media_type, scene}` → `media_check_async` →
+//!   `{"trace_id"}`; the verdict comes later by message push (`wxa_media_check`);
+//! - `GET /content/check-media/{trace_id}` → `pending`, or the verdict. A caller sees only their
+//!   own trace ids.
+
+use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::request::parse_json_body;
+use crate::api::response::json_response;
+use crate::clock::now_unix;
+use crate::config::Parts;
+use crate::function::{Answer, Entry, Function, Route};
+use crate::store::sessions::Session;
+use crate::{ApiError, AppState, authed};
+
+pub const FUNCTION: Function = Function {
+    name: "content",
+    parts: Parts {
+        sessions: true,
+        wechat: true,
+        messages: true,
+        ..Parts::NONE
+    },
+    entry: Entry::Routes(&[
+        Route::post("/content/check", authed!(check_text)),
+        Route::post("/content/check-media", authed!(check_media)),
+        Route::get("/content/check-media/{trace_id}", authed!(media_verdict)),
+    ]),
+};
+
+/// WeChat's limit for one text check.
+pub const MAX_CONTENT_CHARS: usize = 2500;
+
+/// 1 profile, 2 comment, 3 forum, 4 social log.
+fn checked_scene(scene: u8) -> Result<u8, ApiError> {
+    if (1..=4).contains(&scene) {
+        Ok(scene)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_request",
+            "scene must be 1 (profile), 2 (comment), 3 (forum) or 4 (social log)",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextCheck {
+    content: String,
+    scene: u8,
+}
+
+async fn check_text(state: &AppState, session: &Session, req: &Request) -> Answer {
+    let body: TextCheck = parse_json_body(req)?;
+    let scene = checked_scene(body.scene)?;
+    let chars = body.content.chars().count();
+    if chars == 0 || chars > MAX_CONTENT_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("content must be 1 to {MAX_CONTENT_CHARS} characters"),
+        ));
+    }
+    let request = json!({ "content": body.content, "version": 2, "openid": session.openid, "scene": scene });
+    let answer = call(state, "/wxa/msg_sec_check", &request).await?;
+    let result = &answer["result"];
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "suggest": result["suggest"], "label": result["label"], "trace_id": answer["trace_id"] }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaCheck {
+    media_url: String,
+    /// 1 audio, 2 image.
+    media_type: u8,
+    scene: u8,
+}
+
+async fn check_media(state: &AppState, session: &Session, req: &Request) -> Answer {
+    let body: MediaCheck = parse_json_body(req)?;
+    let scene = checked_scene(body.scene)?;
+    if !(1..=2).contains(&body.media_type) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "media_type must be 1 (audio) or 2 (image)",
+        ));
+    }
+    let url = body.media_url.as_str();
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.len() > 1024
+        || url.chars().any(char::is_whitespace)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "media_url must be an http(s) URL of at most 1024 characters",
+        ));
+    }
+    let request = json!({ "media_url": url, "media_type": body.media_type, "version": 2, "openid": session.openid, "scene": scene });
+    let answer = call(state, "/wxa/media_check_async", &request).await?;
+    let trace_id = answer["trace_id"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::from(crate::wechat::WechatError::BadResponse("no trace_id".into())))?;
+    state
+        .messages()?
+        .record_media_check(trace_id, &session.openid, now_unix())
+        .await?;
+    Ok(json_response(StatusCode::OK, &json!({ "trace_id": trace_id })))
+}
+
+async fn media_verdict(state: &AppState, session: &Session, req: &Request) -> Answer {
+    let trace_id = crate::function::path_parameter(req, "trace_id").unwrap_or_default();
+    let well_formed = (1..=128).contains(&trace_id.len())
+        && trace_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    if !well_formed {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "trace_id must be the trace_id of a check",
+        ));
+    }
+    let check = state
+        .messages()?
+        .media_check(&trace_id)
+        .await?
+        // Another user's check is as unknown as one that does not exist.
+        .filter(|c| c.openid.as_deref() == Some(session.openid.as_str()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "media_check_not_found",
+                "no check of yours has this trace_id",
+            )
+        })?;
+    let mut answer = json!({ "trace_id": trace_id, "status": check.status });
+    if let Some(suggest) = check.suggest {
+        answer["suggest"] = json!(suggest);
+    }
+    if let Some(label) = check.label {
+        answer["label"] = json!(label);
+    }
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// A content-security API with the access token.
+async fn call(state: &AppState, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    Ok(state.wechat()?.call(path, body).await?)
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::Shared;
 use crate::api::rotate_session_key;
-use crate::crypto::{encrypt as aes_encrypt, random_bytes};
+use crate::crypto::{encrypt as aes_encrypt, random_bytes, sorted_sha1};
 use crate::state::{Code, Fault, PhoneCode, random_text};
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -44,6 +44,9 @@ pub async fn login(State(state): State<Shared>, Json(body): Json<LoginBody>) -> 
     rotate_session_key(&mut sim, &body.openid, body.session_key, body.unionid);
     let code = random_text(32);
     let issued_at = sim.now();
+    if let Some(user) = sim.users.get_mut(&body.openid) {
+        user.active_at = issued_at;
+    }
     sim.codes.insert(
         code.clone(),
         Code {
@@ -177,7 +180,8 @@ pub struct AdvanceBody {
 }
 
 /// Moves the simulator's clock forward (code and token expiry without waiting); refunds that are
-/// then due settle, and their notifications are delivered before the answer.
+/// then due settle, and their notifications and the media checks then due are delivered before
+/// the answer.
 pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceBody>) -> Response {
     let now = {
         let mut sim = state.lock().unwrap();
@@ -185,7 +189,8 @@ pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceB
         sim.now()
     };
     let refunds = crate::refund::settle_after_clock_moved(&state).await;
-    Json(json!({ "now": now, "refunds_settled": refunds })).into_response()
+    let media_checks = crate::security::deliver_due(&state).await;
+    Json(json!({ "now": now, "refunds_settled": refunds, "media_checks_delivered": media_checks })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -228,24 +233,16 @@ pub async fn verify_card_ext(State(state): State<Shared>, Json(body): Json<CardE
         return Json(json!({ "valid": false, "reason": "no live card api_ticket" })).into_response();
     };
     let field = |k: &str| ext[k].as_str().unwrap_or_default().to_owned();
-    let mut values: Vec<String> = [
+    let values = [
         ticket.value.clone(),
         field("timestamp"),
         body.card_id,
         field("code"),
         field("openid"),
         field("nonce_str"),
-    ]
-    .into_iter()
-    .filter(|v| !v.is_empty())
-    .collect();
-    values.sort();
-    let expected = hex::encode(sha1_digest(values.concat().as_bytes()));
+    ];
+    let present: Vec<&str> = values.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
+    let expected = sorted_sha1(&present);
     let valid = field("signature") == expected;
     Json(json!({ "valid": valid, "openid": ext.get("openid") })).into_response()
-}
-
-fn sha1_digest(data: &[u8]) -> [u8; 20] {
-    use sha1::{Digest, Sha1};
-    Sha1::digest(data).into()
 }

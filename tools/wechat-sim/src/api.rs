@@ -43,6 +43,26 @@ pub(crate) async fn begin(state: &Shared, api: &str) -> Option<Response> {
     Some(wx_error(errcode, errmsg))
 }
 
+/// What every JSON API with an access_token does first: logs the call and plays a fault, checks the
+/// token, parses the body (44002 when it is empty, 47001 when it is not a JSON object).
+pub(crate) async fn begin_json(
+    state: &Shared,
+    params: &HashMap<String, String>,
+    api: &str,
+    body: &[u8],
+) -> Result<Value, Response> {
+    if let Some(response) = begin(state, api).await {
+        return Err(response);
+    }
+    if let Some(response) = token_error(&state.lock().unwrap(), params) {
+        return Err(response);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(wx_error(44002, "empty post data"));
+    }
+    crate::pay::json_object(body).ok_or_else(|| wx_error(47001, "data format error"))
+}
+
 fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     params.get(name).map(String::as_str).filter(|v| !v.is_empty())
 }
@@ -197,6 +217,7 @@ pub fn rotate_session_key(sim: &mut SimState, openid: &str, explicit: Option<Str
         unionid: None,
         session_key: String::new(),
         previous_keys: Vec::new(),
+        active_at: 0,
     });
     let old = std::mem::replace(&mut user.session_key, session_key);
     if !old.is_empty() {

@@ -3,11 +3,20 @@
 use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use sha1::{Digest, Sha1};
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("OS random source");
     bytes
+}
+
+/// hex(SHA-1 of the values sorted as strings and concatenated): how WeChat signs a message push
+/// (token, timestamp, nonce[, Encrypt]) and a card's cardExt.
+pub fn sorted_sha1(values: &[&str]) -> String {
+    let mut values = values.to_vec();
+    values.sort_unstable();
+    hex::encode(Sha1::digest(values.concat().as_bytes()))
 }
 
 /// A new session key: base64 of 16 random bytes, as jscode2session returns it.
@@ -37,6 +46,15 @@ mod tests {
         let key = STANDARD.encode((0u8..16).collect::<Vec<_>>());
         let iv: [u8; 16] = core::array::from_fn(|i| 15 - i as u8);
         assert_eq!(encrypt(&key, &iv, b"hello").unwrap(), EXPECTED_HELLO);
+    }
+
+    #[test]
+    fn signs_sorted_values() {
+        // printf 'abc' | sha1sum: the values are sorted before they are joined.
+        assert_eq!(
+            sorted_sha1(&["c", "a", "b"]),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
     }
 
     const EXPECTED_HELLO: &str = "GBVHzmpUOMsiJBhWs1zEiQ==";

@@ -9,10 +9,14 @@
 mod admin;
 mod api;
 pub mod crypto;
+mod links;
+mod messages;
 mod notify;
 pub mod pay;
 pub mod png;
+pub mod push;
 mod refund;
+pub mod security;
 mod shipping;
 mod state;
 
@@ -63,6 +67,23 @@ pub fn router(config: SimConfig) -> Router {
             "/wxa/sec/order/notify_confirm_receive",
             post(shipping::notify_confirm_receive),
         )
+        .route("/cgi-bin/message/subscribe/send", post(messages::send))
+        .route("/wxa/msg_sec_check", post(security::msg_sec_check))
+        .route("/wxa/media_check_async", post(security::media_check_async))
+        .route("/wxa/getuserriskrank", post(security::getuserriskrank))
+        .route("/wxa/generatescheme", post(links::generatescheme))
+        .route("/wxa/generate_urllink", post(links::generate_urllink))
+        .route("/wxa/genwxashortlink", post(links::genwxashortlink))
+        .route("/__sim/push/config", post(push::set_config))
+        .route("/__sim/push/send", post(push::send))
+        .route("/__sim/push/sent", get(push::sent))
+        .route("/__sim/push/verify-url", post(push::verify_url))
+        .route("/__sim/subscribe/popup", post(messages::popup))
+        .route("/__sim/subscribe/change", post(messages::change))
+        .route("/__sim/subscribe/templates", post(messages::add_templates))
+        .route("/__sim/media-check/deliver", post(security::deliver_now))
+        .route("/__sim/risk", post(security::set_risk))
+        .route("/__sim/links", post(links::configure))
         .route("/__sim/pay/merchant", post(pay::set_merchant))
         .route("/__sim/pay/platform", get(pay::platform))
         .route("/__sim/pay/complete", post(pay::complete))

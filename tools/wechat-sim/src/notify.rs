@@ -98,14 +98,34 @@ pub async fn deliver_copies(url: &str, headers: &Headers, payload: &str, copies:
         return Vec::new();
     }
     let attempts = if matches!(mode, "normal" | "certificate") { 3 } else { 1 };
+    let outgoing = Outgoing {
+        url: url.to_owned(),
+        headers: headers.clone(),
+        body: payload.to_owned(),
+    };
+    let requests = vec![outgoing; copies.clamp(1, 200) as usize];
+    deliver_all(requests, attempts, |status, _| (200..300).contains(&status)).await
+}
+
+/// One POST to make: WeChat Pay's notifications and WeChat's message pushes.
+#[derive(Clone)]
+pub struct Outgoing {
+    pub url: String,
+    pub headers: Headers,
+    pub body: String,
+}
+
+/// Sends the requests concurrently, each up to `attempts` times until its answer is
+/// `acknowledged` (status and body); answers what each got last (`{status, body, attempts}`).
+pub async fn deliver_all(requests: Vec<Outgoing>, attempts: u32, acknowledged: fn(u16, &str) -> bool) -> Vec<Value> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..copies.clamp(1, 200) {
-        let (client, url, headers, payload) = (client.clone(), url.to_owned(), headers.clone(), payload.to_owned());
-        tasks.spawn(async move { deliver(&client, &url, &headers, &payload, attempts).await });
+    for request in requests {
+        let client = client.clone();
+        tasks.spawn(async move { deliver(&client, &request, attempts, acknowledged).await });
     }
     let mut deliveries = Vec::new();
     while let Some(result) = tasks.join_next().await {
@@ -116,19 +136,25 @@ pub async fn deliver_copies(url: &str, headers: &Headers, payload: &str, copies:
     deliveries
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, headers: &Headers, body: &str, attempts: u32) -> Value {
+async fn deliver(
+    client: &reqwest::Client,
+    outgoing: &Outgoing,
+    attempts: u32,
+    acknowledged: fn(u16, &str) -> bool,
+) -> Value {
     let mut last = json!(null);
     for attempt in 1..=attempts {
-        let mut request = client.post(url).body(body.to_owned());
-        for (k, v) in headers {
+        let mut request = client.post(&outgoing.url).body(outgoing.body.clone());
+        for (k, v) in &outgoing.headers {
             request = request.header(k, v);
         }
         match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
+                let done = acknowledged(status, &text);
                 last = json!({ "status": status, "body": text, "attempts": attempt });
-                if (200..300).contains(&status) {
+                if done {
                     break;
                 }
             }

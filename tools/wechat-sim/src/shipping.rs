@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Shared;
-use crate::api::{begin, token_error, wx_error};
-use crate::pay::{SimOrder, admin_error, json_object};
+use crate::api::{begin_json, wx_error};
+use crate::pay::{SimOrder, admin_error};
 use crate::state::{SimState, is_rfc3339};
 
 /// The shipping service finds a payment about a minute after it (10060001 before that).
@@ -94,18 +94,6 @@ fn order_state(sim: &SimState, order: &SimOrder) -> u64 {
         Some(s) if s.finished => 2,
         _ => 1,
     }
-}
-
-/// What every shipping API does first: logs the call and plays a fault, checks the
-/// access_token, parses the body (47001 when it is not a JSON object).
-async fn prologue(state: &Shared, params: &HashMap<String, String>, api: &str, body: &[u8]) -> Result<Value, Response> {
-    if let Some(response) = begin(state, api).await {
-        return Err(response);
-    }
-    if let Some(response) = token_error(&state.lock().unwrap(), params) {
-        return Err(response);
-    }
-    json_object(body).ok_or_else(|| wx_error(47001, "data format error"))
 }
 
 /// The checks on the request alone: the payment's key, the shipment and the payer, or WeChat's
@@ -210,7 +198,7 @@ fn parse_upload(req: &Value) -> Result<(Key<'_>, Shipment, &str), (i64, &'static
 
 /// `POST /wxa/sec/order/upload_shipping_info?access_token=`.
 pub async fn upload_shipping_info(State(state): State<Shared>, Query(params): Params, body: Bytes) -> Response {
-    let req = match prologue(&state, &params, "upload_shipping_info", &body).await {
+    let req = match begin_json(&state, &params, "upload_shipping_info", &body).await {
         Ok(req) => req,
         Err(response) => return response,
     };
@@ -253,7 +241,7 @@ pub async fn upload_shipping_info(State(state): State<Shared>, Query(params): Pa
 
 /// `POST /wxa/sec/order/get_order?access_token=` `{transaction_id | merchant_id + merchant_trade_no}`.
 pub async fn get_order(State(state): State<Shared>, Query(params): Params, body: Bytes) -> Response {
-    let req = match prologue(&state, &params, "get_shipping_order", &body).await {
+    let req = match begin_json(&state, &params, "get_shipping_order", &body).await {
         Ok(req) => req,
         Err(response) => return response,
     };
@@ -293,7 +281,7 @@ pub async fn get_order(State(state): State<Shared>, Query(params): Params, body:
 /// merchant_trade_no, received_time}`: reminds the user to confirm receipt of an express
 /// shipment, once. The user confirms with `/__sim/shipping/confirm-receive`.
 pub async fn notify_confirm_receive(State(state): State<Shared>, Query(params): Params, body: Bytes) -> Response {
-    let req = match prologue(&state, &params, "notify_confirm_receive", &body).await {
+    let req = match begin_json(&state, &params, "notify_confirm_receive", &body).await {
         Ok(req) => req,
         Err(response) => return response,
     };

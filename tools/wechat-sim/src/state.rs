@@ -20,7 +20,13 @@ pub struct User {
     pub session_key: String,
     /// Keys this user had before; `resetusersessionkey` accepts a signature by one of them.
     pub previous_keys: Vec<String>,
+    /// When the user last used the mini program (`wx.login`, a subscribe popup): the content and
+    /// risk APIs want a user active in the last 2 hours (61010 otherwise).
+    pub active_at: i64,
 }
+
+/// The content and risk APIs answer 61010 for a user who has not used the mini program for this long.
+pub const ACTIVE_WITHIN_SECS: i64 = 2 * 3600;
 
 /// Pages of the released version: `getwxacodeunlimit` with `check_path` refuses others (41030).
 pub const PAGES: [&str; 3] = ["pages/index/index", "pages/share/share", "pages/detail/detail"];
@@ -91,6 +97,10 @@ pub struct SimState {
     pub pay: crate::pay::PayState,
     pub refunds: crate::refund::RefundState,
     pub shipping: crate::shipping::ShippingState,
+    pub push: crate::push::PushState,
+    pub subscribe: crate::messages::SubscribeState,
+    pub security: crate::security::SecurityState,
+    pub links: crate::links::LinkState,
 }
 
 pub enum TokenCheck {
@@ -116,6 +126,10 @@ impl SimState {
             pay: Default::default(),
             refunds: Default::default(),
             shipping: Default::default(),
+            push: Default::default(),
+            subscribe: Default::default(),
+            security: Default::default(),
+            links: Default::default(),
         }
     }
 
@@ -142,6 +156,19 @@ impl SimState {
             self.faults[index].count -= 1;
         }
         Some(fault)
+    }
+
+    /// The user `openid` names, if WeChat knows them and they used the mini program in the last 2
+    /// hours; else the errcode and errmsg of the content and risk APIs (40003, 61010).
+    pub fn active_user(&self, openid: Option<&str>) -> Result<&User, (i64, &'static str)> {
+        let user = openid
+            .filter(|o| !o.is_empty())
+            .and_then(|o| self.users.get(o))
+            .ok_or((40003, "invalid openid"))?;
+        if self.now() - user.active_at > ACTIVE_WITHIN_SECS {
+            return Err((61010, "code is expired"));
+        }
+        Ok(user)
     }
 
     pub fn new_token(&self) -> Token {

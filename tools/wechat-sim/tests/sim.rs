@@ -1,61 +1,12 @@
 //! The simulator behaves as the reference describes the real WeChat servers.
 
-use std::net::SocketAddr;
+mod common;
 
 use serde_json::{Value, json};
-use wechat_sim::{SimConfig, SimServer};
 
-const APP_ID: &str = "wx4f4bc4dec97d474b";
-const SECRET: &str = "sim-secret";
-
-struct Sim {
-    server: SimServer,
-    http: reqwest::Client,
-}
+use common::{APP_ID, SECRET, Sim};
 
 impl Sim {
-    async fn start() -> Self {
-        let config = SimConfig {
-            app_id: APP_ID.into(),
-            app_secret: SECRET.into(),
-        };
-        let server = SimServer::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        Self {
-            server,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
-        let url = format!("{}{path}", self.server.base_url());
-        self.http
-            .get(url)
-            .query(query)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.post_status(path, body).await.1
-    }
-
-    async fn post_status(&self, path: &str, body: Value) -> (u16, Value) {
-        let url = format!("{}{path}", self.server.base_url());
-        let response = self.http.post(url).json(&body).send().await.unwrap();
-        let status = response.status().as_u16();
-        if status == 204 {
-            (status, Value::Null)
-        } else {
-            (status, response.json().await.unwrap())
-        }
-    }
-
     async fn exchange(&self, code: &str) -> Value {
         self.get(
             "/sns/jscode2session",
@@ -65,21 +16,6 @@ impl Sim {
                 ("js_code", code),
                 ("grant_type", "authorization_code"),
             ],
-        )
-        .await
-    }
-
-    async fn code(&self, openid: &str) -> String {
-        self.post("/__sim/login", json!({"openid": openid})).await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn stable(&self, force: bool) -> Value {
-        self.post(
-            "/cgi-bin/stable_token",
-            json!({"grant_type": "client_credential", "appid": APP_ID, "secret": SECRET, "force_refresh": force}),
         )
         .await
     }

@@ -152,5 +152,15 @@ async fn media_verdict(state: &AppState, session: &Session, req: &Request) -> An
 
 /// A content-security API with the access token.
 async fn call(state: &AppState, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
-    Ok(state.wechat()?.call(path, body).await?)
+    use crate::token::TokenError;
+    use crate::wechat::WechatError;
+    state.wechat()?.call(path, body).await.map_err(|e| match e {
+        // WeChat checks content only for a user active in the last 2 hours.
+        TokenError::Wechat(WechatError::Other { errcode: 61010, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "user_not_active",
+            "WeChat checks content only for a user who used the mini-program within 2 hours (61010): log in again",
+        ),
+        other => other.into(),
+    })
 }

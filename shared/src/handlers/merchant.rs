@@ -437,6 +437,7 @@ async fn send_subscribe_message(state: &AppState, event: &Value) -> Outcome {
             }),
             41030 => invalid("WeChat refused the page (41030): it must be a page of the released version"),
             40037 => invalid("WeChat does not know this template_id (40037)"),
+            40003 => invalid("WeChat does not know this openid (40003)"),
             _ => ApiError::from(WechatError::Other { errcode, errmsg }),
         }),
         Err(e) => Err(e.into()),
@@ -512,20 +513,40 @@ fn link_target(c: &LinkCommand) -> Result<(Value, u64), ApiError> {
 
 /// The errors every link API shares.
 fn link_error(e: TokenError) -> ApiError {
-    match e {
-        TokenError::Wechat(WechatError::Other { errcode: 85079, .. }) => ApiError::new(
+    let TokenError::Wechat(WechatError::Other { errcode, errmsg }) = e else {
+        return e.into();
+    };
+    match errcode {
+        85079 => ApiError::new(
             StatusCode::CONFLICT,
             "no_released_version",
-            "the mini-program has no released version with this page (85079)",
+            "the mini-program has no released version yet (85079)",
         ),
-        TokenError::Wechat(WechatError::Other {
-            errcode: 45009 | 44990 | 85400 | 85401,
-            ..
-        }) => ApiError::new(
+        40165 | 40066 => invalid(format!(
+            "WeChat refused the page ({errcode}): it must be a page of the released version"
+        )),
+        40212 | 85402 | 85401 | 40225 => invalid(format!("WeChat refused the link's parameters ({errcode})")),
+        44993 | 45009 | 85400 => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",
-            "WeChat's quota for links is used up: try again tomorrow",
+            format!("WeChat's quota for links is used up ({errcode}): try again tomorrow"),
         ),
+        _ => WechatError::Other { errcode, errmsg }.into(),
+    }
+}
+
+/// A user WeChat only answers about while they are active (61010: no visit in 2 hours).
+fn user_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Wechat(WechatError::Other { errcode: 61010, .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "user_not_active",
+            "WeChat answers about a user who used the mini-program within 2 hours (61010)",
+        ),
+        TokenError::Wechat(WechatError::Other { errcode: 40003, .. }) => {
+            invalid("WeChat does not know this openid (40003)")
+        }
+        TokenError::Wechat(WechatError::Other { errcode: 40129, .. }) => invalid("WeChat refused the scene (40129)"),
         other => other.into(),
     }
 }
@@ -595,7 +616,7 @@ async fn generate_short_link(state: &AppState, event: &Value) -> Outcome {
 #[serde(deny_unknown_fields)]
 struct RiskCommand {
     openid: String,
-    /// 0 sign-up, 1 cheating (marketing activities).
+    /// 0 sign-up, 1 cheating (marketing activities), 2 user-generated content.
     scene: u8,
     client_ip: String,
     #[serde(default)]
@@ -607,8 +628,8 @@ struct RiskCommand {
 async fn user_risk_rank(state: &AppState, event: &Value) -> Outcome {
     let c: RiskCommand = command(event)?;
     check_openid(&c.openid)?;
-    if c.scene > 1 {
-        return Err(invalid("scene must be 0 (sign-up) or 1 (cheating)"));
+    if c.scene > 2 {
+        return Err(invalid("scene must be 0 (sign-up), 1 (cheating) or 2 (user content)"));
     }
     if c.client_ip.parse::<std::net::IpAddr>().is_err() {
         return Err(invalid("client_ip must be an IPv4 or IPv6 address"));
@@ -621,6 +642,10 @@ async fn user_risk_rank(state: &AppState, event: &Value) -> Outcome {
     if let Some(email) = c.email_address {
         body["email_address"] = json!(email);
     }
-    let answer = state.wechat()?.call("/wxa/getuserriskrank", &body).await?;
+    let answer = state
+        .wechat()?
+        .call("/wxa/getuserriskrank", &body)
+        .await
+        .map_err(user_error)?;
     Ok(json!({ "risk_rank": answer["risk_rank"] }))
 }

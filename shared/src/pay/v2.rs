@@ -7,9 +7,6 @@ use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
-use quick_xml::Reader;
-use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::Event;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -128,52 +125,7 @@ pub fn to_xml(fields: &BTreeMap<String, String>) -> String {
 /// The children of the root element as a map (text or CDATA). `None` for anything that is not a
 /// flat WeChat Pay XML document.
 pub fn from_xml(xml: &str) -> Option<BTreeMap<String, String>> {
-    let mut reader = Reader::from_str(xml);
-    let mut fields = BTreeMap::new();
-    let mut depth = 0;
-    let mut current: Option<String> = None;
-    let mut value = String::new();
-    loop {
-        match reader.read_event().ok()? {
-            Event::Start(e) => {
-                depth += 1;
-                if depth == 2 {
-                    current = Some(field_name(e.name().as_ref())?);
-                    value.clear();
-                } else if depth > 2 {
-                    return None;
-                }
-            }
-            Event::End(_) => {
-                if depth == 2
-                    && let Some(name) = current.take()
-                {
-                    fields.insert(name, value.trim().to_owned());
-                }
-                depth -= 1;
-            }
-            Event::Empty(e) if depth == 1 => {
-                fields.insert(field_name(e.name().as_ref())?, String::new());
-            }
-            Event::Text(t) if depth == 2 => value.push_str(&t.decode().ok()?),
-            // `&lt;` and the other four predefined entities, and character references. Any other
-            // entity (one a DOCTYPE declares, as in an entity bomb) is refused.
-            Event::GeneralRef(r) if depth == 2 => match r.resolve_char_ref().ok()? {
-                Some(c) => value.push(c),
-                None => value.push_str(resolve_predefined_entity(&r.decode().ok()?)?),
-            },
-            Event::CData(c) if depth == 2 => value.push_str(std::str::from_utf8(&c).ok()?),
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    (depth == 0).then_some(fields)
-}
-
-/// WeChat Pay field names are `[A-Za-z0-9_]`; anything else is not one of its documents.
-fn field_name(raw: &[u8]) -> Option<String> {
-    let valid = !raw.is_empty() && raw.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
-    valid.then(|| String::from_utf8_lossy(raw).into_owned())
+    crate::flat_xml::parse(xml).ok()
 }
 
 #[cfg(test)]

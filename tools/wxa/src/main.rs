@@ -1,6 +1,7 @@
 //! `wxa`: debug a live mini-program backend from a terminal. JSON on stdout; on failure the exact
 //! reason on stderr and a non-zero exit. Every subcommand takes `--help`.
 
+mod push;
 mod secret_arg;
 
 use std::ffi::OsString;
@@ -40,6 +41,7 @@ enum Command {
     VerifyNotify(VerifyNotify),
     #[command(name = "jscode2session")]
     Jscode2session(Jscode2session),
+    PushDecrypt(push::PushDecrypt),
 }
 
 /// Decrypt open data (encryptedData + iv) with a session_key and check its watermark.
@@ -333,6 +335,7 @@ impl Command {
             Command::PaySign(PaySign::V2(c)) => c.run(),
             Command::VerifyNotify(c) => c.run(),
             Command::Jscode2session(c) => c.run().await,
+            Command::PushDecrypt(c) => c.run(),
         }
     }
 }
@@ -450,7 +453,11 @@ async fn main() -> ExitCode {
     let name = invoked(&root, &args).get_bin_name().unwrap_or("wxa");
     match cli.command.run().await {
         Ok(value) => {
-            println!("{value}");
+            match value {
+                // push-decrypt's message, XML or JSON as it was sent.
+                Value::String(text) => println!("{text}"),
+                value => println!("{value}"),
+            }
             ExitCode::SUCCESS
         }
         Err(reason) => {

@@ -55,6 +55,10 @@ secrets! {
     Apiv2Key: "key", "WXA_APIV2_KEY", "K", "the APIv2 key";
     /// The merchant's APIv3 key (verify-notify).
     Apiv3Key: "apiv3-key", "WXA_APIV3_KEY", "K", "the APIv3 key";
+    /// The message-push Token (push-decrypt).
+    PushToken: "token", "WXA_PUSH_TOKEN", "T", "the push Token";
+    /// The message-push EncodingAESKey (push-decrypt).
+    PushAesKey: "aes-key", "WXA_PUSH_AES_KEY", "K", "the EncodingAESKey";
 }
 
 fn missing<N: SecretName>() -> String {

@@ -1,0 +1,205 @@
+//! Flat XML documents, as WeChat Pay APIv2 and WeChat's message push send them: one root element
+//! whose children are text fields, `<xml><k><![CDATA[v]]></k><n>1</n>…</xml>`.
+//!
+//! Anything else is refused with its reason: a DOCTYPE (so no entity a DTD declares, as in an
+//! entity bomb), a nested element, a field given twice, text outside a field, a second root.
+
+use std::collections::BTreeMap;
+
+use quick_xml::Reader;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::Event;
+
+/// The fields of a flat document, by name. Text around a value loses its surrounding whitespace
+/// (indentation); CDATA and `&…;` references are kept as written.
+pub fn parse(xml: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut fields = BTreeMap::new();
+    let mut root: Option<String> = None;
+    let mut field: Option<Field> = None;
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event().map_err(|e| e.to_string())? {
+            Event::Start(e) => {
+                let name = field_name(e.name().as_ref())?;
+                match (depth, &field) {
+                    (0, _) => open_root(&mut root, name)?,
+                    (1, _) => field = Some(Field::new(name)),
+                    (_, parent) => return Err(nested(&name, parent)),
+                }
+                depth += 1;
+            }
+            Event::Empty(e) => {
+                let name = field_name(e.name().as_ref())?;
+                match (depth, &field) {
+                    (0, _) => open_root(&mut root, name)?,
+                    (1, _) => insert(&mut fields, name, String::new())?,
+                    (_, parent) => return Err(nested(&name, parent)),
+                }
+            }
+            // quick-xml has checked that the end tag closes the open element.
+            Event::End(_) => {
+                if let Some(done) = field.take() {
+                    let (name, value) = done.finish();
+                    insert(&mut fields, name, value)?;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Text(t) => {
+                let text = t.decode().map_err(|e| e.to_string())?;
+                match &mut field {
+                    Some(f) => f.text(&text),
+                    None if text.trim().is_empty() => {}
+                    None => return Err("text outside a field".into()),
+                }
+            }
+            // `&lt;` and the other four predefined entities, and character references.
+            Event::GeneralRef(r) => {
+                let f = field.as_mut().ok_or("text outside a field")?;
+                let name = r.decode().map_err(|e| e.to_string())?;
+                match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => f.kept(c.encode_utf8(&mut [0; 4])),
+                    None => f.kept(
+                        resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("&{name}; is not one of XML's five entities"))?,
+                    ),
+                }
+            }
+            Event::CData(c) => {
+                let f = field.as_mut().ok_or("CDATA outside a field")?;
+                f.kept(std::str::from_utf8(&c).map_err(|_| "CDATA that is not UTF-8")?);
+            }
+            Event::DocType(_) => return Err("a DOCTYPE declaration".into()),
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    match (&root, depth) {
+        (None, _) => Err("no root element".into()),
+        (Some(name), 1..) => Err(format!("the document ends before </{name}>")),
+        (Some(_), 0) => Ok(fields),
+    }
+}
+
+fn open_root(root: &mut Option<String>, name: String) -> Result<(), String> {
+    if root.is_some() {
+        return Err("a second root element".into());
+    }
+    *root = Some(name);
+    Ok(())
+}
+
+fn nested(name: &str, parent: &Option<Field>) -> String {
+    let parent = parent.as_ref().map_or("?", |f| f.name.as_str());
+    format!("<{name}> is nested in <{parent}>: only flat documents are read")
+}
+
+fn insert(fields: &mut BTreeMap<String, String>, name: String, value: String) -> Result<(), String> {
+    // Two values for one name: which one a signature covers would be a guess.
+    if fields.contains_key(&name) {
+        return Err(format!("<{name}> is given twice"));
+    }
+    fields.insert(name, value);
+    Ok(())
+}
+
+/// Field names are `[A-Za-z0-9_]`; anything else is not one of these documents (and quick-xml
+/// reads `<x//>` as an empty element named `x/`, found by the fuzzer).
+fn field_name(raw: &[u8]) -> Result<String, String> {
+    let valid = !raw.is_empty() && raw.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let name = String::from_utf8_lossy(raw);
+    if valid {
+        Ok(name.into_owned())
+    } else {
+        Err(format!("<{name}> is not a field name"))
+    }
+}
+
+/// One field's value as it is read.
+struct Field {
+    name: String,
+    value: String,
+    /// Where the text at the end of the value began, if it ends in plain text: only that text
+    /// loses its trailing whitespace.
+    text_tail: Option<usize>,
+}
+
+impl Field {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            value: String::new(),
+            text_tail: None,
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        let text = if self.value.is_empty() { text.trim_start() } else { text };
+        self.text_tail.get_or_insert(self.value.len());
+        self.value.push_str(text);
+    }
+
+    fn kept(&mut self, text: &str) {
+        self.value.push_str(text);
+        self.text_tail = None;
+    }
+
+    /// The name and the value.
+    fn finish(mut self) -> (String, String) {
+        if let Some(start) = self.text_tail {
+            let end = start + self.value[start..].trim_end().len();
+            self.value.truncate(end);
+        }
+        (self.name, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(xml: &str, name: &str) -> String {
+        parse(xml).unwrap()[name].clone()
+    }
+
+    #[test]
+    fn text_is_trimmed_around_the_value_and_cdata_is_kept() {
+        assert_eq!(one("<xml><a> 1 </a></xml>", "a"), "1");
+        assert_eq!(one("<xml><a><![CDATA[ hi ]]></a></xml>", "a"), " hi ");
+        assert_eq!(one("<xml><a>\n  <![CDATA[video]]>\n</a></xml>", "a"), "video");
+        assert_eq!(one("<xml><a> x &amp; y </a></xml>", "a"), "x & y");
+        assert_eq!(one("<xml><a>&#32;x&#32;</a></xml>", "a"), " x ");
+        assert_eq!(one("<xml><a><![CDATA[p]]]]><![CDATA[>q]]></a></xml>", "a"), "p]]>q");
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let cases = [
+            ("", "no root element"),
+            ("<xml><a>1</a>", "the document ends before </xml>"),
+            (
+                "<xml><a><b>1</b></a></xml>",
+                "<b> is nested in <a>: only flat documents are read",
+            ),
+            (
+                "<xml><a><b/></a></xml>",
+                "<b> is nested in <a>: only flat documents are read",
+            ),
+            ("<xml><a>1</a><a>2</a></xml>", "<a> is given twice"),
+            ("<xml>loose<a>1</a></xml>", "text outside a field"),
+            ("<xml><a>1</a></xml><xml/>", "a second root element"),
+            ("<xml><a-b>1</a-b></xml>", "<a-b> is not a field name"),
+            ("<xml><x//></xml>", "<x/> is not a field name"),
+            ("<xml><a>&nbsp;</a></xml>", "&nbsp; is not one of XML's five entities"),
+            (
+                "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY a \"aaaa\">]><xml><a>&a;</a></xml>",
+                "a DOCTYPE declaration",
+            ),
+        ];
+        for (xml, reason) in cases {
+            assert_eq!(parse(xml).unwrap_err(), reason, "{xml}");
+        }
+        assert!(parse("<xml><a>&#0;</a></xml>").is_err());
+        assert!(parse("<xml><a>1</b></xml>").is_err());
+    }
+}

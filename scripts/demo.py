@@ -85,6 +85,15 @@ def merchant(op, expect=None, **fields):
     return answer["ok"]
 
 
+def push_answer(pushed):
+    """What our POST /wechat/push answered the simulator's push (WeChat retries until `success`)."""
+    delivery = pushed["deliveries"][0]
+    print(f"  pushed to POST /wechat/push -> {delivery['status']} {delivery['body']}")
+    if delivery["status"] != 200 or delivery["body"] != "success":
+        sys.exit("demo: the push was not acknowledged")
+    VISITED.add(("POST", "/wechat/push"))
+
+
 def call(method, route, body=None, token=None, expect=200, code=None, path=None):
     """`route` as template.yaml names it; `path` when it has parameters."""
     VISITED.add((method, route))
@@ -227,6 +236,54 @@ def main():
     assert refund["status"] == "SUCCESS", refund
     page = call("GET", "/pay/orders/{out_trade_no}", token=token, path=f"/pay/orders/{out_trade_no}")
     assert page["refunded_total"] == 30
+
+    step("15d. WeChat settles the order and tells us by message push (safe mode: signed, encrypted)")
+    order = merchant("get_order", out_trade_no=out_trade_no)
+    event = {"FromUserName": "o_wechat_order_manager", "MsgType": "event",
+             "Event": "trade_manage_order_settlement", "merchant_trade_no": out_trade_no,
+             "transaction_id": order["transaction_id"], "settlement_time": int(time.time())}
+    pushed = sim("/__sim/push/send", {"message": event})
+    push_answer(pushed)
+    order = merchant("get_order", out_trade_no=out_trade_no)
+    assert order.get("settled_at") and order["shipping_state"] == "CONFIRMED", order
+
+    step("15e. Message push: the console's URL check, GET /wechat/push, echoes echostr only when signed")
+    checked = sim("/__sim/push/verify-url", {})
+    print(f"  the console's check: {checked['status']} echoed={checked['echoed']}")
+    assert checked["echoed"], checked
+    VISITED.add(("GET", "/wechat/push"))
+    forged = sim("/__sim/push/verify-url", {"tamper": "signature"})
+    print(f"  a forged check: {forged['status']} {forged['body']}")
+    assert forged["status"] == 401
+
+    step("15f. The user accepts a subscribe popup; WeChat pushes the event; one message may be sent, once")
+    popup = sim("/__sim/subscribe/popup", {"openid": OPENID, "template_ids": ["tpl_order_shipped"], "accept": True})
+    push_answer(popup["push"])
+    record = merchant("get_subscription", openid=OPENID, template_id="tpl_order_shipped")
+    assert record["remaining"] == 1, record
+    merchant("send_subscribe_message", openid=OPENID, template_id="tpl_order_shipped",
+             data={"thing1": {"value": "A cup of tea"}, "character_string2": {"value": "SF1234567890"}})
+    merchant("send_subscribe_message", openid=OPENID, template_id="tpl_order_shipped",
+             data={"thing1": {"value": "A cup of tea"}}, expect="no_subscription_left")
+    tampered = sim("/__sim/push/send", {"message": {"FromUserName": OPENID, "MsgType": "event",
+                                                     "Event": "subscribe_msg_popup_event"}, "tamper": "padding"})
+    print(f"  a push with bad padding (signed): {tampered['deliveries'][0]['status']} {tampered['deliveries'][0]['body']}")
+    assert tampered["deliveries"][0]["status"] == 401
+
+    step("15g. Links into the mini-program for the back office: URL link and short link")
+    merchant("generate_url_link", path="pages/index/index", query=f"order={out_trade_no}", expire_days=7)
+    merchant("generate_short_link", page_url=f"pages/index/index?order={out_trade_no}", page_title="Your tea")
+
+    step("15h. Content security with the caller's openid: a text check, and an image checked asynchronously")
+    assert call("POST", "/content/check", {"content": "一起去喝茶吗？", "scene": 2}, token)["suggest"] == "pass"
+    assert call("POST", "/content/check", {"content": "buy sim-porn here", "scene": 2}, token)["suggest"] == "risky"
+    trace_id = call("POST", "/content/check-media", {"media_url": "https://cdn.example.com/sim-porn.jpg",
+                                                     "media_type": 2, "scene": 1}, token)["trace_id"]
+    assert call("GET", "/content/check-media/{trace_id}", token=token, path=f"/content/check-media/{trace_id}")["status"] == "pending"
+    delivered = sim("/__sim/media-check/deliver", {"trace_id": trace_id})
+    push_answer(delivered["push"])
+    verdict = call("GET", "/content/check-media/{trace_id}", token=token, path=f"/content/check-media/{trace_id}")
+    assert verdict["status"] == "done" and verdict["suggest"] == "risky", verdict
 
     step("16. Without a token: 401")
     call("GET", "/session", expect=401, code="missing_token")

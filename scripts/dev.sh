@@ -16,6 +16,10 @@ cd "$root"
 : "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${REFUNDS_TABLE:=wxa-refunds}" "${MESSAGES_TABLE:=wxa-messages}" "${PAY_API:=v3}"
 : "${APP_SECRET_ID:=wxa/app}" "${PAY_SECRET_ID:=wxa/pay}"
 : "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
+# The message push's Token and EncodingAESKey, set in the simulator's "console" and the app secret
+# (in plain mode without the key: with one, the receiver refuses plain pushes).
+: "${PUSH_TOKEN:=localDevPushToken}" "${PUSH_AES_KEY:=localDevEncodingAESKey0123456789abcdefghijk}"
+: "${PUSH_MODE:=safe}" "${PUSH_FORMAT:=xml}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 
@@ -67,6 +71,7 @@ python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
   --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" --refunds-table "$REFUNDS_TABLE" \
   --messages-table "$MESSAGES_TABLE" \
   --app-secret-id "$APP_SECRET_ID" --app-secret "$APP_SECRET" \
+  --push-token "$PUSH_TOKEN" --push-aes-key "$([ "$PUSH_MODE" = plain ] || echo "$PUSH_AES_KEY")" \
   --pay-secret-id "$PAY_SECRET_ID" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
 echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), app secret $APP_SECRET_ID,"
 echo "    pay secret $PAY_SECRET_ID with a local merchant's keys"
@@ -98,6 +103,10 @@ echo "==> the HTTP API of template.yaml on http://127.0.0.1:$API_PORT"
   --lambda-url "http://127.0.0.1:$LAMBDA_PORT" > .dev/gateway.log 2>&1 &
 pids+=($!); wait_for_port gateway "$API_PORT" "$!"
 grep '^  ' .dev/gateway.log
+# WeChat's console: message push to this API, in $PUSH_MODE mode, $PUSH_FORMAT bodies.
+curl -sf -XPOST "http://127.0.0.1:$SIM_PORT/__sim/push/config" -H 'content-type: application/json' \
+  -d "{\"url\":\"http://127.0.0.1:$API_PORT/wechat/push\",\"token\":\"$PUSH_TOKEN\",\"encoding_aes_key\":\"$PUSH_AES_KEY\",\"mode\":\"$PUSH_MODE\",\"format\":\"$PUSH_FORMAT\"}"
+echo "==> message push ($PUSH_MODE, $PUSH_FORMAT) from the simulator to http://127.0.0.1:$API_PORT/wechat/push"
 
 cat <<MSG
 

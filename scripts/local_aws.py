@@ -13,7 +13,7 @@ The tables' key schemas, attribute definitions, indexes and TTL attributes are r
 SessionsTable, OrdersTable, RefundsTable and MessagesTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
-Two secrets, as deployed: the app secret {"app_secret": ...} and, with --pay-sim, the pay secret:
+Two secrets, as deployed: the app secret {"app_secret": ..., "push_token"?, "push_aes_key"?} and, with --pay-sim, the pay secret:
 a merchant key pair is made (kept in --pay-dir) and registered with the WeChat simulator, and the
 pay secret holds the merchant's keys and the simulator's platform public key and certificate.
 """
@@ -153,6 +153,8 @@ def main():
     setup.add_argument("--messages-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
+    setup.add_argument("--push-token", help="the message push's Token (kept in the app secret)")
+    setup.add_argument("--push-aes-key", help="the message push's EncodingAESKey (43 characters)")
     setup.add_argument("--pay-secret-id", help="the pay secret's name (with --pay-sim)")
     setup.add_argument("--pay-sim", help="WeChat simulator URL: register a local merchant, write its keys")
     setup.add_argument("--pay-dir", default=".dev", help="where the local merchant key is kept")
@@ -174,7 +176,12 @@ def main():
         create_table(dynamodb, args.refunds_table, table_definition(args.template, "RefundsTable"))
         create_table(dynamodb, args.messages_table, table_definition(args.template, "MessagesTable"))
         secretsmanager = client("secretsmanager", args.endpoint)
-        put_secret(secretsmanager, args.app_secret_id, {"app_secret": args.app_secret})
+        app = {"app_secret": args.app_secret}
+        if args.push_token:
+            app["push_token"] = args.push_token
+        if args.push_aes_key:
+            app["push_aes_key"] = args.push_aes_key
+        put_secret(secretsmanager, args.app_secret_id, app)
         if args.pay_sim:
             if not args.pay_secret_id:
                 sys.exit("--pay-sim needs --pay-secret-id")

@@ -43,6 +43,9 @@ pub struct Parts {
     pub refunds: bool,
     /// The messages table (`MESSAGES_TABLE`): pushes handled, subscriptions, media checks.
     pub messages: bool,
+    /// The message push's token and EncodingAESKey, kept in the app secret (`APP_SECRET_ID`);
+    /// no WeChat API call.
+    pub push: bool,
 }
 
 impl Parts {
@@ -57,6 +60,7 @@ impl Parts {
         pay_orders: false,
         refunds: false,
         messages: false,
+        push: false,
     };
 
     /// Every part (tests build one state that serves every function).
@@ -71,6 +75,7 @@ impl Parts {
         pay_orders: true,
         refunds: true,
         messages: true,
+        push: true,
     };
 
     /// Every setting these parts read: `(name, required)`.
@@ -96,6 +101,7 @@ impl Parts {
                 ("SECRET_CACHE_TTL_SECS", false),
             ],
         );
+        add(self.push, &[("APP_SECRET_ID", true), ("SECRET_CACHE_TTL_SECS", false)]);
         add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
         add(self.qrcode_cache, &[("QRCODE_CACHE_TTL_SECS", false)]);
         add(self.orders, &[("ORDERS_TABLE", true)]);
@@ -162,6 +168,8 @@ pub struct PayOrderSettings {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The parts these settings were read for.
+    pub parts: Parts,
     /// The mini-program's AppID (`wx…`), sent to WeChat with every call.
     pub app_id: String,
     /// Trusted TLS roots (`TLS_ROOTS`: `bundled`, the default, or `system`).
@@ -170,7 +178,7 @@ pub struct Config {
     pub sessions_table: Option<String>,
     /// How long a login token stays valid.
     pub session_ttl: Duration,
-    /// Secrets Manager id/ARN of the app secret (`APP_SECRET_ID`; part `wechat`).
+    /// Secrets Manager id/ARN of the app secret (`APP_SECRET_ID`; parts `wechat` and `push`).
     pub app_secret_id: Option<String>,
     /// WeChat API base URL without a trailing slash; the simulator's URL locally.
     pub wechat_api_base: String,
@@ -228,7 +236,7 @@ impl Config {
         };
         let app_id = required(true, "APP_ID").unwrap_or_default();
         let sessions_table = required(parts.sessions, "SESSIONS_TABLE");
-        let app_secret_id = required(parts.wechat, "APP_SECRET_ID");
+        let app_secret_id = required(parts.wechat || parts.push, "APP_SECRET_ID");
         let pay_secret_id = required(parts.pay, "PAY_SECRET_ID");
         let orders_table = required(parts.orders, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
@@ -254,7 +262,7 @@ impl Config {
                 },
             }
         };
-        let secret_reader = parts.wechat || parts.pay;
+        let secret_reader = parts.wechat || parts.push || parts.pay;
         let caller = parts.wechat || parts.pay_orders;
         let session_ttl = Duration::from_secs(number(
             parts.login,
@@ -351,6 +359,7 @@ impl Config {
             return Err(ConfigError { problems });
         }
         Ok(Self {
+            parts,
             app_id,
             tls_roots,
             sessions_table,

@@ -3,6 +3,9 @@
 //!
 //! Anything else is refused with its reason: a DOCTYPE (so no entity a DTD declares, as in an
 //! entity bomb), a nested element, a field given twice, text outside a field, a second root.
+//! Message pushes nest a little (`<SubscribeMsgPopupEvent><List>…</List><List>…</List>`):
+//! [`parse_nested`] reads those, a nested field as the JSON text of its children (a name given
+//! more than once inside it becomes an array), as a JSON push carries them.
 
 use std::collections::BTreeMap;
 
@@ -201,5 +204,154 @@ mod tests {
         }
         assert!(parse("<xml><a>&#0;</a></xml>").is_err());
         assert!(parse("<xml><a>1</b></xml>").is_err());
+    }
+}
+
+/// The fields of a document whose fields may nest up to `max_depth` levels below the root; a
+/// nested field's value is the JSON text of its children. The same refusals as [`parse`] (no
+/// DOCTYPE, XML's five entities only, field names `[A-Za-z0-9_]`, a top-level field once).
+pub fn parse_nested(xml: &str, max_depth: usize) -> Result<BTreeMap<String, String>, String> {
+    use serde_json::{Map, Value};
+    let mut reader = Reader::from_str(xml);
+    // The open elements below the root: each one's text so far and its children.
+    let mut open: Vec<(Field, Map<String, Value>)> = Vec::new();
+    let mut root: Option<String> = None;
+    let mut in_root = false;
+    let mut fields = BTreeMap::new();
+    let close =
+        |open: &mut Vec<(Field, Map<String, Value>)>, fields: &mut BTreeMap<String, String>| -> Result<(), String> {
+            let (field, children) = open.pop().ok_or("an end tag without a start")?;
+            let (name, text) = field.finish();
+            let value = if children.is_empty() {
+                Value::String(text)
+            } else {
+                Value::Object(children)
+            };
+            let Some((_, siblings)) = open.last_mut() else {
+                let text = match value {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                return insert(fields, name, text);
+            };
+            match siblings.get_mut(&name) {
+                None => {
+                    siblings.insert(name, value);
+                }
+                Some(Value::Array(items)) => items.push(value),
+                Some(first) => {
+                    let first = first.take();
+                    siblings.insert(name, Value::Array(vec![first, value]));
+                }
+            }
+            Ok(())
+        };
+    loop {
+        match reader.read_event().map_err(|e| e.to_string())? {
+            Event::Start(e) => {
+                let name = field_name(e.name().as_ref())?;
+                if !in_root {
+                    open_root(&mut root, name)?;
+                    in_root = true;
+                } else if open.len() >= max_depth {
+                    return Err(format!("<{name}> is nested more than {max_depth} levels deep"));
+                } else {
+                    open.push((Field::new(name), Map::new()));
+                }
+            }
+            Event::Empty(e) => {
+                let name = field_name(e.name().as_ref())?;
+                if !in_root {
+                    open_root(&mut root, name)?;
+                } else if open.len() >= max_depth {
+                    return Err(format!("<{name}> is nested more than {max_depth} levels deep"));
+                } else {
+                    open.push((Field::new(name), Map::new()));
+                    close(&mut open, &mut fields)?;
+                }
+            }
+            // quick-xml has checked that the end tag closes the open element.
+            Event::End(_) => match open.is_empty() {
+                true => in_root = false,
+                false => close(&mut open, &mut fields)?,
+            },
+            Event::Text(t) => {
+                let text = t.decode().map_err(|e| e.to_string())?;
+                match open.last_mut() {
+                    Some((f, _)) => f.text(&text),
+                    None if text.trim().is_empty() => {}
+                    None => return Err("text outside a field".into()),
+                }
+            }
+            Event::GeneralRef(r) => {
+                let (f, _) = open.last_mut().ok_or("text outside a field")?;
+                let name = r.decode().map_err(|e| e.to_string())?;
+                match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => f.kept(c.encode_utf8(&mut [0; 4])),
+                    None => f.kept(
+                        resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("&{name}; is not one of XML's five entities"))?,
+                    ),
+                }
+            }
+            Event::CData(c) => {
+                let (f, _) = open.last_mut().ok_or("CDATA outside a field")?;
+                f.kept(std::str::from_utf8(&c).map_err(|_| "CDATA that is not UTF-8")?);
+            }
+            Event::DocType(_) => return Err("a DOCTYPE declaration".into()),
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    match (&root, in_root) {
+        (None, _) => Err("no root element".into()),
+        (Some(name), true) => Err(format!("the document ends before </{name}>")),
+        (Some(_), false) => Ok(fields),
+    }
+}
+
+#[cfg(test)]
+mod nested_tests {
+    use super::*;
+
+    #[test]
+    fn pushes_nest_a_little_and_are_read_as_json_text() {
+        let xml = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Event><![CDATA[subscribe_msg_popup_event]]></Event>\
+            <SubscribeMsgPopupEvent><List><TemplateId><![CDATA[t1]]></TemplateId><SubscribeStatusString>accept</SubscribeStatusString></List>\
+            <List><TemplateId>t2</TemplateId><SubscribeStatusString>reject</SubscribeStatusString></List></SubscribeMsgPopupEvent></xml>";
+        let fields = parse_nested(xml, 4).unwrap();
+        assert_eq!(fields["ToUserName"], "gh_1");
+        let event: serde_json::Value = serde_json::from_str(&fields["SubscribeMsgPopupEvent"]).unwrap();
+        assert_eq!(
+            event,
+            serde_json::json!({"List": [
+                {"TemplateId": "t1", "SubscribeStatusString": "accept"},
+                {"TemplateId": "t2", "SubscribeStatusString": "reject"},
+            ]})
+        );
+        // One item is an object, as a JSON push may give it too.
+        let one = parse_nested("<xml><E><List><A>1</A></List></E></xml>", 4).unwrap();
+        assert_eq!(one["E"], r#"{"List":{"A":"1"}}"#);
+        // Bounded, and the flat refusals still hold.
+        assert!(parse_nested("<xml><a><b><c><d><e><f>x</f></e></d></c></b></a></xml>", 4).is_err());
+        assert!(parse_nested("<!DOCTYPE x [<!ENTITY a \"b\">]><xml><a>&a;</a></xml>", 4).is_err());
+        assert!(parse_nested("<xml><a>1</a><a>2</a></xml>", 4).is_err());
+        assert!(parse_nested("<xml><a>1</a></xml><xml/>", 4).is_err());
+        assert!(
+            parse_nested("<xml>text<a>1</a></xml>", 4).is_err(),
+            "text outside a field"
+        );
+        // CDATA is kept as written, plain text trimmed, as in a flat document.
+        let kept = parse_nested(
+            "<xml><a><![CDATA[ hi ]]></a><b> 1 </b><c><d><![CDATA[ x ]]></d></c></xml>",
+            4,
+        )
+        .unwrap();
+        assert_eq!((kept["a"].as_str(), kept["b"].as_str()), (" hi ", "1"));
+        assert_eq!(kept["c"], r#"{"d":" x "}"#);
+        assert!(
+            parse_nested("<xml><a><b><c><d>1</d></c></b></a></xml>", 4).is_ok(),
+            "four levels"
+        );
     }
 }

@@ -113,6 +113,7 @@ pub const FUNCTIONS: &[&Function] = &[
     &crate::handlers::pay_sign::FUNCTION,
     &crate::handlers::pay_notify::FUNCTION,
     &crate::handlers::content::FUNCTION,
+    &crate::handlers::wechat_push::FUNCTION,
     &crate::handlers::merchant::FUNCTION,
     &crate::handlers::reconciler::FUNCTION,
 ];

@@ -32,6 +32,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// How far a push's timestamp may be from now, either way (see [`is_fresh`]).
 pub const REPLAY_WINDOW_SECS: u64 = 300;
+/// How deep a push's XML may nest below its root (a popup event: 3).
+pub const MAX_NESTING: usize = 4;
 
 /// WeChat pads to 32 bytes, not to AES's 16.
 const PAD_BLOCK: usize = 32;
@@ -300,15 +302,16 @@ pub struct PushMessage {
 }
 
 impl PushMessage {
-    /// Reads a body of at most [`MAX_BODY_BYTES`]: a flat XML document (no DOCTYPE, no nested
-    /// elements) or a JSON object.
+    /// Reads a body of at most [`MAX_BODY_BYTES`]: an XML document (no DOCTYPE; nested at most
+    /// [`MAX_NESTING`] levels, a nested field as JSON text) or a JSON object.
     pub fn parse(body: &str) -> Result<Self, PushError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(PushError::BodyTooLarge(body.len()));
         }
         let format = BodyFormat::of(body)?;
         let fields = match format {
-            BodyFormat::Xml => crate::flat_xml::parse(body).map_err(PushError::BadXml)?,
+            // Pushes nest a little (a popup event's List): nested fields come as JSON text.
+            BodyFormat::Xml => crate::flat_xml::parse_nested(body, MAX_NESTING).map_err(PushError::BadXml)?,
             BodyFormat::Json => serde_json::from_str::<serde_json::Map<String, Value>>(body)
                 .map_err(|e| PushError::BadJson(e.to_string()))?
                 .into_iter()
@@ -607,11 +610,15 @@ mod tests {
             PushMessage::parse(bomb),
             Err(PushError::BadXml("a DOCTYPE declaration".into()))
         );
+        // A little nesting is a popup event's List; deeper is refused.
         assert_eq!(
-            PushMessage::parse("<xml><A><B>1</B></A></xml>"),
-            Err(PushError::BadXml(
-                "<B> is nested in <A>: only flat documents are read".into()
-            ))
+            PushMessage::parse("<xml><A><B>1</B></A></xml>").unwrap().get("A"),
+            Some(r#"{"B":"1"}"#)
+        );
+        let deep = format!("<xml>{}1{}</xml>", "<A>".repeat(5), "</A>".repeat(5));
+        assert_eq!(
+            PushMessage::parse(&deep),
+            Err(PushError::BadXml("<A> is nested more than 4 levels deep".into()))
         );
         let huge = format!("<xml><A>{}</A></xml>", "x".repeat(MAX_BODY_BYTES));
         assert_eq!(PushMessage::parse(&huge), Err(PushError::BodyTooLarge(huge.len())));

@@ -92,6 +92,8 @@ pub struct AppState {
     orders: Option<OrderStore>,
     messages: Option<MessageStore>,
     wechat: Option<Wechat>,
+    /// The app secret, for the message push's token and EncodingAESKey (part `push`).
+    push: Option<Arc<SecretCache<AppSecrets>>>,
     pay: Option<Payments>,
     /// Mini-program code images by request (empty unless `qrcode` uses it).
     pub qrcodes: ImageCache,
@@ -132,20 +134,23 @@ impl AppState {
             .sessions_table
             .as_deref()
             .map(|table| SessionStore::new(dynamodb.clone(), table));
-        let wechat = config.app_secret_id.as_deref().map(|secret_id| {
-            let client = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone())
-                .with_timeout(config.wechat_timeout);
-            let secrets = Arc::new(SecretCache::new(
+        let app_secrets = config.app_secret_id.as_deref().map(|secret_id| {
+            Arc::new(SecretCache::new(
                 secretsmanager.clone(),
                 secret_id,
                 config.secret_cache_ttl,
-            ));
+            ))
+        });
+        let wechat = app_secrets.clone().filter(|_| config.parts.wechat).map(|secrets| {
+            let client = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone())
+                .with_timeout(config.wechat_timeout);
             Wechat {
                 tokens: AccessTokenCache::new(client.clone(), secrets.clone()),
                 client,
                 secrets,
             }
         });
+        let push = app_secrets.filter(|_| config.parts.push);
         let messages = config
             .messages_table
             .as_deref()
@@ -180,6 +185,7 @@ impl AppState {
             orders,
             messages,
             wechat,
+            push,
             pay,
             qrcodes,
         }
@@ -209,6 +215,11 @@ impl AppState {
 
     pub fn messages(&self) -> Result<&MessageStore, ApiError> {
         self.messages.as_ref().ok_or_else(|| undeclared("messages"))
+    }
+
+    /// The app secret as the message push reads it.
+    pub fn push_secrets(&self) -> Result<&SecretCache<AppSecrets>, ApiError> {
+        self.push.as_deref().ok_or_else(|| undeclared("push"))
     }
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {

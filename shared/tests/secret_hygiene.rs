@@ -1,5 +1,6 @@
 //! Secret hygiene: every log line written during a full journey — login, session check and
-//! reset, open data, phone, code image, card, payment and its notification, and failures — at
+//! reset, open data, phone, code image, card, payment and its notification, content checks,
+//! message pushes, and failures — at
 //! DEBUG level for every crate (AWS SDK and HTTP clients included), holds no session_key, app
 //! secret, pay key, private key or login token.
 
@@ -237,6 +238,45 @@ async fn no_secret_reaches_a_log_line() {
     let reused = walked.mark(event_with_body("login.json", &json!({"code": code}).to_string()));
     assert_eq!(read(&login::FUNCTION.handle(&stack.state, reused).await).0, 400);
 
+    // Content security, and WeChat's message push (safe mode): the console's check, a popup, a
+    // push that does not decrypt, the media check's verdict.
+    stack.enable_push("safe", "xml").await;
+    let checked = stack.sim_post("/__sim/push/verify-url", json!({})).await;
+    assert_eq!(checked["echoed"], true, "{checked}");
+    walked.0.lock().unwrap().insert("GET /wechat/push".into());
+    let third = stack.log_in("o_alice").await;
+    let popup = json!({"openid": "o_alice", "template_ids": ["tpl_order_paid"], "accept": true});
+    let pushed = stack.sim_post("/__sim/subscribe/popup", popup).await;
+    assert_eq!(pushed["push"]["deliveries"][0]["body"], "success", "{pushed}");
+    walked.0.lock().unwrap().insert("POST /wechat/push".into());
+    let forged =
+        json!({"message": {"FromUserName": "o_alice", "MsgType": "text", "Content": "hi"}, "tamper": "padding"});
+    assert_eq!(
+        stack.sim_post("/__sim/push/send", forged).await["deliveries"][0]["status"],
+        401
+    );
+    let text = json!({"content": "buy sim-porn here", "scene": 2});
+    let request = walked.mark(authed_event("content-check.json", &third, Some(&text)));
+    assert_eq!(read(&content::FUNCTION.handle(&stack.state, request).await).0, 200);
+    let media = json!({"media_url": "https://cdn.example.com/a.jpg", "media_type": 2, "scene": 1});
+    let request = walked.mark(authed_event("content-check-media.json", &third, Some(&media)));
+    let (status, started) = read(&content::FUNCTION.handle(&stack.state, request).await);
+    assert_eq!(status, 200, "{started}");
+    let trace_id = started["trace_id"].as_str().unwrap().to_owned();
+    let delivered = stack
+        .sim_post("/__sim/media-check/deliver", json!({"trace_id": trace_id}))
+        .await;
+    assert_eq!(delivered["push"]["deliveries"][0]["body"], "success", "{delivered}");
+    let verdict = {
+        use lambda_http::RequestExt;
+        let parameters: std::collections::HashMap<String, String> = [("trace_id".to_owned(), trace_id)].into();
+        walked
+            .mark(authed_event("content-media-verdict.json", &third, None))
+            .with_path_parameters(parameters)
+    };
+    let (status, verdict) = read(&content::FUNCTION.handle(&stack.state, verdict).await);
+    assert_eq!((status, verdict["status"].as_str()), (200, Some("done")), "{verdict}");
+
     // The journey walks every route of template.yaml.
     let every: std::collections::BTreeSet<String> = testkit::template_routes()
         .into_iter()
@@ -261,6 +301,9 @@ async fn no_secret_reaches_a_log_line() {
         ("login token", token.as_str()),
         ("second login token", second.as_str()),
         ("private key", "PRIVATE KEY"),
+        ("push token", testkit::PUSH_TOKEN),
+        ("push EncodingAESKey", testkit::PUSH_AES_KEY),
+        ("third login token", third.as_str()),
     ] {
         assert!(!logs.contains(secret), "the {name} appears in the logs");
     }

@@ -115,7 +115,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             .map(|(r, _)| r.as_str())
             .collect();
         let mut expected = BTreeSet::new();
-        if parts.wechat {
+        if parts.wechat || parts.push {
             expected.insert("AppSecretArn");
         }
         if parts.pay {

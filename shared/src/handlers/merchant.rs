@@ -5,7 +5,7 @@
 //!
 //! Ops: `create_order`, `get_order`, `close_order`, `refund`, `get_refund`, `upload_shipping`,
 //! `get_shipping_state`, `notify_confirm_receive` (orders); `send_subscribe_message`,
-//! `generate_url_link`, `generate_scheme`, `generate_short_link`, `user_risk_rank` (messages and
+//! `get_subscription`, `generate_url_link`, `generate_scheme`, `generate_short_link`, `user_risk_rank` (messages and
 //! links). Every change of state is a conditional write
 //! (see `store::orders`, `store::refunds`); the rules are `shop`'s, shared with the notifications,
 //! the mini-program's order page and the reconciler.
@@ -46,6 +46,7 @@ pub const FUNCTION: Function = Function {
         op!(get_shipping_state),
         op!(notify_confirm_receive),
         op!(send_subscribe_message),
+        op!(get_subscription),
         op!(generate_url_link),
         op!(generate_scheme),
         op!(generate_short_link),
@@ -263,7 +264,7 @@ async fn upload_shipping(state: &AppState, event: &Value) -> Outcome {
     state
         .pay()?
         .orders
-        .record_shipping(&order.out_trade_no, "SHIPPED", now_unix())
+        .record_shipping(&order.out_trade_no, crate::store::orders::SHIPPED, now_unix())
         .await?;
     tracing::info!(out_trade_no = %order.out_trade_no, "shipping uploaded");
     let order = state
@@ -291,7 +292,7 @@ async fn get_shipping_state(state: &AppState, event: &Value) -> Outcome {
         state
             .pay()?
             .orders
-            .record_shipping(&order.out_trade_no, "CONFIRMED", now_unix())
+            .record_shipping(&order.out_trade_no, crate::store::orders::CONFIRMED, now_unix())
             .await?;
     }
     Ok(json!({ "out_trade_no": order.out_trade_no, "order_state": order_state, "order": answer["order"] }))
@@ -352,17 +353,7 @@ fn max_chars(key: &str) -> Option<usize> {
 async fn send_subscribe_message(state: &AppState, event: &Value) -> Outcome {
     let c: SubscribeMessage = command(event)?;
     check_openid(&c.openid)?;
-    if c.template_id.is_empty()
-        || c.template_id.len() > 64
-        || !c
-            .template_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
-    {
-        return Err(invalid(
-            "template_id must be a template's id ([A-Za-z0-9_-], at most 64)",
-        ));
-    }
+    check_template_id(&c.template_id)?;
     if c.data.is_empty() || c.data.len() > 20 {
         return Err(invalid(
             "data must have 1 to 20 fields: {\"thing1\": {\"value\": ...}, ...}",
@@ -452,6 +443,41 @@ fn field_named(errmsg: &str) -> Option<&str> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(rest.len());
     Some(&rest[..end]).filter(|f| !f.is_empty())
+}
+
+fn check_template_id(template_id: &str) -> Result<(), ApiError> {
+    let ok = !template_id.is_empty()
+        && template_id.len() <= 64
+        && template_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "template_id must be a template's id ([A-Za-z0-9_-], at most 64)",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionQuery {
+    openid: String,
+    template_id: String,
+}
+
+/// What the pushes and sends recorded of a user and a template: its status and the one-time
+/// sends left (`none`, 0 before any event).
+async fn get_subscription(state: &AppState, event: &Value) -> Outcome {
+    let c: SubscriptionQuery = command(event)?;
+    check_openid(&c.openid)?;
+    check_template_id(&c.template_id)?;
+    let record = state.messages()?.subscription(&c.openid, &c.template_id).await?;
+    Ok(match record {
+        Some(record) => json!(record),
+        None => json!({ "template_id": c.template_id, "status": "none", "remaining": 0 }),
+    })
 }
 
 fn check_openid(openid: &str) -> Result<(), ApiError> {

@@ -14,6 +14,7 @@ pub mod reconciler;
 pub mod session;
 pub mod share_info;
 pub mod user_info;
+pub mod wechat_push;
 pub mod werun;
 
 use serde::Deserialize;

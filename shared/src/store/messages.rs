@@ -1,6 +1,7 @@
 //! What WeChat tells us and we keep, in one table keyed by `pk` with a TTL (`expires_at`):
-//! - `push#<key>`: a message push already handled (WeChat retries and duplicates them), claimed
-//!   with a conditional write before its effect and given back if the effect failed;
+//! - `push#<key>`: a message push being handled or handled (WeChat retries and duplicates them),
+//!   claimed with a conditional write before its effect, marked done after it, given back if it
+//!   failed, taken over if its invocation died;
 //! - `sub#<openid>#<template_id>`: which subscribe-message templates a user accepted, and how many
 //!   one-time sends remain (WeChat's own count is the truth: a send's answer corrects ours);
 //! - `media#<trace_id>`: an asynchronous content check, its caller and, once pushed, its verdict.
@@ -22,10 +23,30 @@ pub mod attr {
     pub const SUGGEST: &str = "suggest";
     pub const LABEL: &str = "label";
     pub const UPDATED_AT: &str = "updated_at";
+    pub const CLAIM_ID: &str = "claim_id";
+    pub const CLAIMED_AT: &str = "claimed_at";
+}
+
+/// A push's claim: being handled, then handled.
+const PROCESSING: &str = "processing";
+const DONE: &str = "done";
+
+/// What claiming a push found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours: apply its effect, then finish (or release) it.
+    Mine,
+    /// Handled before: a duplicate.
+    Done,
+    /// Another delivery is handling it now: WeChat should ask again.
+    Busy,
 }
 
 /// How long a handled push is remembered: WeChat's retries end within minutes.
 pub const PUSH_MEMORY: Duration = Duration::from_secs(2 * 24 * 3600);
+/// A claim still `processing` this long after it was made belongs to an invocation that died
+/// (longer than the Lambda timeout): the next delivery takes it over.
+pub const PUSH_CLAIM_STALE: Duration = Duration::from_secs(30);
 /// How long a subscription record and a media check are kept.
 pub const RECORD_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const MEDIA_CHECK_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -77,33 +98,93 @@ impl MessageStore {
         store_error(Table::Messages, &self.table, e)
     }
 
-    /// Claims a push by its key: `true` the first time (handle it), `false` for a duplicate.
-    pub async fn claim_push(&self, key: &str, now: u64) -> Result<bool, StoreError> {
+    /// Claims a push by its key before its effect, for `claim_id` (one per delivery handled). A
+    /// claim is `processing` until [`MessageStore::finish_push`] marks it `done`; a claim left
+    /// `processing` past [`PUSH_CLAIM_STALE`] (its invocation died) may be taken over, and the
+    /// SDK's own retry of this write (the first attempt's answer lost) finds its own claim.
+    pub async fn claim_push(&self, key: &str, claim_id: &str, now: u64) -> Result<Claim, StoreError> {
         let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(attr::PK, s(&format!("push#{key}")))
+            .item(attr::STATUS, s(PROCESSING))
+            .item(attr::CLAIM_ID, s(claim_id))
+            .item(attr::CLAIMED_AT, n(now))
             .item(attr::EXPIRES_AT, n(now + PUSH_MEMORY.as_secs()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK);
+            .condition_expression("attribute_not_exists(#pk) OR #claim = :me OR (#st = :processing AND #at < :stale)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#claim", attr::CLAIM_ID)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#at", attr::CLAIMED_AT)
+            .expression_attribute_values(":me", s(claim_id))
+            .expression_attribute_values(":processing", s(PROCESSING))
+            .expression_attribute_values(":stale", n(now.saturating_sub(PUSH_CLAIM_STALE.as_secs())));
+        if applied(
+            Table::Messages,
+            &self.table,
+            send(Table::Messages, &self.table, request.send()).await?,
+        )? {
+            return Ok(Claim::Mine);
+        }
+        // Someone else's: finished, or still being handled.
+        let request = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&format!("push#{key}")))
+            .consistent_read(true);
+        let output = send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
+        let status = output
+            .item
+            .as_ref()
+            .and_then(|item| item.get(attr::STATUS))
+            .and_then(|v| v.as_s().ok());
+        Ok(match status.map(String::as_str) {
+            Some(DONE) => Claim::Done,
+            _ => Claim::Busy,
+        })
+    }
+
+    /// The push's effect is recorded: its duplicates are answered as handled from now on.
+    pub async fn finish_push(&self, key: &str, claim_id: &str) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&format!("push#{key}")))
+            .update_expression("SET #st = :done")
+            .condition_expression("#claim = :me")
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#claim", attr::CLAIM_ID)
+            .expression_attribute_values(":done", s(DONE))
+            .expression_attribute_values(":me", s(claim_id));
+        // Taken over meanwhile (this invocation was slow): the other one finishes it.
         applied(
             Table::Messages,
             &self.table,
             send(Table::Messages, &self.table, request.send()).await?,
-        )
+        )?;
+        Ok(())
     }
 
     /// Gives a claim back after its effect failed, so that WeChat's retry is handled.
-    pub async fn release_push(&self, key: &str) -> Result<(), StoreError> {
+    pub async fn release_push(&self, key: &str, claim_id: &str) -> Result<(), StoreError> {
         let request = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(attr::PK, s(&format!("push#{key}")));
-        send(Table::Messages, &self.table, request.send())
-            .await?
-            .map_err(|e| self.failed(e))?;
+            .key(attr::PK, s(&format!("push#{key}")))
+            .condition_expression("#claim = :me")
+            .expression_attribute_names("#claim", attr::CLAIM_ID)
+            .expression_attribute_values(":me", s(claim_id));
+        applied(
+            Table::Messages,
+            &self.table,
+            send(Table::Messages, &self.table, request.send()).await?,
+        )?;
         Ok(())
     }
 
@@ -157,6 +238,43 @@ impl MessageStore {
             &self.table,
             send(Table::Messages, &self.table, request.send()).await?,
         )?;
+        Ok(())
+    }
+
+    /// The user changed a template in the settings (`subscribe_msg_change_event`): turned off
+    /// (anything but `accept`), none is left.
+    pub async fn record_status_change(
+        &self,
+        openid: &str,
+        template_id: &str,
+        status: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let expression = if status == "accept" {
+            "SET #st = :st, #up = :now, #exp = :exp"
+        } else {
+            "SET #st = :st, #up = :now, #exp = :exp, #rem = :zero"
+        };
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, Self::subscription_key(openid, template_id))
+            .update_expression(expression)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#up", attr::UPDATED_AT)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":st", s(status))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now + RECORD_LIFETIME.as_secs()));
+        if status != "accept" {
+            request = request
+                .expression_attribute_names("#rem", attr::REMAINING)
+                .expression_attribute_values(":zero", n(0));
+        }
+        send(Table::Messages, &self.table, request.send())
+            .await?
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 

@@ -42,6 +42,10 @@ pub mod attr {
     /// Shipping as uploaded to WeChat: `SHIPPED`, then `CONFIRMED` when the user received it.
     pub const SHIPPING_STATE: &str = "shipping_state";
     pub const SHIPPED_AT: &str = "shipped_at";
+    /// When WeChat settled the payment to the merchant (`trade_manage_order_settlement`).
+    pub const SETTLED_AT: &str = "settled_at";
+    /// When WeChat last reminded the merchant to ship (`trade_manage_remind_shipping`).
+    pub const SHIPPING_REMINDED_AT: &str = "shipping_reminded_at";
     /// The sparse index of what the reconciler must look at: set only while pending.
     pub const PENDING: &str = "pending";
     pub const PENDING_SINCE: &str = "pending_since";
@@ -50,6 +54,18 @@ pub mod attr {
 pub const UNPAID: &str = "UNPAID";
 pub const PAID: &str = "PAID";
 pub const CLOSED: &str = "CLOSED";
+/// Shipping states (`shipping_state`).
+pub const SHIPPED: &str = "SHIPPED";
+pub const CONFIRMED: &str = "CONFIRMED";
+
+/// What WeChat's order management (发货信息管理) pushes about a paid order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TradeEvent {
+    /// `trade_manage_order_settlement`: the payment was settled to the merchant at `at`.
+    Settled { at: u64 },
+    /// `trade_manage_remind_shipping`: the order was paid long ago and is not shipped.
+    ShippingReminder { at: u64 },
+}
 
 /// The sparse index of pending orders and refunds (`template.yaml`'s `PendingIndex`).
 pub const PENDING_INDEX: &str = "PendingIndex";
@@ -90,6 +106,10 @@ pub struct Order {
     pub shipping_state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shipped_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_reminded_at: Option<u64>,
     pub needs_attention: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_reason: Option<String>,
@@ -118,6 +138,8 @@ impl Order {
             refunded_total: 0,
             shipping_state: None,
             shipped_at: None,
+            settled_at: None,
+            shipping_reminded_at: None,
             needs_attention: false,
             attention_reason: None,
         }
@@ -314,6 +336,44 @@ impl OrderStore {
         )
     }
 
+    /// What WeChat's order management pushed about a paid order, recorded only on the order paid
+    /// by `transaction_id`. `false`: no such paid order (another merchant's, or not ours).
+    pub async fn record_trade_event(
+        &self,
+        out_trade_no: &str,
+        transaction_id: &str,
+        event: TradeEvent,
+    ) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .condition_expression("#s = :paid AND #tx = :tx")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_names("#tx", attr::TRANSACTION_ID)
+            .expression_attribute_values(":paid", AttributeValue::S(PAID.to_owned()))
+            .expression_attribute_values(":tx", AttributeValue::S(transaction_id.to_owned()));
+        let request = match event {
+            // Settlement follows the user's confirmation of receipt (or its automatic one).
+            TradeEvent::Settled { at } => request
+                .update_expression("SET #at = :at, #ship = :confirmed")
+                .expression_attribute_names("#at", attr::SETTLED_AT)
+                .expression_attribute_names("#ship", attr::SHIPPING_STATE)
+                .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+                .expression_attribute_values(":confirmed", AttributeValue::S(CONFIRMED.to_owned())),
+            TradeEvent::ShippingReminder { at } => request
+                .update_expression("SET #at = :at")
+                .expression_attribute_names("#at", attr::SHIPPING_REMINDED_AT)
+                .expression_attribute_values(":at", AttributeValue::N(at.to_string())),
+        };
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
+    }
+
     /// The out_trade_no of orders pending since before `cutoff` (from the sparse index: no
     /// scan), at most `limit`.
     pub async fn pending(&self, cutoff: u64, limit: i32) -> Result<Vec<String>, StoreError> {
@@ -493,6 +553,8 @@ fn order_from_item(item: &HashMap<String, AttributeValue>) -> Result<Order, Stor
         refunded_total: n(attr::REFUNDED_TOTAL).unwrap_or(0),
         shipping_state: s(attr::SHIPPING_STATE),
         shipped_at: n(attr::SHIPPED_AT),
+        settled_at: n(attr::SETTLED_AT),
+        shipping_reminded_at: n(attr::SHIPPING_REMINDED_AT),
         needs_attention: item
             .get(attr::NEEDS_ATTENTION)
             .and_then(|v| v.as_bool().ok())

@@ -29,6 +29,9 @@ pub mod invoke;
 
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";
 pub const APP_SECRET: &str = "test-app-secret-0123456789abcdef";
+/// The message push's Token and EncodingAESKey in every test's app secret (and the events').
+pub const PUSH_TOKEN: &str = "wxaPushToken2026";
+pub const PUSH_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,6 +177,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
             secret_id,
         ])
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
+        .args(["--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY])
         .args(["--refunds-table", &format!("{orders_table}-refunds")])
         .args(["--messages-table", &format!("{orders_table}-messages")])
         .output()
@@ -301,6 +305,8 @@ pub struct Stack {
     pub state: Arc<AppState>,
     pub orders_table: String,
     notify_server: tokio::task::JoinHandle<()>,
+    /// The `wechat-push` servers [`Stack::enable_push`] started.
+    push_servers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub sdk: SdkConfig,
     pub table: String,
     /// The app secret's id.
@@ -393,6 +399,7 @@ impl Stack {
             state,
             orders_table,
             notify_server,
+            push_servers: Mutex::default(),
             sdk,
             table,
             secret_id,
@@ -483,9 +490,63 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Serves `wechat-push` (with its own state) on a port of its own and points the simulator's
+    /// message push at it, in `mode` (`plain`, `compat`, `safe`) and `format` (`xml`, `json`), as
+    /// the console would be set. Plain mode reads an app secret without the EncodingAESKey (with
+    /// one, the receiver refuses plain pushes). Returns the push URL.
+    pub async fn enable_push(&self, mode: &str, format: &str) -> String {
+        self.enable_push_with(mode, format, &[]).await
+    }
+
+    /// [`Stack::enable_push`] with some of the receiver's settings changed (a table that does not
+    /// exist).
+    pub async fn enable_push_with(&self, mode: &str, format: &str, overrides: &[(&str, &str)]) -> String {
+        let function = &wxa_shared::handlers::wechat_push::FUNCTION;
+        let state = if mode == "plain" {
+            let secret_id = format!("{}-plain", self.secret_id);
+            let secret = serde_json::json!({ "app_secret": APP_SECRET, "push_token": PUSH_TOKEN });
+            let created = self
+                .secretsmanager()
+                .create_secret()
+                .name(&secret_id)
+                .secret_string(secret.to_string())
+                .send()
+                .await;
+            if created.is_err() {
+                self.secretsmanager()
+                    .put_secret_value()
+                    .secret_id(&secret_id)
+                    .secret_string(secret.to_string())
+                    .send()
+                    .await
+                    .expect("plain-mode app secret written");
+            }
+            let mut overrides = overrides.to_vec();
+            overrides.push(("APP_SECRET_ID", &secret_id));
+            self.state_with(function, &overrides)
+        } else {
+            self.state_with(function, overrides)
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}/wechat/push", listener.local_addr().expect("bound"));
+        let server = tokio::spawn(serve_function(listener, Arc::new(state), function));
+        self.push_servers.lock().unwrap().push(server);
+        let aes_key = if mode == "plain" { "" } else { PUSH_AES_KEY };
+        let config = serde_json::json!({
+            "url": url, "token": PUSH_TOKEN, "encoding_aes_key": aes_key, "mode": mode, "format": format,
+        });
+        self.sim_post("/__sim/push/config", config).await;
+        url
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.notify_server.abort();
+        for server in self.push_servers.lock().unwrap().drain(..) {
+            server.abort();
+        }
     }
 }
 

@@ -68,6 +68,19 @@ pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) 
     T::deserialize(deserializer).map(Some)
 }
 
+/// For a small whole-number body field (`#[serde(deserialize_with = "whole_u8")]`): any JSON
+/// number that is a whole number from 0 to 255, so `1.0` is 1 as JSON Schema's `integer` says.
+pub fn whole_u8<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let number = f64::deserialize(deserializer)?;
+    if number.fract() == 0.0 && (0.0..=255.0).contains(&number) {
+        Ok(number as u8)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number from 0 to 255"
+        )))
+    }
+}
+
 /// A single-use code from the mini-program (`wx.login`, the getPhoneNumber button): trimmed, 1 to
 /// 128 printable ASCII characters. Anything else never reaches WeChat.
 pub fn one_time_code<'a>(code: &'a str, source: &str) -> Result<&'a str, ApiError> {

@@ -10,7 +10,7 @@ use lambda_http::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::request::parse_json_body;
+use crate::api::request::{parse_json_body, whole_u8};
 use crate::api::response::json_response;
 use crate::clock::now_unix;
 use crate::config::Parts;
@@ -52,6 +52,7 @@ fn checked_scene(scene: u8) -> Result<u8, ApiError> {
 #[serde(deny_unknown_fields)]
 struct TextCheck {
     content: String,
+    #[serde(deserialize_with = "whole_u8")]
     scene: u8,
 }
 
@@ -79,7 +80,9 @@ async fn check_text(state: &AppState, session: &Session, req: &Request) -> Answe
 struct MediaCheck {
     media_url: String,
     /// 1 audio, 2 image.
+    #[serde(deserialize_with = "whole_u8")]
     media_type: u8,
+    #[serde(deserialize_with = "whole_u8")]
     scene: u8,
 }
 
@@ -93,13 +96,12 @@ async fn check_media(state: &AppState, session: &Session, req: &Request) -> Answ
         ));
     }
     let url = body.media_url.as_str();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.len() > 1024
-        || url.chars().any(char::is_whitespace)
-    {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    // URLs are ASCII: anything else is percent-encoded.
+    if !rest.is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic())) || url.len() > 1024 {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "media_url must be an http(s) URL of at most 1024 characters",
+            "media_url must be an http(s) URL of at most 1024 printable ASCII characters (percent-encode anything else)",
         ));
     }
     let request = json!({ "media_url": url, "media_type": body.media_type, "version": 2, "openid": session.openid, "scene": scene });

@@ -4,7 +4,7 @@
 //! the answer goes back as the API Gateway payload 2.0 response the runtime would send. So the
 //! real gateway (tools/gateway) can run in front of the real handlers without building a binary.
 //!
-//! Also serves `POST /__test/token`: a new user logged in through the stack, `{"token"}`, for
+//! Also serves `POST /__test/token`: a new session of one user logged in through the stack, `{"token"}`, for
 //! clients (schemathesis' auth hook) that need a live token at any time.
 
 use std::sync::Arc;
@@ -143,8 +143,10 @@ fn payload_2_answer(response: lambda_http::Response<Body>) -> Value {
 
 /// A new user (`o_test_<n>`) logged in through the stack: `{"token"}`.
 async fn token(State(served): State<Arc<Served>>) -> (StatusCode, String) {
-    let n = served.users.fetch_add(1, Ordering::Relaxed);
-    let user = json!({ "openid": format!("o_test_{n}") });
+    // One user, a new session each time: what one case created (a media check) the next case
+    // may read back, and no case sees another's revoked or logged-out session.
+    served.users.fetch_add(1, Ordering::Relaxed);
+    let user = json!({ "openid": "o_test_client" });
     match crate::log_in(&served.state, &served.http, &served.sim_base, user).await {
         Ok(token) => (StatusCode::OK, json!({ "token": token }).to_string()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": e }).to_string()),

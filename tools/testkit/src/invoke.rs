@@ -1,8 +1,10 @@
 //! An in-process stand-in for `cargo lambda watch`'s Lambda Invoke endpoint
 //! (`POST /2015-03-31/functions/{name}/invocations`): the event is parsed as the Lambda runtime
 //! parses it, the function of that name ([`FUNCTIONS`]) answers it with a [`Stack`]'s state, and
-//! the answer goes back as the API Gateway payload 2.0 response the runtime would send. So the
-//! real gateway (tools/gateway) can run in front of the real handlers without building a binary.
+//! the answer goes back as the runtime would send it: for an HTTP function the API Gateway
+//! payload 2.0 response, for an invoked (ops) or scheduled one its JSON answer as it is. So the
+//! real gateway (tools/gateway) can run in front of the real handlers without building a binary,
+//! and the AWS SDK's `Invoke` (`wxa merchant`) can reach the merchant function.
 //!
 //! Also serves `POST /__test/token`: a new session of one user logged in through the stack, `{"token"}`, for
 //! clients (schemathesis' auth hook) that need a live token at any time.
@@ -14,20 +16,26 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use lambda_http::Body;
 use lambda_http::http::header::SET_COOKIE;
+use lambda_http::{Body, RequestExt};
 use serde_json::{Map, Value, json};
 use wxa_shared::AppState;
-use wxa_shared::function::FUNCTIONS;
+use wxa_shared::function::{Entry, FUNCTIONS, Function};
 
 use crate::Stack;
 
 /// The header cargo-lambda (and the gateway) pass the Lambda request id in.
 const REQUEST_ID_HEADER: &str = "lambda-runtime-aws-request-id";
+
+/// Lambda's answer headers: the invocation's request id (the AWS SDK's `request_id()`), the
+/// kind of a failed invocation (`function_error()`), and a service error's code.
+const ANSWER_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+const FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-amz-function-error");
+const ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
 /// A running stand-in; stops when dropped.
 pub struct InvokeApi {
@@ -43,6 +51,8 @@ struct Served {
     /// Each invocation's deadline from its start: template.yaml's `Timeout`, as deployed.
     timeout: Duration,
     users: AtomicU32,
+    /// Numbers the request ids of invocations that come without one (the SDK sends none).
+    invocations: AtomicU32,
 }
 
 impl InvokeApi {
@@ -57,6 +67,7 @@ impl InvokeApi {
             sim_base: stack.sim.base_url(),
             timeout: Duration::from_secs(timeout),
             users: AtomicU32::new(0),
+            invocations: AtomicU32::new(0),
         });
         let app = Router::new()
             .route("/2015-03-31/functions/{name}/invocations", post(invoke))
@@ -77,37 +88,63 @@ impl Drop for InvokeApi {
     }
 }
 
-/// Lambda's error document, as a failed invocation answers it.
-fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> (StatusCode, String) {
-    let document = json!({"errorType": error_type, "errorMessage": message});
-    (status, document.to_string())
-}
+/// What an invocation answers: 200 with the function's answer, or with Lambda's error document
+/// (`{"errorType", "errorMessage"}`) and `X-Amz-Function-Error` when the invocation failed.
+type Invoked = Result<Value, (&'static str, String)>;
 
 async fn invoke(
     Path(name): Path<String>,
     State(served): State<Arc<Served>>,
     headers: HeaderMap,
     payload: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
+    let mut answer = HeaderMap::new();
+    answer.insert("content-type", "application/json".parse().expect("a header value"));
     let Some(function) = FUNCTIONS.iter().find(|f| f.name == name) else {
-        let message = format!("Function not found: {name}");
-        return lambda_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", &message);
+        // As Lambda answers it: a service error, which the SDK reads by its type header.
+        answer.insert(ERROR_TYPE, "ResourceNotFoundException".parse().expect("a header value"));
+        let document = json!({"Type": "User", "Message": format!("Function not found: {name}")});
+        return (StatusCode::NOT_FOUND, answer, document.to_string());
     };
-    let request = std::str::from_utf8(&payload)
+    let request_id = match headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => {
+            let n = served.invocations.fetch_add(1, Ordering::Relaxed);
+            format!("00000000-0000-4000-8000-{n:012x}")
+        }
+    };
+    if let Ok(value) = request_id.parse() {
+        answer.insert(ANSWER_REQUEST_ID, value);
+    }
+    let context = crate::invocation_context(served.timeout, &request_id);
+    let invoked = match function.entry {
+        Entry::Routes(_) => http_event(function, &served.state, &payload, context).await,
+        // lambda_runtime hands these functions the event's JSON itself, not an HTTP request.
+        Entry::Ops(_) | Entry::Scheduled(_) => match serde_json::from_slice(&payload) {
+            Ok(event) => Ok(function.invoke(&served.state, event, &context).await),
+            Err(e) => Err(("Runtime.UnmarshalError", e.to_string())),
+        },
+    };
+    match invoked {
+        Ok(value) => (StatusCode::OK, answer, value.to_string()),
+        Err((error_type, message)) => {
+            answer.insert(FUNCTION_ERROR, "Unhandled".parse().expect("a header value"));
+            let document = json!({"errorType": error_type, "errorMessage": message});
+            (StatusCode::OK, answer, document.to_string())
+        }
+    }
+}
+
+/// An HTTP function's invocation: the event parsed as an API Gateway request, the answer the
+/// payload 2.0 response.
+async fn http_event(function: &Function, state: &AppState, payload: &[u8], context: lambda_http::Context) -> Invoked {
+    let request = std::str::from_utf8(payload)
         .map_err(|e| e.to_string())
         .and_then(|text| lambda_http::request::from_str(text).map_err(|e| e.to_string()));
-    let request = match request {
-        Ok(request) => request,
-        // The runtime fails such an invocation before the handler runs.
-        Err(e) => return lambda_error(StatusCode::OK, "Runtime.UnmarshalError", &e),
-    };
-    let request_id = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("00000000-0000-4000-8000-000000000000");
-    let request = crate::in_invocation(request, served.timeout, request_id);
-    let response = function.handle(&served.state, request).await;
-    (StatusCode::OK, payload_2_answer(response).to_string())
+    // The runtime fails such an invocation before the handler runs.
+    let request = request.map_err(|e| ("Runtime.UnmarshalError", e))?;
+    let response = function.handle(state, request.with_lambda_context(context)).await;
+    Ok(payload_2_answer(response))
 }
 
 /// What lambda_http's runtime answers for an API Gateway payload 2.0 event: a binary body in

@@ -680,6 +680,11 @@ pub fn event_with_body(name: &str, body: &str) -> Request {
 /// `deadline_in` from now and whose request id is `request_id`.
 pub fn in_invocation(request: Request, deadline_in: Duration, request_id: &str) -> Request {
     use lambda_http::RequestExt;
+    request.with_lambda_context(invocation_context(deadline_in, request_id))
+}
+
+/// The context Lambda gives an invocation: its deadline `deadline_in` from now, its request id.
+pub fn invocation_context(deadline_in: Duration, request_id: &str) -> lambda_http::Context {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -687,7 +692,7 @@ pub fn in_invocation(request: Request, deadline_in: Duration, request_id: &str) 
     let mut context = lambda_http::Context::default();
     context.request_id = request_id.to_owned();
     context.deadline = u64::try_from(now_ms + deadline_in.as_millis()).expect("a deadline in range");
-    request.with_lambda_context(context)
+    context
 }
 
 /// Status and JSON body of a response.

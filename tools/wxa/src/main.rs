@@ -1,6 +1,8 @@
-//! `wxa`: debug a live mini-program backend from a terminal. JSON on stdout; on failure the exact
-//! reason on stderr and a non-zero exit. Every subcommand takes `--help`.
+//! `wxa`: debug a live mini-program backend from a terminal, and drive its merchant function.
+//! JSON on stdout; on failure the exact reason on stderr and a non-zero exit (2 for a usage
+//! error). Every subcommand takes `--help`.
 
+mod merchant;
 mod push;
 mod secret_arg;
 
@@ -23,8 +25,9 @@ use secret_arg::{Apiv2Key, Apiv3Key, SecretArg, SessionKey};
 
 /// wxa: debug a live WeChat mini-program backend.
 ///
-/// JSON on stdout; on failure the reason on stderr and a non-zero exit. A secret comes from its
-/// flag, from a file (--NAME-file PATH) or from its environment variable: exactly one of them.
+/// JSON on stdout; on failure the reason on stderr and a non-zero exit (2 for a usage error). A
+/// secret comes from its flag, from a file (--NAME-file PATH) or from its environment variable:
+/// exactly one of them.
 #[derive(Parser)]
 #[command(name = "wxa")]
 struct Cli {
@@ -42,6 +45,7 @@ enum Command {
     #[command(name = "jscode2session")]
     Jscode2session(Jscode2session),
     PushDecrypt(push::PushDecrypt),
+    Merchant(merchant::Merchant),
 }
 
 /// Decrypt open data (encryptedData + iv) with a session_key and check its watermark.
@@ -171,6 +175,22 @@ struct Jscode2session {
     #[arg(long, value_name = "URL", default_value = wxa_shared::config::DEFAULT_WECHAT_API_BASE)]
     api_base: String,
 }
+
+/// Why a command failed, which says its stderr line and exit status.
+enum Failure {
+    /// `wxa <command>: reason`, exit 1.
+    Reason(String),
+    /// The merchant function's refusal, `code: message (request_id ...)` as it is, exit 1.
+    Refused(String),
+    /// No answer to go by (AWS, the network, an answer outside the contract): exit 2, as for a
+    /// usage error, so that exit 1 always means the function answered.
+    NoAnswer(String),
+}
+
+/// clap's (and the convention's) status for a usage error.
+const USAGE_ERROR: u8 = 2;
+/// The merchant subcommands' status when the function gave no answer.
+const NO_ANSWER: u8 = 2;
 
 fn whole_number(value: &str) -> Result<u64, String> {
     value.parse().map_err(|_| "must be a whole number".to_owned())
@@ -327,8 +347,8 @@ impl Jscode2session {
 }
 
 impl Command {
-    async fn run(&self) -> Result<Value, String> {
-        match self {
+    async fn run(&self) -> Result<Value, Failure> {
+        let done = match self {
             Command::Decrypt(c) => c.run(),
             Command::VerifySignature(c) => c.run(),
             Command::PaySign(PaySign::V3(c)) => c.run(),
@@ -336,7 +356,9 @@ impl Command {
             Command::VerifyNotify(c) => c.run(),
             Command::Jscode2session(c) => c.run().await,
             Command::PushDecrypt(c) => c.run(),
-        }
+            Command::Merchant(c) => return c.run().await,
+        };
+        done.map_err(Failure::Reason)
     }
 }
 
@@ -344,8 +366,13 @@ impl Command {
 /// is always its value (a key or a nonce may start with `-`), and a repeated option's last value wins.
 fn cli_command() -> clap::Command {
     fn as_before(cmd: clap::Command) -> clap::Command {
+        // A switch (`--is-all-delivered`) has no value to start with `-`.
+        let hyphen_values = |arg: clap::Arg| {
+            let takes_values = arg.get_action().takes_values();
+            arg.allow_hyphen_values(takes_values)
+        };
         cmd.args_override_self(true)
-            .mut_args(|arg| arg.allow_hyphen_values(true))
+            .mut_args(hyphen_values)
             .mut_subcommands(as_before)
     }
     let mut cmd = as_before(Cli::command());
@@ -421,7 +448,7 @@ fn parse_failure(e: &clap::Error, root: &clap::Command, args: &[OsString]) -> Ex
     ) {
         let _ = e.print();
         return if e.use_stderr() {
-            ExitCode::FAILURE
+            ExitCode::from(USAGE_ERROR)
         } else {
             ExitCode::SUCCESS
         };
@@ -435,7 +462,7 @@ fn parse_failure(e: &clap::Error, root: &clap::Command, args: &[OsString]) -> Ex
         "\n{}\n\nFor more information, try '{name} --help'.",
         cmd.clone().render_usage()
     );
-    ExitCode::FAILURE
+    ExitCode::from(USAGE_ERROR)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -460,9 +487,26 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(reason) => {
+        Err(Failure::Reason(reason)) => {
             eprintln!("{name}: {reason}");
             ExitCode::FAILURE
         }
+        Err(Failure::Refused(line)) => {
+            eprintln!("{line}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::NoAnswer(reason)) => {
+            eprintln!("{name}: {reason}");
+            ExitCode::from(NO_ANSWER)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_tree_passes_clap_checks() {
+        // `build` runs clap's debug assertions over every subcommand and argument.
+        super::cli_command();
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const DOC_DATA: &str = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew==";
 
@@ -14,16 +14,33 @@ fn wxa(args: &[&str]) -> (bool, Value, String) {
 /// cannot meet the one a test passes.
 const SECRET_VARS: [&str; 3] = ["WXA_SESSION_KEY", "WXA_APIV2_KEY", "WXA_APIV3_KEY"];
 
+/// Where an operator's AWS set-up would send or sign `wxa merchant`'s calls; cleared likewise.
+const AWS_VARS: [&str; 7] = [
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_LAMBDA",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "WXA_MERCHANT_FUNCTION",
+];
+
 fn wxa_env(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
+    let (status, json, stderr) = wxa_status(args, env);
+    (status == Some(0), json, stderr)
+}
+
+/// The exit status, stdout as JSON (or Null) and stderr.
+fn wxa_status(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wxa"));
-    for name in SECRET_VARS {
+    for name in SECRET_VARS.iter().chain(&AWS_VARS) {
         command.env_remove(name);
     }
     let output = command.args(args).envs(env.iter().copied()).output().expect("wxa runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
     (
-        output.status.success(),
+        output.status.code(),
         json,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
@@ -186,6 +203,9 @@ fn usage_errors_are_explained() {
     assert!(!ok && err.contains("unknown option --bogus"), "{err}");
     let (ok, _, err) = wxa(&["frobnicate"]);
     assert!(!ok && err.contains("unknown command"), "{err}");
+    // A usage error exits 2, as clap's do: 1 is for a command that ran and failed.
+    assert_eq!(wxa_status(&["decrypt", "--bogus", "1"], &[]).0, Some(2));
+    assert_eq!(wxa_status(&["merchant"], &[]).0, Some(2));
     let output = Command::new(env!("CARGO_BIN_EXE_wxa"))
         .args(["verify-notify", "--help"])
         .output()
@@ -326,4 +346,200 @@ fn help_names_every_source_of_a_secret() {
     for source in ["--session-key <K>", "--session-key-file <PATH>", "WXA_SESSION_KEY"] {
         assert!(help.contains(source), "{source} in {help}");
     }
+}
+
+/// `wxa merchant ARGS`, with `--endpoint-url` when given, dummy AWS credentials and no AWS
+/// config or credentials file of the operator's.
+fn merchant(endpoint: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let no_file = std::env::temp_dir().join("wxa-cli-no-aws-file");
+    let no_file = no_file.to_str().unwrap();
+    let mut all_env = vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", no_file),
+        ("AWS_SHARED_CREDENTIALS_FILE", no_file),
+    ];
+    all_env.extend_from_slice(env);
+    let mut all_args = vec!["merchant"];
+    all_args.extend_from_slice(args);
+    if let Some(url) = endpoint {
+        all_args.extend(["--endpoint-url", url]);
+    }
+    wxa_status(&all_args, &all_env)
+}
+
+/// `code: message (request_id ...)`, one line.
+fn refused(answer: &(Option<i32>, Value, String), code: &str) {
+    let (status, json, stderr) = answer;
+    assert_eq!(*status, Some(1), "{stderr}");
+    assert!(json.is_null(), "{json}");
+    assert!(stderr.starts_with(&format!("{code}: ")), "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with(')') && stderr.contains(" (request_id "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+// Multi-threaded: the stand-in serves on the runtime's workers while the test thread waits on wxa.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_commands_invoke_the_function() {
+    let stack = testkit::Stack::start().await;
+    stack.enable_pay().await;
+    let lambda = testkit::invoke::InvokeApi::start(&stack).await;
+    let run = |args: &[&str]| merchant(Some(&lambda.url), args, &[]);
+    let order = [
+        "--out-trade-no",
+        "T20261126000001",
+        "--openid",
+        "o_alice",
+        "--description",
+        "A cup of tea",
+    ];
+
+    let (status, created, stderr) = run(&[&["create-order"], &order[..], &["--amount-total", "100"]].concat());
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(
+        (&created["out_trade_no"], &created["status"], &created["amount_total"]),
+        (&json!("T20261126000001"), &json!("UNPAID"), &json!(100))
+    );
+    // The same command again is the same order; other content under its number is refused.
+    let (status, again, _) = run(&[&["create-order"], &order[..], &["--amount-total", "100"]].concat());
+    assert_eq!((status, &again), (Some(0), &created));
+    refused(
+        &run(&[&["create-order"], &order[..], &["--amount-total", "200"]].concat()),
+        "order_conflict",
+    );
+    let (status, got, stderr) = run(&["get-order", "--out-trade-no", "T20261126000001"]);
+    assert_eq!((status, &got["status"]), (Some(0), &json!("UNPAID")), "{stderr}");
+
+    // Every op's fields reach the function as it reads them (it refuses unknown ones as
+    // invalid_command): an unpaid order is the op's own refusal.
+    let unpaid = ["--out-trade-no", "T20261126000001"];
+    refused(
+        &run(&[
+            &["refund"],
+            &unpaid[..],
+            &["--out-refund-no", "R1", "--amount", "1", "--reason", "r"],
+        ]
+        .concat()),
+        "order_not_refundable",
+    );
+    let list = scratch(
+        "shipping-list.json",
+        r#"[{"tracking_no": "SF1", "express_company": "SF", "item_desc": "A cup of tea"}]"#,
+    );
+    let list = format!("@{list}");
+    let shipping = [
+        "--logistics-type",
+        "1",
+        "--delivery-mode",
+        "1",
+        "--shipping-list",
+        &list,
+    ];
+    refused(
+        &run(&[
+            &["upload-shipping"],
+            &unpaid[..],
+            &shipping[..],
+            &["--is-all-delivered"],
+        ]
+        .concat()),
+        "order_not_paid",
+    );
+    refused(&run(&[&["get-shipping-state"], &unpaid[..]].concat()), "order_not_paid");
+    refused(
+        &run(&[
+            &["notify-confirm-receive"],
+            &unpaid[..],
+            &["--received-time", "1795536000"],
+        ]
+        .concat()),
+        "order_not_paid",
+    );
+    refused(&run(&["get-refund", "--out-refund-no", "R1"]), "refund_not_found");
+    refused(&run(&["raw", r#"{"op": "drop_table"}"#]), "unknown_op");
+    let (status, raw, stderr) = run(&["raw", r#"{"op": "get_order", "out_trade_no": "T20261126000001"}"#]);
+    assert_eq!((status, &raw), (Some(0), &got), "{stderr}");
+    let (status, closed, stderr) = run(&[&["close-order"], &unpaid[..]].concat());
+    assert_eq!((status, &closed["status"]), (Some(0), &json!("CLOSED")), "{stderr}");
+
+    // A paid order: refunded, shipped, its receipt confirmed.
+    stack.paid_order("T20261126000002", "o_bob", 100, false).await;
+    let paid = ["--out-trade-no", "T20261126000002"];
+    let (status, refund, stderr) =
+        run(&[&["refund"], &paid[..], &["--out-refund-no", "R2", "--amount", "30"]].concat());
+    assert_eq!(
+        (status, &refund["status"], &refund["amount"]),
+        (Some(0), &json!("PROCESSING"), &json!(30)),
+        "{stderr}"
+    );
+    let (status, refund, stderr) = run(&["get-refund", "--out-refund-no", "R2"]);
+    assert_eq!((status, &refund["out_refund_no"]), (Some(0), &json!("R2")), "{stderr}");
+    // WeChat knows a payment about a minute after it.
+    stack.sim_post("/__sim/time", json!({"advance_secs": 61})).await;
+    let (status, shipped, stderr) = run(&[&["upload-shipping"], &paid[..], &shipping[..]].concat());
+    assert_eq!(
+        (status, &shipped["shipping_state"]),
+        (Some(0), &json!("SHIPPED")),
+        "{stderr}"
+    );
+    let (status, state, stderr) = run(&[&["get-shipping-state"], &paid[..]].concat());
+    assert_eq!((status, &state["order_state"]), (Some(0), &json!(2)), "{stderr}");
+    // Received after it was shipped, by the simulator's advanced clock.
+    let received = (wxa_shared::clock::now_unix() + 120).to_string();
+    let confirm = [&["notify-confirm-receive"], &paid[..], &["--received-time", &received]].concat();
+    let (status, notified, stderr) = run(&confirm);
+    assert_eq!((status, &notified["notified"]), (Some(0), &json!(true)), "{stderr}");
+
+    // Usage errors never reach the function.
+    let (status, _, stderr) = run(&["create-order", "--out-trade-no", "T1", "--bogus"]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown option --bogus"), "{stderr}");
+    let (status, _, stderr) = run(&[
+        &["upload-shipping"],
+        &paid[..],
+        &shipping[..4],
+        &["--shipping-list", "{}"],
+    ]
+    .concat());
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("--shipping-list must be a JSON array"), "{stderr}");
+    let (status, _, stderr) = run(&["raw", "{not json"]);
+    assert!(status == Some(2) && stderr.contains("is not JSON"), "{stderr}");
+
+    // Another function by --function-name: the scheduled reconciler gets the event as JSON too;
+    // an HTTP function fails the invocation on a command, as its runtime would.
+    let (status, reconciled, stderr) = run(&["raw", "{}", "--function-name", "reconciler"]);
+    assert!(status == Some(0) && reconciled.is_object(), "{stderr}");
+    let (status, _, stderr) = run(&["--function-name", "login", "raw", r#"{"op": "get_order"}"#]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.starts_with("Runtime.UnmarshalError: "), "{stderr}");
+
+    // The endpoint from AWS_ENDPOINT_URL, the function's name from WXA_MERCHANT_FUNCTION.
+    let env_endpoint = [("AWS_ENDPOINT_URL", lambda.url.as_str())];
+    let (status, by_env, stderr) = merchant(None, &[&["get-order"], &paid[..]].concat(), &env_endpoint);
+    assert_eq!(
+        (status, &by_env["out_trade_no"]),
+        (Some(0), &json!("T20261126000002")),
+        "{stderr}"
+    );
+    // No answer at all: exit 2, with the reason on one line.
+    let nope = [("WXA_MERCHANT_FUNCTION", "nope")];
+    let (status, _, stderr) = merchant(Some(&lambda.url), &[&["get-order"], &paid[..]].concat(), &nope);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("wxa merchant get-order: cannot invoke nope: ") && stderr.contains("Function not found"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let closed_port = format!("http://127.0.0.1:{}", testkit::free_port());
+    let (status, _, stderr) = merchant(Some(&closed_port), &[&["get-order"], &paid[..]].concat(), &[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("wxa merchant get-order: cannot invoke merchant: "),
+        "{stderr}"
+    );
 }

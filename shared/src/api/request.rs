@@ -6,8 +6,9 @@ use serde::de::{Deserialize, DeserializeOwned, Deserializer};
 
 use crate::ApiError;
 
-/// Request bodies are small JSON objects; anything larger is refused before parsing.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Request bodies are small JSON objects; anything larger is refused before parsing. The largest
+/// valid one is a content check's 2500 characters, each escaped as two `\uXXXX` (30 KB).
+pub const MAX_BODY_BYTES: usize = 32 * 1024;
 
 /// Parses a JSON request body into `T`: at most [`MAX_BODY_BYTES`], UTF-8, `application/json`
 /// when a content type is given.

@@ -59,14 +59,7 @@ pub fn parse(xml: &str) -> Result<BTreeMap<String, String>, String> {
             // `&lt;` and the other four predefined entities, and character references.
             Event::GeneralRef(r) => {
                 let f = field.as_mut().ok_or("text outside a field")?;
-                let name = r.decode().map_err(|e| e.to_string())?;
-                match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                    Some(c) => f.kept(c.encode_utf8(&mut [0; 4])),
-                    None => f.kept(
-                        resolve_predefined_entity(&name)
-                            .ok_or_else(|| format!("&{name}; is not one of XML's five entities"))?,
-                    ),
-                }
+                f.reference(&r)?;
             }
             Event::CData(c) => {
                 let f = field.as_mut().ok_or("CDATA outside a field")?;
@@ -140,6 +133,20 @@ impl Field {
         let text = if self.value.is_empty() { text.trim_start() } else { text };
         self.text_tail.get_or_insert(self.value.len());
         self.value.push_str(text);
+    }
+
+    /// `&lt;` and the other four predefined entities, and character references; any other
+    /// entity is refused (no DTD declares one here).
+    fn reference(&mut self, r: &quick_xml::events::BytesRef<'_>) -> Result<(), String> {
+        let name = r.decode().map_err(|e| e.to_string())?;
+        match r.resolve_char_ref().map_err(|e| e.to_string())? {
+            Some(c) => self.kept(c.encode_utf8(&mut [0; 4])),
+            None => self.kept(
+                resolve_predefined_entity(&name)
+                    .ok_or_else(|| format!("&{name}; is not one of XML's five entities"))?,
+            ),
+        }
+        Ok(())
     }
 
     fn kept(&mut self, text: &str) {
@@ -285,14 +292,7 @@ pub fn parse_nested(xml: &str, max_depth: usize) -> Result<BTreeMap<String, Stri
             }
             Event::GeneralRef(r) => {
                 let (f, _) = open.last_mut().ok_or("text outside a field")?;
-                let name = r.decode().map_err(|e| e.to_string())?;
-                match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                    Some(c) => f.kept(c.encode_utf8(&mut [0; 4])),
-                    None => f.kept(
-                        resolve_predefined_entity(&name)
-                            .ok_or_else(|| format!("&{name}; is not one of XML's five entities"))?,
-                    ),
-                }
+                f.reference(&r)?;
             }
             Event::CData(c) => {
                 let (f, _) = open.last_mut().ok_or("CDATA outside a field")?;

@@ -509,7 +509,19 @@ async fn main() {
                     "merchant" => json!({"op": "get_order", "out_trade_no": "BENCH000001"}),
                     // What EventBridge's schedule sends.
                     "reconciler" => json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
-                    f => event_file(&format!("{f}.json")),
+                    // A function of several routes: its first route's event.
+                    f => {
+                        let function = wxa_shared::function::FUNCTIONS.iter().find(|g| g.name == f);
+                        let own = root().join("events").join(format!("{f}.json"));
+                        match function.and_then(|g| g.routes().first()) {
+                            Some(route) if !own.exists() => {
+                                let method = route.method.as_str();
+                                let names = testkit::events_for(method, route.path);
+                                event_file(names.first().expect("every route has an event"))
+                            }
+                            _ => event_file(&format!("{f}.json")),
+                        }
+                    }
                 };
                 (event.clone(), event)
             };

@@ -206,8 +206,11 @@ fn hostile_requests(target: &Target, token: &str, expired: &str) -> Vec<(String,
             ("lone surrogate", Body::Text("{\"x\":\"\\ud800\"}".into())),
             ("deep nesting", Body::Text("[".repeat(5000))),
             (
-                "20 KB body",
-                Body::Text(format!("{{\"pad\":\"{}\"}}", "a".repeat(20_000))),
+                "body over the limit",
+                Body::Text(format!(
+                    "{{\"pad\":\"{}\"}}",
+                    "a".repeat(wxa_shared::api::request::MAX_BODY_BYTES)
+                )),
             ),
             ("hex garbage", Body::Text("deadbeefcafebabe".into())),
             ("duplicate keys", Body::Text("{\"a\":1,\"a\":2}".into())),

@@ -305,7 +305,10 @@ async fn a_missing_secret_is_a_clear_server_error() {
 #[tokio::test]
 async fn bad_requests_get_4xx_json_and_never_reach_wechat() {
     let stack = Stack::start().await;
-    let huge = format!(r#"{{"code":"{}"}}"#, "a".repeat(20_000));
+    let huge = format!(
+        r#"{{"code":"{}"}}"#,
+        "a".repeat(wxa_shared::api::request::MAX_BODY_BYTES)
+    );
     let cases: Vec<(lambda_http::Request, u16, &str)> = vec![
         (event_with_body("login.json", ""), 400, "missing_body"),
         (event_with_body("login.json", "code=abc"), 400, "invalid_json"),

@@ -42,7 +42,7 @@ build: venv
 	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/lambda/*/bootstrap
 
-## make bench: cold starts, throughput, warm CPU (criterion + wechatpy) and arm64 sizes, written
+## make bench: cold starts, throughput, warm CPU (criterion + wechatpy), the 1,000-container token fleet and arm64 sizes, written
 ## to BENCHMARKS.md (release builds: slow the first time)
 bench: venv build
 	@bash scripts/venv.sh .venv-bench scripts/requirements-bench.txt
@@ -53,6 +53,8 @@ bench: venv build
 	cargo bench -p wxa-shared --bench warm
 	.venv-bench/bin/python scripts/bench_wechatpy.py > target/bench/wechatpy.json
 	bash scripts/bench_jitter.sh
+	FLEET_INSTANCES=$${FLEET_INSTANCES:-1000} FLEET_REPORT=$(CURDIR)/target/bench/fleet.json \
+		cargo test --release -p wxa-shared --test fleet -- --nocapture
 	python3 scripts/bench_report.py
 
 ## make bench-profiles: the release-profile size study (one arm64 build of login per variant,

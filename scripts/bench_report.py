@@ -193,6 +193,36 @@ def jitter(lines):
     lines.append("")
 
 
+def fleet(lines):
+    report = load("fleet.json")
+    if not report:
+        return
+    n = report["instances"]
+    base = report["baseline_own_token"]
+    release = " --release" if report.get("build") == "release" else ""
+    lines += [f"## One token for a fleet of {n:,} containers (`FLEET_INSTANCES={n} cargo test{release} -p wxa-shared --test fleet`)", "",
+              f"{n:,} application states in one process ({report.get('build', 'release')} build), each with its own AWS and WeChat",
+              "clients, all calling WeChat at once against moto and the simulator. moto is one Python process that",
+              "serves the fleet's AWS calls one after another, so the latencies below are mostly its queue: they grow",
+              "with the number of AWS calls the fleet makes (1,000 `GetSecretValue` before; those plus 1.6-2.8",
+              "DynamoDB calls per container now), not with anything DynamoDB would make a container wait for. In",
+              "production a cold container trades one `stable_token` round trip to WeChat for one `GetItem` in its region.", "",
+              "| case | `stable_token` calls | `getticket` calls | DynamoDB calls per instance, mean / max | p50 ms | p99 ms |",
+              "|---|---|---|---|---|---|",
+              f"| before: each container fetches its own token (secret + `stable_token`) | {base['stable_token_calls']:,} | | 0 / 0 | {base['p50_ms']:.1f} | {base['p99_ms']:.1f} |"]
+    for p in report["phases"]:
+        lines.append(f"| {p['phase']} | {p['stable_token_calls']} | {p['getticket_calls']} | "
+                     f"{p['dynamodb_calls_per_instance_mean']:.2f} / {p['dynamodb_calls_per_instance_max']} | "
+                     f"{p['p50_ms']:.1f} | {p['p99_ms']:.1f} |")
+    alone = report.get("one_cold_container_alone")
+    if alone:
+        lines += ["", "One cold container at a time (20 each, no queue at moto), its token: "
+                  f"from the shared item (secret + `GetItem`) p50 {alone['shared_item_p50_ms']:.2f} ms / p99 {alone['shared_item_p99_ms']:.2f} ms; "
+                  f"its own (secret + `stable_token`) p50 {alone['own_token_p50_ms']:.2f} ms / p99 {alone['own_token_p99_ms']:.2f} ms "
+                  "(locally every round trip is about 0: in production the first adds an in-region DynamoDB read, the second a round trip to WeChat)."]
+    lines.append("")
+
+
 def main():
     lines = [
         "# Benchmarks",
@@ -207,6 +237,7 @@ def main():
     warm_cpu(lines)
     throughput(lines)
     jitter(lines)
+    fleet(lines)
     size(lines)
     lines += ["## Remote calls per warm request", "",
               "Counted in the end-to-end tests (AWS SDK interceptor, simulator request log): see the table in",

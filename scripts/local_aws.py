@@ -3,14 +3,14 @@
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
         --sessions-table wxa-sessions --orders-table wxa-orders --refunds-table wxa-refunds \
-        --messages-table wxa-messages \
+        --messages-table wxa-messages --tokens-table wxa-tokens \
         --app-secret-id wxa/app --app-secret S \
         [--pay-secret-id wxa/pay --pay-sim http://127.0.0.1:9100 --pay-dir .dev]
     local_aws.py --endpoint http://127.0.0.1:9200 put-order --orders-table wxa-orders \
         --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
 The tables' key schemas, attribute definitions, indexes and TTL attributes are read from the
-SessionsTable, OrdersTable, RefundsTable and MessagesTable resources of template.yaml, so local runs and tests cannot drift
+SessionsTable, OrdersTable, RefundsTable, MessagesTable and TokensTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
 Two secrets, as deployed: the app secret {"app_secret": ..., "push_token"?, "push_aes_key"?} and, with --pay-sim, the pay secret:
@@ -151,6 +151,7 @@ def main():
     setup.add_argument("--orders-table", required=True)
     setup.add_argument("--refunds-table", required=True)
     setup.add_argument("--messages-table", required=True)
+    setup.add_argument("--tokens-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
     setup.add_argument("--push-token", help="the message push's Token (kept in the app secret)")
@@ -175,6 +176,7 @@ def main():
         create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
         create_table(dynamodb, args.refunds_table, table_definition(args.template, "RefundsTable"))
         create_table(dynamodb, args.messages_table, table_definition(args.template, "MessagesTable"))
+        create_table(dynamodb, args.tokens_table, table_definition(args.template, "TokensTable"))
         secretsmanager = client("secretsmanager", args.endpoint)
         app = {"app_secret": args.app_secret}
         if args.push_token:

@@ -8,14 +8,20 @@ notification), and the tests prove it with 50 to 100 concurrent requests: this w
 lock around every DynamoDB operation, then runs moto's own server with the given arguments.
 
     moto_server.py -H 127.0.0.1 -p 9200
+
+It also lets a thousand clients connect at once (the fleet test starts 1,000 containers together):
+werkzeug's listen backlog of 128 would refuse the rest.
 """
 import functools
 import inspect
 import sys
 import threading
 
+import werkzeug.serving
 from moto.dynamodb.models import DynamoDBBackend
 from moto.server import main
+
+werkzeug.serving.BaseWSGIServer.request_queue_size = 4096
 
 _lock = threading.RLock()
 

@@ -27,8 +27,11 @@ pub struct Parts {
     pub sessions: bool,
     /// Issues sessions (`SESSION_TTL_SECS`).
     pub login: bool,
-    /// The WeChat server API: the app secret and the access token.
+    /// The WeChat server API with the app secret (`jscode2session` needs no more).
     pub wechat: bool,
+    /// Token-protected WeChat APIs: the fleet's shared access token and card ticket in the
+    /// tokens table (`TOKENS_TABLE`); needs `wechat`.
+    pub access_token: bool,
     /// Open data: decryption and its watermark (`WATERMARK_MAX_AGE_SECS`).
     pub open_data: bool,
     /// The in-memory cache of mini-program code images (`QRCODE_CACHE_TTL_SECS`).
@@ -53,6 +56,7 @@ impl Parts {
         sessions: false,
         login: false,
         wechat: false,
+        access_token: false,
         open_data: false,
         qrcode_cache: false,
         orders: false,
@@ -68,6 +72,7 @@ impl Parts {
         sessions: true,
         login: true,
         wechat: true,
+        access_token: true,
         open_data: true,
         qrcode_cache: true,
         orders: true,
@@ -101,6 +106,7 @@ impl Parts {
                 ("SECRET_CACHE_TTL_SECS", false),
             ],
         );
+        add(self.access_token, &[("TOKENS_TABLE", true)]);
         add(self.push, &[("APP_SECRET_ID", true), ("SECRET_CACHE_TTL_SECS", false)]);
         add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
         add(self.qrcode_cache, &[("QRCODE_CACHE_TTL_SECS", false)]);
@@ -198,7 +204,17 @@ pub struct Config {
     pub refunds_table: Option<String>,
     /// DynamoDB table of pushes, subscriptions and media checks (`MESSAGES_TABLE`).
     pub messages_table: Option<String>,
+    /// DynamoDB table of the fleet's shared access token and card ticket (`TOKENS_TABLE`; part
+    /// `access_token`).
+    pub tokens_table: Option<String>,
+    /// How long a container may take to refresh a shared credential before another may take
+    /// over (a container that dies mid-refresh blocks the others at most this long).
+    pub token_lease: Duration,
 }
+
+/// [`Config::token_lease`]: above a WeChat call's timeout with its retries' pauses, short enough
+/// that the fleet barely notices a holder that died.
+pub const DEFAULT_TOKEN_LEASE: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid configuration: {}", .problems.join("; "))]
@@ -242,6 +258,10 @@ impl Config {
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
         let refunds_table = required(parts.refunds, "REFUNDS_TABLE");
         let messages_table = required(parts.messages, "MESSAGES_TABLE");
+        let tokens_table = required(parts.access_token, "TOKENS_TABLE");
+        if parts.access_token && !parts.wechat {
+            problems.push("the part access_token needs the part wechat".into());
+        }
 
         let mut number = |on: bool, name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
             if !on {
@@ -378,6 +398,8 @@ impl Config {
             }),
             refunds_table,
             messages_table,
+            tokens_table,
+            token_lease: DEFAULT_TOKEN_LEASE,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),
@@ -412,7 +434,26 @@ mod tests {
         ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),
         ("REFUNDS_TABLE", "refunds"),
         ("MESSAGES_TABLE", "messages"),
+        ("TOKENS_TABLE", "tokens"),
     ];
+
+    #[test]
+    fn the_shared_token_needs_its_table_and_the_wechat_part() {
+        let without_table: Vec<_> = MINIMAL.iter().copied().filter(|(k, _)| *k != "TOKENS_TABLE").collect();
+        let e = load(ALL, &without_table).unwrap_err();
+        assert!(e.problems.contains(&"TOKENS_TABLE is not set".to_owned()), "{e}");
+        let alone = Parts {
+            access_token: true,
+            ..Parts::NONE
+        };
+        let e = load(alone, MINIMAL).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.contains("needs the part wechat")), "{e}");
+        let c = load(ALL, MINIMAL).unwrap();
+        assert_eq!(
+            (c.tokens_table.as_deref(), c.token_lease),
+            (Some("tokens"), DEFAULT_TOKEN_LEASE)
+        );
+    }
 
     #[test]
     fn defaults_apply_when_only_required_settings_are_given() {

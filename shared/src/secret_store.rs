@@ -139,7 +139,8 @@ impl<T: SecretDocument + PartialEq> SecretCache<T> {
 impl<T: SecretDocument> SecretCache<T> {
     async fn fetch(&self) -> Result<T, SecretsError> {
         let request = self.client.get_secret_value().secret_id(&self.secret_id).send();
-        let output = crate::deadline::within(crate::net::aws::OPERATION_TIMEOUT, request)
+        let timeout = crate::net::aws::operation_timeout(self.client.config().timeout_config());
+        let output = crate::deadline::within(timeout, request)
             .await
             .ok_or_else(|| SecretsError::Unavailable("no answer within the invocation's time budget".into()))?
             .map_err(|e| match e {
@@ -150,7 +151,10 @@ impl<T: SecretDocument> SecretCache<T> {
                     }
                     other => SecretsError::Unavailable(other.to_string()),
                 },
-                other => SecretsError::Unavailable(other.to_string()),
+                // The whole chain (a dispatch failure says why: refused, reset, TLS...), for the log.
+                other => {
+                    SecretsError::Unavailable(aws_smithy_types::error::display::DisplayErrorContext(&other).to_string())
+                }
             })?;
         let text = output.secret_string().ok_or_else(|| SecretsError::Malformed {
             id: self.secret_id.clone(),

@@ -18,21 +18,28 @@ use crate::store::messages::MessageStore;
 use crate::store::orders::OrderStore;
 use crate::store::refunds::RefundStore;
 use crate::store::sessions::{Session, SessionStore};
+use crate::store::tokens::TokenStore;
 use crate::token::{AccessTokenCache, TokenError};
 use crate::wechat::WechatClient;
 
-/// The WeChat server API: its client, the app secret and the access token.
+/// The WeChat server API: its client, the app secret and (part `access_token`) the fleet's
+/// shared access token.
 pub struct Wechat {
     pub client: WechatClient,
     pub secrets: Arc<SecretCache<AppSecrets>>,
-    pub tokens: AccessTokenCache,
+    tokens: Option<AccessTokenCache>,
 }
 
 impl Wechat {
+    /// The access token and card ticket (part `access_token`).
+    pub fn tokens(&self) -> Result<&AccessTokenCache, TokenError> {
+        self.tokens.as_ref().ok_or(TokenError::Undeclared)
+    }
+
     /// `wxa/checksession` for `session` with the access token: whether its key is still the
     /// one WeChat holds.
     pub async fn check_session(&self, session: &Session) -> Result<bool, TokenError> {
-        self.tokens
+        self.tokens()?
             .with_token(|token: Secret| async move {
                 self.client
                     .check_session(&token, &session.openid, &session.session_key)
@@ -44,14 +51,14 @@ impl Wechat {
     /// A JSON API that takes the access token in its query, with the token cache's one retry
     /// after a rejected token.
     pub async fn call(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, TokenError> {
-        self.tokens
+        self.tokens()?
             .with_token(|token: Secret| async move { self.client.post_with_token(path, &token, body).await })
             .await
     }
 
     /// `wxa/resetusersessionkey` for `session`: a new key, signed for with the one it holds.
     pub async fn reset_session_key(&self, session: &Session) -> Result<Secret, TokenError> {
-        self.tokens
+        self.tokens()?
             .with_token(|token: Secret| async move {
                 self.client
                     .reset_user_session_key(&token, &session.openid, &session.session_key)
@@ -144,8 +151,17 @@ impl AppState {
         let wechat = app_secrets.clone().filter(|_| config.parts.wechat).map(|secrets| {
             let client = WechatClient::new(&config.wechat_api_base, &config.app_id, http.clone())
                 .with_timeout(config.wechat_timeout);
+            let tokens = config.tokens_table.as_deref().map(|table| {
+                AccessTokenCache::new(
+                    client.clone(),
+                    secrets.clone(),
+                    TokenStore::new(dynamodb.clone(), table),
+                    &config.app_id,
+                    config.token_lease,
+                )
+            });
             Wechat {
-                tokens: AccessTokenCache::new(client.clone(), secrets.clone()),
+                tokens,
                 client,
                 secrets,
             }

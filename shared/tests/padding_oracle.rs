@@ -159,7 +159,7 @@ async fn all_256_probes_get_one_answer_with_the_same_remote_calls() {
         .await
         .unwrap();
     state.sessions().unwrap().revoke(&session).await.unwrap();
-    state.wechat().unwrap().tokens.get().await.unwrap();
+    state.wechat().unwrap().tokens().unwrap().get().await.unwrap();
 
     let iv = *b"fedcba9876543210";
     let block = *b"another block!!!";

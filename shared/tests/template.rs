@@ -135,6 +135,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "OrdersTable" => parts.orders,
                 "RefundsTable" => parts.refunds,
                 "MessagesTable" => parts.messages,
+                "TokensTable" => parts.access_token,
                 "AppSecretArn" | "PaySecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),
             };
@@ -144,6 +145,16 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             assert!(
                 grants.contains_key("SessionsTable"),
                 "{name} declares sessions but may not read them"
+            );
+        }
+        if parts.access_token {
+            let actions = grants.get("TokensTable").cloned().unwrap_or_default();
+            let expected: BTreeSet<String> = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+                .map(String::from)
+                .into();
+            assert_eq!(
+                actions, expected,
+                "{name}: reads the shared token, refreshes it under a lease, nothing more"
             );
         }
     }

@@ -73,7 +73,7 @@ async fn the_ticket_is_cached_and_codes_are_signed() {
 async fn a_stale_access_token_is_refreshed_once_for_the_ticket() {
     let stack = Stack::start().await;
     let token = stack.log_in("o_alice").await;
-    stack.state.wechat().unwrap().tokens.get().await.unwrap();
+    stack.state.wechat().unwrap().tokens().unwrap().get().await.unwrap();
     stack.sim_post("/__sim/invalidate-tokens", json!({})).await;
     let (status, body) = sign(&stack, &token, None).await;
     assert_eq!(status, 200, "{body}");

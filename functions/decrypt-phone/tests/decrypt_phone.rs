@@ -44,8 +44,17 @@ async fn a_button_code_gives_the_number_once() {
     stack.aws_calls.take();
     let expected = json!({"phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"});
     assert_eq!(ask(&stack, &token, json!({"code": code})).await, (200, expected));
-    // Warm: one DynamoDB read, the secret still cached from login, one token fetch, one WeChat call.
-    assert_eq!(stack.aws_calls.take(), ["DynamoDB.GetItem"]);
+    // The session read, the secret still cached from login; the fleet's first token: the shared
+    // item read (missing), its refresh lease taken, one fetch, the token published.
+    assert_eq!(
+        stack.aws_calls.take(),
+        [
+            "DynamoDB.GetItem",
+            "DynamoDB.GetItem",
+            "DynamoDB.UpdateItem",
+            "DynamoDB.PutItem"
+        ]
+    );
     assert_eq!(stack.sim_calls("stable_token").await, 1);
     assert_eq!(stack.sim_calls("getuserphonenumber").await, 1);
 
@@ -61,6 +70,9 @@ async fn a_button_code_gives_the_number_once() {
             .unwrap()
             .contains("tap the button again")
     );
+
+    // Warm: the session read only; the token comes from memory.
+    assert_eq!(stack.aws_calls.take(), ["DynamoDB.GetItem"]);
 
     let foreign = stack
         .sim_post(

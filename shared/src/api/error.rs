@@ -176,6 +176,7 @@ impl From<crate::token::TokenError> for ApiError {
         match e {
             crate::token::TokenError::Wechat(e) => e.into(),
             crate::token::TokenError::Secrets(e) => e.into(),
+            e @ crate::token::TokenError::Undeclared => ApiError::misconfigured(e),
         }
     }
 }

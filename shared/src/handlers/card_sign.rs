@@ -21,6 +21,7 @@ pub const FUNCTION: Function = Function {
     parts: Parts {
         sessions: true,
         wechat: true,
+        access_token: true,
         ..Parts::NONE
     },
     entry: Entry::Routes(&[Route::post("/card/sign", authed!(sign))]),
@@ -56,7 +57,7 @@ async fn sign(state: &AppState, session: &Session, req: &Request) -> Answer {
             "code must be a card code ([A-Za-z0-9_-], at most 64)",
         ));
     }
-    let ticket = state.wechat()?.tokens.card_api_ticket().await?;
+    let ticket = state.wechat()?.tokens()?.card_api_ticket().await?;
     let openid = body.bind_openid.then_some(session.openid.as_str());
     let ext = card_ext(&ticket, &body.card_id, code, openid, now_unix(), &nonce());
     Ok(json_response(

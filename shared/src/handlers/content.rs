@@ -23,6 +23,7 @@ pub const FUNCTION: Function = Function {
     parts: Parts {
         sessions: true,
         wechat: true,
+        access_token: true,
         messages: true,
         ..Parts::NONE
     },

@@ -54,7 +54,7 @@ async fn by_code(state: &AppState, code: &str) -> Result<PhoneInfo, ApiError> {
     let code = one_time_code(code, "the getPhoneNumber event")?;
     let wechat = state.wechat()?;
     let result = wechat
-        .tokens
+        .tokens()?
         .with_token(|token: Secret| async move { wechat.client.get_user_phone_number(&token, code).await })
         .await;
     result.map_err(|e| match e {

@@ -29,6 +29,7 @@ pub const FUNCTION: Function = Function {
     name: "merchant",
     parts: Parts {
         wechat: true,
+        access_token: true,
         orders: true,
         pay: true,
         pay_orders: true,

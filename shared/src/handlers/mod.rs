@@ -32,6 +32,7 @@ use crate::{ApiError, AppState};
 pub const OPEN_DATA: Parts = Parts {
     sessions: true,
     wechat: true,
+    access_token: true,
     open_data: true,
     ..Parts::NONE
 };

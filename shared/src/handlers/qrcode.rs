@@ -26,6 +26,7 @@ pub const FUNCTION: Function = Function {
     parts: Parts {
         sessions: true,
         wechat: true,
+        access_token: true,
         qrcode_cache: true,
         ..Parts::NONE
     },
@@ -112,7 +113,7 @@ async fn qrcode(state: &AppState, _session: &Session, req: &Request) -> Answer {
     }
     let wechat = state.wechat()?;
     let image = wechat
-        .tokens
+        .tokens()?
         .with_token(|token: Secret| {
             let (client, wx_request) = (&wechat.client, &wx_request);
             async move { client.get_wxa_code_unlimit(&token, wx_request).await }

@@ -22,6 +22,7 @@ pub const FUNCTION: Function = Function {
     parts: Parts {
         sessions: true,
         wechat: true,
+        access_token: true,
         ..Parts::NONE
     },
     entry: Entry::Routes(&[

@@ -25,6 +25,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest one SDK operation may take, retries included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The operation timeout an SDK client was configured with ([`OPERATION_TIMEOUT`] under
+/// [`load_sdk_config`]): our own bound around its calls follows it rather than guessing.
+pub fn operation_timeout(config: Option<&TimeoutConfig>) -> Duration {
+    config
+        .and_then(TimeoutConfig::operation_timeout)
+        .unwrap_or(OPERATION_TIMEOUT)
+}
+
 /// Loads the SDK config from `loader` with our HTTP client, timeouts and retry policy. In Lambda
 /// the loader is `aws_config::defaults(..)` (role credentials, region, and `AWS_ENDPOINT_URL`
 /// locally).

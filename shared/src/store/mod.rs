@@ -5,6 +5,7 @@ pub mod messages;
 pub mod orders;
 pub mod refunds;
 pub mod sessions;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub enum Table {
     Orders,
     Refunds,
     Messages,
+    Tokens,
 }
 
 impl Table {
@@ -28,6 +30,7 @@ impl Table {
             Self::Sessions => "session_store_unavailable",
             Self::Orders | Self::Refunds => "order_store_unavailable",
             Self::Messages => "message_store_unavailable",
+            Self::Tokens => "token_store_unavailable",
         }
     }
 }
@@ -65,7 +68,17 @@ pub(crate) async fn send<T, E, R>(
     name: &str,
     call: impl Future<Output = Result<T, SdkError<E, R>>>,
 ) -> Result<Result<T, SdkError<E, R>>, StoreError> {
-    crate::deadline::within(CALL_TIMEOUT, call)
+    send_within(CALL_TIMEOUT, table, name, call).await
+}
+
+/// [`send`] with the client's own operation timeout.
+pub(crate) async fn send_within<T, E, R>(
+    timeout: Duration,
+    table: Table,
+    name: &str,
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<Result<T, SdkError<E, R>>, StoreError> {
+    crate::deadline::within(timeout, call)
         .await
         .ok_or_else(|| StoreError::Unavailable {
             table,

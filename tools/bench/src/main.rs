@@ -423,6 +423,7 @@ async fn main() {
         ("ORDERS_TABLE", "bench-orders".into()),
         ("REFUNDS_TABLE", "bench-orders-refunds".into()),
         ("MESSAGES_TABLE", "bench-orders-messages".into()),
+        ("TOKENS_TABLE", "bench-orders-tokens".into()),
         ("APP_SECRET_ID", "bench/app".into()),
         ("PAY_SECRET_ID", "bench/pay".into()),
         ("WECHAT_API_BASE", sim.base_url()),

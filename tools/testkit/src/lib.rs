@@ -180,6 +180,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
         .args(["--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY])
         .args(["--refunds-table", &format!("{orders_table}-refunds")])
         .args(["--messages-table", &format!("{orders_table}-messages")])
+        .args(["--tokens-table", &format!("{orders_table}-tokens")])
         .output()
         .expect("python runs");
     assert!(
@@ -359,6 +360,7 @@ impl Stack {
             ("ORDERS_TABLE", orders_table.clone()),
             ("REFUNDS_TABLE", format!("{orders_table}-refunds")),
             ("MESSAGES_TABLE", format!("{orders_table}-messages")),
+            ("TOKENS_TABLE", format!("{orders_table}-tokens")),
             ("APP_SECRET_ID", secret_id.clone()),
             ("PAY_SECRET_ID", pay_secret_id.clone()),
             ("WECHAT_API_BASE", sim.base_url()),

@@ -1,6 +1,7 @@
-// The API URL printed by `sam deploy` (Outputs: ApiUrl), without a trailing slash. Add its host to
-// the mini-program's "request legal domains" in the WeChat console.
-const API_BASE = 'https://abcdef1234.execute-api.ap-east-1.amazonaws.com';
+// Your API's domain, as `sam deploy` prints it (Outputs: ApiUrl, with the BasePath if you set one),
+// without a trailing slash. A mini-program may only call HTTPS domains added to its console
+// (Outputs: RequestDomain) and, in mainland China, ICP-filed: the execute-api URL will not do.
+const API_BASE = 'https://api.example.com';
 
 App({
   globalData: { apiBase: API_BASE, shareTicket: null },

@@ -2,7 +2,8 @@
 //! its entry: HTTP routes (behind API Gateway), ops (a JSON command the merchant's back office
 //! invokes through IAM), or a schedule. [`Function::handle`] is the one place an HTTP request is
 //! routed, authenticated, given the invocation's deadline, and answered (errors as JSON carrying
-//! the request id); [`Function::invoke`] the same for an invoked or scheduled event.
+//! the request id); [`Function::invoke`] the same for an invoked or scheduled event. Both run
+//! the invocation as a [`metrics::scope`](crate::metrics::scope): its metrics name the function.
 //!
 //! `template.yaml` is the one list of functions and routes; a test holds [`FUNCTIONS`] against it.
 
@@ -155,6 +156,16 @@ impl Function {
         event: serde_json::Value,
         context: &lambda_http::Context,
     ) -> serde_json::Value {
+        let work = self.invoke_within(state, event, context);
+        crate::metrics::scope(self.name, &context.request_id, work).await
+    }
+
+    async fn invoke_within(
+        &self,
+        state: &AppState,
+        event: serde_json::Value,
+        context: &lambda_http::Context,
+    ) -> serde_json::Value {
         let deadline = crate::deadline::from_epoch_millis(context.deadline);
         let work = async {
             match self.entry {
@@ -194,6 +205,11 @@ impl Function {
     /// when the route needs it, and turns an error into its JSON answer.
     pub async fn handle(&self, state: &AppState, req: Request) -> Response<Body> {
         let request_id = request_id(&req);
+        let answer = self.answer(state, req, &request_id);
+        crate::metrics::scope(self.name, &request_id, answer).await
+    }
+
+    async fn answer(&self, state: &AppState, req: Request, request_id: &str) -> Response<Body> {
         let deadline = req
             .lambda_context_ref()
             .and_then(|c| crate::deadline::from_epoch_millis(c.deadline));
@@ -207,7 +223,7 @@ impl Function {
             )
             .with_detail("the handler was still busy at the invocation's deadline"))
         });
-        respond(answer, &request_id)
+        respond(answer, request_id)
     }
 
     async fn dispatch(&self, state: &AppState, req: &Request) -> Answer {

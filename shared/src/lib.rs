@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod flat_xml;
 pub mod function;
 pub mod handlers;
+pub mod metrics;
 pub mod net;
 pub mod opendata;
 pub mod pay;

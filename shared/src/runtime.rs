@@ -22,6 +22,8 @@ pub fn run(function: &'static Function) -> Result<(), Error> {
 /// process.
 pub async fn serve(function: &'static Function) -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    // CloudWatch Logs extracts the metrics (EMF) from the function's stdout.
+    crate::metrics::to_stdout();
     let state: &'static AppState = Box::leak(Box::new(AppState::from_env(function.parts).await?));
     match function.entry {
         Entry::Routes(_) => {

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::ApiError;
 use crate::clock::now_unix;
 use crate::config::PayApi;
+use crate::metrics::{self, Metric};
 use crate::pay::Merchant;
 use crate::pay::client::{PayError, RefundState};
 use crate::state::{AppState, Payments};
@@ -43,7 +44,8 @@ pub enum PaymentRefused {
 
 /// Records a payment WeChat Pay reported — by a notification or by a query — once: the checks
 /// every path shares, then the order's one conditional write. A payment the order cannot take is
-/// kept on the order and logged as `PAYMENT NEEDS ATTENTION` (an alarm matches it).
+/// kept on the order and logged as `PAYMENT NEEDS ATTENTION` (an alarm matches it). Counted: the
+/// order changed to PAID (`PaymentsSettled`), a transaction first kept (`PaymentAnomalies`).
 pub async fn record_payment(
     state: &AppState,
     pay: &Payments,
@@ -61,10 +63,16 @@ pub async fn record_payment(
     }
     let settled = pay.orders.settle(out_trade_no, payment).await?;
     match &settled {
-        Settled::Changed => tracing::info!(out_trade_no, transaction_id = payment.transaction_id, "order paid"),
+        Settled::Changed => {
+            tracing::info!(out_trade_no, transaction_id = payment.transaction_id, "order paid");
+            metrics::count(Metric::PaymentsSettled);
+        }
         Settled::AlreadyPaid => tracing::info!(out_trade_no, "repeated payment report: order already paid"),
         Settled::UnknownOrder => tracing::warn!(out_trade_no, "payment reported for an unknown order"),
-        Settled::NeedsAttention(reason) => {
+        Settled::NeedsAttention { reason, first } => {
+            if *first {
+                metrics::count(Metric::PaymentAnomalies);
+            }
             // The money moved; retries cannot change that. The merchant must refund or reconcile.
             tracing::error!(
                 out_trade_no,

@@ -43,6 +43,8 @@ pub enum WechatError {
     Timeout,
     #[error("WeChat could not be reached: {0}")]
     Unreachable(String),
+    #[error("WeChat answered HTTP {0}")]
+    HttpStatus(u16),
     #[error("WeChat answered with something unexpected: {0}")]
     BadResponse(String),
 }
@@ -74,8 +76,40 @@ impl WechatError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Busy | Self::Timeout | Self::Unreachable(_) | Self::BadResponse(_)
+            Self::Busy | Self::Timeout | Self::Unreachable(_) | Self::HttpStatus(_) | Self::BadResponse(_)
         )
+    }
+
+    /// WeChat's errcode behind this failure; `None` when WeChat gave none (no answer, an HTTP
+    /// error, an answer that is not its JSON). 41004 reads as 40125, its sibling.
+    pub fn errcode(&self) -> Option<i64> {
+        Some(match self {
+            Self::InvalidCode => 40029,
+            Self::CodeUsed => 40163,
+            Self::CodeBlocked => 40226,
+            Self::RateLimited => 45011,
+            Self::Busy => -1,
+            Self::InvalidAppSecret => 40125,
+            Self::AppSecretFrozen => 40243,
+            Self::IpNotWhitelisted => 40164,
+            Self::InvalidSignature => 87009,
+            Self::InvalidAppId(errcode)
+            | Self::MissingParameter(errcode)
+            | Self::InvalidAccessToken(errcode)
+            | Self::Other { errcode, .. } => *errcode,
+            Self::Timeout | Self::Unreachable(_) | Self::HttpStatus(_) | Self::BadResponse(_) => return None,
+        })
+    }
+
+    /// The `ErrCode` this failure is counted under in `WechatErrors`: the errcode, `http_<status>`,
+    /// `unreachable` (no answer: refused, reset or timed out) or `bad_response`.
+    pub fn metric_code(&self) -> String {
+        match (self.errcode(), self) {
+            (Some(errcode), _) => errcode.to_string(),
+            (None, Self::HttpStatus(status)) => format!("http_{status}"),
+            (None, Self::BadResponse(_)) => "bad_response".to_owned(),
+            (None, _) => "unreachable".to_owned(),
+        }
     }
 }
 
@@ -151,7 +185,24 @@ impl WechatClient {
 
     /// Sends `request` within this call's time budget and decodes the WeChat JSON answer.
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, WechatError> {
-        send(bounded(request, self.timeout)?).await
+        self.call(request, read_json).await
+    }
+
+    /// Sends `request` within this call's time budget and reads the answer with `read`. Every call
+    /// to WeChat goes through here, and every one that fails is counted once: `WechatErrors` under
+    /// [`WechatError::metric_code`] (also those the caller handles, as checksession's 87009). A
+    /// call never sent, for want of time, is not WeChat's failure and is not counted.
+    async fn call<T, F, Fut>(&self, request: reqwest::RequestBuilder, read: F) -> Result<T, WechatError>
+    where
+        F: FnOnce(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, WechatError>>,
+    {
+        let request = bounded(request, self.timeout)?;
+        let answer = match request.send().await {
+            Ok(response) => read(response).await,
+            Err(e) => Err(transport_error(e)),
+        };
+        answer.inspect_err(|e| crate::metrics::wechat_error(&e.metric_code()))
     }
 
     pub fn app_id(&self) -> &str {
@@ -250,24 +301,26 @@ impl WechatClient {
             .post(format!("{}/wxa/getwxacodeunlimit", self.base))
             .query(&[("access_token", access_token.expose())])
             .json(request);
-        let response = bounded(request, self.timeout)?.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let is_image = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("image/"));
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(WechatError::BadResponse(format!("HTTP {status}")));
-        }
-        if is_image {
-            return Ok(bytes.to_vec());
-        }
-        match serde_json::from_slice::<Envelope>(&bytes) {
-            Ok(e) if e.errcode != 0 => Err(WechatError::from_errcode(e.errcode, &e.errmsg)),
-            _ => Err(WechatError::BadResponse("neither an image nor a WeChat error".into())),
-        }
+        self.call(request, |response| async move {
+            let status = response.status();
+            let is_image = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("image/"));
+            let bytes = response.bytes().await.map_err(transport_error)?;
+            if !status.is_success() {
+                return Err(WechatError::HttpStatus(status.as_u16()));
+            }
+            if is_image {
+                return Ok(bytes.to_vec());
+            }
+            match serde_json::from_slice::<Envelope>(&bytes) {
+                Ok(e) if e.errcode != 0 => Err(WechatError::from_errcode(e.errcode, &e.errmsg)),
+                _ => Err(WechatError::BadResponse("neither an image nor a WeChat error".into())),
+            }
+        })
+        .await
     }
 
     /// A JSON API that takes the access token in the query (`wxa/sec/order/...`): the answer's
@@ -314,14 +367,13 @@ pub(crate) fn bounded(
     Ok(request.timeout(budget))
 }
 
-/// Sends a request and decodes a WeChat JSON answer: errors come back as HTTP 200 with a
-/// non-zero `errcode`, success either without `errcode` or with `errcode: 0`.
-async fn send<T: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T, WechatError> {
-    let response = request.send().await.map_err(transport_error)?;
+/// Decodes a WeChat JSON answer: errors come back as HTTP 200 with a non-zero `errcode`, success
+/// either without `errcode` or with `errcode: 0`.
+async fn read_json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, WechatError> {
     let status = response.status();
     let bytes = response.bytes().await.map_err(transport_error)?;
     if !status.is_success() {
-        return Err(WechatError::BadResponse(format!("HTTP {status}")));
+        return Err(WechatError::HttpStatus(status.as_u16()));
     }
     let envelope: Envelope = serde_json::from_slice(&bytes)
         .map_err(|_| WechatError::BadResponse(format!("HTTP {status} with a body that is not JSON")))?;
@@ -366,6 +418,9 @@ mod tests {
         ];
         for (code, expected) in table {
             assert_eq!(WechatError::from_errcode(code, "x"), expected, "errcode {code}");
+            let counted = if code == 41004 { 40125 } else { code };
+            assert_eq!(expected.errcode(), Some(counted), "{expected:?}");
+            assert_eq!(expected.metric_code(), counted.to_string());
         }
         assert_eq!(
             WechatError::from_errcode(89503, "risky"),
@@ -374,6 +429,16 @@ mod tests {
                 errmsg: "risky".into()
             }
         );
+    }
+
+    #[test]
+    fn failures_without_an_errcode_are_counted_by_what_went_wrong() {
+        assert_eq!(WechatError::from_errcode(89503, "risky").metric_code(), "89503");
+        assert_eq!(WechatError::HttpStatus(503).metric_code(), "http_503");
+        assert_eq!(WechatError::Timeout.metric_code(), "unreachable");
+        assert_eq!(WechatError::Unreachable("reset".into()).metric_code(), "unreachable");
+        assert_eq!(WechatError::BadResponse("x".into()).metric_code(), "bad_response");
+        assert_eq!(WechatError::HttpStatus(502).errcode(), None);
     }
 
     #[test]

@@ -384,3 +384,56 @@ fn the_demo_walks_every_route() {
         );
     }
 }
+
+/// cfn-lint in us-east-1, ap-east-1 and both China regions with every option off, a domain alone
+/// and every option on; then the SAM translation of each partition: ARNs of the region's
+/// partition, no literal amazonaws.com, least-privilege roles, the domain's resources only with
+/// a domain, three alarms per function (scripts/check_template.py says what it checks).
+#[test]
+fn the_template_deploys_in_every_partition_with_every_option_on_and_off() {
+    let output = std::process::Command::new(testkit::venv_bin("python"))
+        .arg(testkit::workspace_root().join("scripts/check_template.py"))
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The alarms on the functions' own metrics name metrics the code emits (`metrics::Metric`), in
+/// its namespace, by the function dimension it writes.
+#[test]
+fn the_alarms_watch_metrics_the_functions_emit() {
+    use wxa_shared::metrics::{Metric, NAMESPACE};
+    let template = testkit::template();
+    let mut watched = 0;
+    for resource in template["Resources"].as_object().unwrap().values() {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let properties = &resource["Properties"];
+        let mut metrics = vec![properties.clone()];
+        if let Some(stats) = properties["Metrics"].as_array() {
+            metrics.extend(stats.iter().map(|m| m["MetricStat"]["Metric"].clone()));
+        }
+        for metric in metrics.iter().filter(|m| m["Namespace"] == NAMESPACE) {
+            let name = metric["MetricName"].as_str().unwrap();
+            assert!(
+                Metric::ALL.iter().any(|m| m.name() == name),
+                "an alarm watches {name}, which no function emits"
+            );
+            let dimensions: Vec<&str> = metric["Dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["Name"].as_str().unwrap())
+                .collect();
+            assert_eq!(dimensions, ["Function"], "{name}");
+            watched += 1;
+        }
+    }
+    assert!(watched >= 6, "the payment and push alarms watch the functions' metrics");
+}

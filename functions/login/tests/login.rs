@@ -90,6 +90,19 @@ async fn the_unchanged_event_file_reaches_wechat_and_gets_invalid_code() {
     assert_eq!(stack.sim_calls("jscode2session").await, 1);
 }
 
+/// Behind a custom domain with a base path (`https://api.example.com/v1/login`) API Gateway keeps
+/// the base path in `rawPath`; the function routes by the route key and answers the same.
+#[tokio::test]
+async fn a_base_path_before_the_route_changes_nothing() {
+    let stack = Stack::start().await;
+    let code = stack.mint_code("o_base_path").await;
+    let mut request = event_with_body("login.json", &login_body(&code));
+    *request.uri_mut() = "https://api.example.com/v1/login".parse().unwrap();
+    let (status, body) = read(&login::FUNCTION.handle(&stack.state, request).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["openid"], "o_base_path");
+}
+
 #[tokio::test]
 async fn unionid_is_returned_and_stored_when_wechat_sends_it() {
     let stack = Stack::start().await;

@@ -145,7 +145,7 @@ impl From<crate::wechat::WechatError> for ApiError {
                 "wechat_timeout",
                 "WeChat did not answer in time",
             ),
-            W::Unreachable(_) | W::BadResponse(_) => ApiError::new(
+            W::Unreachable(_) | W::HttpStatus(_) | W::BadResponse(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_unavailable",
                 "WeChat could not be reached or answered unexpectedly: try again later",
@@ -231,7 +231,7 @@ impl From<crate::pay::client::PayError> for ApiError {
                 "wechatpay_signature_invalid",
                 "WeChat Pay's answer did not carry a valid signature: nothing was stored",
             ),
-            P::Unavailable(_) => ApiError::new(
+            P::Unavailable(_) | P::HttpStatus(_) | P::BadAnswer(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "wechatpay_unavailable",
                 "WeChat Pay could not be reached: try again",

@@ -65,6 +65,7 @@ async fn login(state: &AppState, req: &Request) -> Answer {
         )
         .await?;
     tracing::info!(openid = %exchanged.openid, "login ok");
+    crate::metrics::count(crate::metrics::Metric::Logins);
     Ok(json_response(
         StatusCode::OK,
         &LoginResponse {

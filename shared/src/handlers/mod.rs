@@ -76,7 +76,7 @@ pub(crate) async fn open_sealed<T: DeserializeOwned>(
         .with_detail(e)),
         FailureClass::StoredKey => {
             // The stored key is not a key: the session is unusable.
-            state.sessions()?.revoke(session).await?;
+            state.sessions()?.revoke_stale(session).await?;
             Err(session_key_expired().with_detail(e))
         }
         FailureClass::Malformed => Err(ApiError::bad_request(
@@ -101,13 +101,14 @@ pub(crate) async fn reject_open_data(
         let sessions = state.sessions()?;
         match key_still_current(state, session).await {
             Some(false) => {
-                sessions.revoke(session).await?;
+                sessions.revoke_stale(session).await?;
                 Ok(session_key_expired())
             }
             current => {
                 sessions.record_failure(session).await?;
                 // When WeChat cannot say, a rotated key is by far the likeliest cause.
                 Ok(if current == Some(true) {
+                    crate::metrics::count(crate::metrics::Metric::OpenDataFailures);
                     invalid_open_data()
                 } else {
                     session_key_expired()

@@ -90,6 +90,7 @@ async fn notify(state: &AppState, req: &Request) -> Answer {
                 tracing::error!(status = f.status.as_u16(), detail = %f.detail, "payment notification failed");
             } else {
                 tracing::warn!(status = f.status.as_u16(), detail = %f.detail, "payment notification refused");
+                crate::metrics::count(crate::metrics::Metric::NotificationsRejected);
             }
             if is_xml {
                 xml_reply(f.status, "FAIL", f.message)

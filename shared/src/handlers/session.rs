@@ -36,7 +36,7 @@ async fn check(state: &AppState, session: &Session, _req: &Request) -> Answer {
     let valid = state.wechat()?.check_session(session).await?;
     if !valid {
         // Data the phone sends now is sealed under a key this session does not hold.
-        state.sessions()?.revoke(session).await?;
+        state.sessions()?.revoke_stale(session).await?;
         tracing::info!(openid = %session.openid, "stale session revoked");
     }
     Ok(json_response(
@@ -51,7 +51,7 @@ async fn reset_key(state: &AppState, session: &Session, _req: &Request) -> Answe
         Ok(key) => key,
         // WeChat does not recognise the key we hold: only a new wx.login helps.
         Err(TokenError::Wechat(WechatError::InvalidSignature)) => {
-            sessions.revoke(session).await?;
+            sessions.revoke_stale(session).await?;
             return Err(session_key_expired().with_detail("resetusersessionkey refused the stored key (87009)"));
         }
         Err(other) => return Err(other.into()),

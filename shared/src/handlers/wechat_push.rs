@@ -47,8 +47,10 @@ pub const FUNCTION: Function = Function {
     ]),
 };
 
-/// The one answer to a push (or URL check) that does not check out, whatever failed.
+/// The one answer to a push (or URL check) that does not check out, whatever failed; counted
+/// (`NotificationsRejected`).
 fn invalid_push(why: impl std::fmt::Display) -> ApiError {
+    crate::metrics::count(crate::metrics::Metric::NotificationsRejected);
     ApiError::unauthorized(
         "invalid_push",
         "the push is not signed by WeChat for this app, or is stale",

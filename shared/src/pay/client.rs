@@ -21,6 +21,10 @@ pub enum PayError {
     BadSignature(String),
     #[error("WeChat Pay is unavailable: {0}")]
     Unavailable(String),
+    #[error("WeChat Pay answered HTTP {0}")]
+    HttpStatus(u16),
+    #[error("WeChat Pay answered something unexpected: {0}")]
+    BadAnswer(String),
     #[error("WeChat Pay did not answer in time")]
     Timeout,
     #[error("WeChat Pay does not know it ({0})")]
@@ -30,7 +34,21 @@ pub enum PayError {
 impl PayError {
     /// Worth one more try: the order request is idempotent for the same out_trade_no.
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Timeout)
+        matches!(self, Self::Unavailable(_) | Self::HttpStatus(_) | Self::Timeout)
+    }
+
+    /// The `ErrCode` this failure is counted under in `WechatErrors`: WeChat Pay's error code,
+    /// `http_<status>`, `unreachable` (no answer: refused, reset or timed out), `bad_signature`
+    /// or `bad_response`.
+    pub fn metric_code(&self) -> String {
+        match self {
+            Self::Rejected { code, .. } | Self::NotFound(code) => code.clone(),
+            Self::HttpStatus(status) => format!("http_{status}"),
+            Self::BadSignature(_) => "bad_signature".to_owned(),
+            Self::BadAnswer(_) => "bad_response".to_owned(),
+            Self::Unavailable(_) | Self::Timeout => "unreachable".to_owned(),
+            Self::NotConfigured(_) => "not_configured".to_owned(),
+        }
     }
 }
 
@@ -53,7 +71,7 @@ struct V3Answer {
 impl V3Answer {
     fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayError> {
         serde_json::from_slice(&self.bytes)
-            .map_err(|e| PayError::Unavailable(format!("an answer that is not the expected JSON: {e}")))
+            .map_err(|e| PayError::BadAnswer(format!("an answer that is not the expected JSON: {e}")))
     }
 }
 
@@ -120,6 +138,23 @@ impl PayClient {
     fn bounded(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, PayError> {
         let budget = crate::deadline::budget(self.timeout).ok_or(PayError::Timeout)?;
         Ok(request.timeout(budget))
+    }
+
+    /// Sends `request` within this call's time budget and reads the answer with `read`. Every call
+    /// to WeChat Pay goes through here, and every one that fails is counted once: `WechatErrors`
+    /// under [`PayError::metric_code`] (also those the caller handles, as `ORDER_NOT_EXIST`). A
+    /// call never sent, for want of time, is not WeChat Pay's failure and is not counted.
+    async fn call<T, F, Fut>(&self, request: reqwest::RequestBuilder, read: F) -> Result<T, PayError>
+    where
+        F: FnOnce(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, PayError>>,
+    {
+        let request = self.bounded(request)?;
+        let answer = match request.send().await {
+            Ok(response) => read(response).await,
+            Err(e) => Err(transport(e)),
+        };
+        answer.inspect_err(|e| crate::metrics::wechat_error(&e.metric_code()))
     }
 
     /// Places a JSAPI order (APIv3) and returns its prepay_id. One retry on a transient failure.
@@ -191,56 +226,58 @@ impl PayClient {
         if !body.is_empty() {
             request = request.header("Content-Type", "application/json").body(body);
         }
-        let response = self.bounded(request)?.send().await.map_err(transport)?;
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (timestamp, nonce, signature, serial) = (
-            header("Wechatpay-Timestamp"),
-            header("Wechatpay-Nonce"),
-            header("Wechatpay-Signature"),
-            header("Wechatpay-Serial"),
-        );
-        let bytes = response.bytes().await.map_err(transport)?;
-        if status.is_server_error() {
-            return Err(PayError::Unavailable(format!("HTTP {status}")));
-        }
-        #[derive(serde::Deserialize)]
-        struct Failure {
-            code: String,
-            message: String,
-        }
-        if !status.is_success() {
-            let failure: Failure = serde_json::from_slice(&bytes).unwrap_or(Failure {
-                code: format!("HTTP_{}", status.as_u16()),
-                message: String::new(),
-            });
-            return Err(if status == reqwest::StatusCode::NOT_FOUND {
-                PayError::NotFound(failure.code)
-            } else {
-                PayError::Rejected {
-                    code: failure.code,
-                    message: failure.message,
-                }
-            });
-        }
-        // A 204 carries nothing to trust; anything with a body is read only once verified.
-        if !bytes.is_empty() {
-            let headers = SignedHeaders {
-                timestamp: timestamp.as_deref(),
-                nonce: nonce.as_deref(),
-                signature: signature.as_deref(),
-                serial: serial.as_deref(),
+        self.call(request, |response| async move {
+            let status = response.status();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
             };
-            v3::verify_signed(&headers, &bytes, merchant.platform_keys(), now_unix())
-                .map_err(|e| PayError::BadSignature(e.to_string()))?;
-        }
-        Ok(V3Answer { bytes: bytes.to_vec() })
+            let (timestamp, nonce, signature, serial) = (
+                header("Wechatpay-Timestamp"),
+                header("Wechatpay-Nonce"),
+                header("Wechatpay-Signature"),
+                header("Wechatpay-Serial"),
+            );
+            let bytes = response.bytes().await.map_err(transport)?;
+            if status.is_server_error() {
+                return Err(PayError::HttpStatus(status.as_u16()));
+            }
+            #[derive(serde::Deserialize)]
+            struct Failure {
+                code: String,
+                message: String,
+            }
+            if !status.is_success() {
+                let failure: Failure = serde_json::from_slice(&bytes).unwrap_or(Failure {
+                    code: format!("http_{}", status.as_u16()),
+                    message: String::new(),
+                });
+                return Err(if status == reqwest::StatusCode::NOT_FOUND {
+                    PayError::NotFound(failure.code)
+                } else {
+                    PayError::Rejected {
+                        code: failure.code,
+                        message: failure.message,
+                    }
+                });
+            }
+            // A 204 carries nothing to trust; anything with a body is read only once verified.
+            if !bytes.is_empty() {
+                let headers = SignedHeaders {
+                    timestamp: timestamp.as_deref(),
+                    nonce: nonce.as_deref(),
+                    signature: signature.as_deref(),
+                    serial: serial.as_deref(),
+                };
+                v3::verify_signed(&headers, &bytes, merchant.platform_keys(), now_unix())
+                    .map_err(|e| PayError::BadSignature(e.to_string()))?;
+            }
+            Ok(V3Answer { bytes: bytes.to_vec() })
+        })
+        .await
     }
 
     /// The transaction of `out_trade_no` as WeChat Pay knows it (query by the merchant's number).
@@ -293,35 +330,37 @@ impl PayClient {
             .post(format!("{}/pay/unifiedorder", self.base))
             .header("Content-Type", "text/xml; charset=utf-8")
             .body(v2::to_xml(&fields));
-        let response = self.bounded(request)?.send().await.map_err(transport)?;
-        let status = response.status();
-        let text = response.text().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(PayError::Unavailable(format!("HTTP {status}")));
-        }
-        let answer = v2::from_xml(&text).ok_or_else(|| PayError::Unavailable("an answer that is not XML".into()))?;
-        let get = |k: &str| answer.get(k).map(String::as_str).unwrap_or_default();
-        if get("return_code") != "SUCCESS" {
-            return Err(PayError::Rejected {
-                code: "FAIL".into(),
-                message: get("return_msg").into(),
-            });
-        }
-        if !v2::verify_answer(&answer, key, sign_type) {
-            return Err(PayError::BadSignature(
-                "the sign of the unifiedorder answer does not match".into(),
-            ));
-        }
-        if get("result_code") != "SUCCESS" {
-            return Err(PayError::Rejected {
-                code: get("err_code").into(),
-                message: get("err_code_des").into(),
-            });
-        }
-        match get("prepay_id") {
-            "" => Err(PayError::Unavailable("an answer without prepay_id".into())),
-            id => Ok(id.to_owned()),
-        }
+        self.call(request, |response| async move {
+            let status = response.status();
+            let text = response.text().await.map_err(transport)?;
+            if !status.is_success() {
+                return Err(PayError::HttpStatus(status.as_u16()));
+            }
+            let answer = v2::from_xml(&text).ok_or_else(|| PayError::BadAnswer("an answer that is not XML".into()))?;
+            let get = |k: &str| answer.get(k).map(String::as_str).unwrap_or_default();
+            if get("return_code") != "SUCCESS" {
+                return Err(PayError::Rejected {
+                    code: "FAIL".into(),
+                    message: get("return_msg").into(),
+                });
+            }
+            if !v2::verify_answer(&answer, key, sign_type) {
+                return Err(PayError::BadSignature(
+                    "the sign of the unifiedorder answer does not match".into(),
+                ));
+            }
+            if get("result_code") != "SUCCESS" {
+                return Err(PayError::Rejected {
+                    code: get("err_code").into(),
+                    message: get("err_code_des").into(),
+                });
+            }
+            match get("prepay_id") {
+                "" => Err(PayError::BadAnswer("an answer without prepay_id".into())),
+                id => Ok(id.to_owned()),
+            }
+        })
+        .await
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{StoreError, Table, applied, is_condition_failure, send, store_error};
 
@@ -194,7 +194,8 @@ pub enum Settled {
     /// No order has this out_trade_no.
     UnknownOrder,
     /// The order could not take this payment; it is kept on the order for the merchant.
-    NeedsAttention(String),
+    /// `first`: this report is the first of this transaction (repeats keep nothing new).
+    NeedsAttention { reason: String, first: bool },
 }
 
 #[derive(Clone)]
@@ -492,13 +493,13 @@ impl OrderStore {
         } else {
             "paid by another user".to_owned()
         };
-        self.flag(out_trade_no, payment.transaction_id, &reason).await?;
-        Ok(Settled::NeedsAttention(reason))
+        let first = self.flag(out_trade_no, payment.transaction_id, &reason).await?;
+        Ok(Settled::NeedsAttention { reason, first })
     }
 
     /// Marks the order for the merchant's attention and keeps the transaction id (a string set,
-    /// so a repeated notification changes nothing).
-    async fn flag(&self, out_trade_no: &str, transaction_id: &str, reason: &str) -> Result<(), StoreError> {
+    /// so a repeated notification changes nothing). Whether the transaction was not kept before.
+    async fn flag(&self, out_trade_no: &str, transaction_id: &str, reason: &str) -> Result<bool, StoreError> {
         let request = self
             .client
             .update_item()
@@ -512,11 +513,18 @@ impl OrderStore {
             .expression_attribute_names("#txs", attr::ATTENTION_TRANSACTIONS)
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":why", AttributeValue::S(reason.to_owned()))
-            .expression_attribute_values(":tx", AttributeValue::Ss(vec![transaction_id.to_owned()]));
-        send(Table::Orders, &self.table, request.send())
+            .expression_attribute_values(":tx", AttributeValue::Ss(vec![transaction_id.to_owned()]))
+            // The item as it was (moto answers UPDATED_OLD only for values that changed).
+            .return_values(ReturnValue::AllOld);
+        let output = send(Table::Orders, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
-        Ok(())
+        let kept_before = output
+            .attributes()
+            .and_then(|old| old.get(attr::ATTENTION_TRANSACTIONS))
+            .and_then(|txs| txs.as_ss().ok())
+            .is_some_and(|txs| txs.iter().any(|tx| tx == transaction_id));
+        Ok(!kept_before)
     }
 }
 

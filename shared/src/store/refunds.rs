@@ -218,8 +218,24 @@ impl RefundStore {
 
     /// Records the state WeChat Pay gives a refund (PROCESSING, SUCCESS, ABNORMAL; CLOSED gives
     /// the reservation back). Changes a refund at most once per state, and never out of a final
-    /// one.
+    /// one. A refund that leaves REQUESTED here is one WeChat Pay has accepted: counted
+    /// (`Refunds`) by whichever tells first, the answer to applying, a query or a notification.
     pub async fn record(
+        &self,
+        refund: &Refund,
+        status: &str,
+        refund_id: Option<&str>,
+        success_time: Option<&str>,
+        now: u64,
+    ) -> Result<Change, StoreError> {
+        let change = self.record_state(refund, status, refund_id, success_time, now).await?;
+        if change == Change::Changed && refund.status == REQUESTED {
+            crate::metrics::count(crate::metrics::Metric::Refunds);
+        }
+        Ok(change)
+    }
+
+    async fn record_state(
         &self,
         refund: &Refund,
         status: &str,

@@ -221,9 +221,23 @@ impl SessionStore {
                 failures,
                 "session revoked: too many open-data failures"
             );
+            // Counted by the failure that reached the budget (a concurrent one past it deletes
+            // the session too, but is not another revocation).
+            if failures == FAILURE_BUDGET {
+                crate::metrics::count(crate::metrics::Metric::SessionsRevoked);
+            }
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Deletes a session whose key no longer works — WeChat holds another (the user ran
+    /// `wx.login` again), or the stored one is not a key — and counts it (`SessionsRevoked`).
+    /// A logout is [`revoke`](Self::revoke).
+    pub async fn revoke_stale(&self, session: &Session) -> Result<(), StoreError> {
+        self.revoke(session).await?;
+        crate::metrics::count(crate::metrics::Metric::SessionsRevoked);
+        Ok(())
     }
 
     /// Deletes the session (one `DeleteItem`): its token stops working at once.

@@ -5,6 +5,7 @@
 mod merchant;
 mod push;
 mod secret_arg;
+mod secrets;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ enum Command {
     Jscode2session(Jscode2session),
     PushDecrypt(push::PushDecrypt),
     Merchant(merchant::Merchant),
+    #[command(subcommand)]
+    Secrets(secrets::Secrets),
 }
 
 /// Decrypt open data (encryptedData + iv) with a session_key and check its watermark.
@@ -185,6 +188,8 @@ enum Failure {
     /// No answer to go by (AWS, the network, an answer outside the contract): exit 2, as for a
     /// usage error, so that exit 1 always means the function answered.
     NoAnswer(String),
+    /// What was given cannot be used (a secret's shape, a file): `wxa <command>: reason`, exit 2.
+    Usage(String),
 }
 
 /// clap's (and the convention's) status for a usage error.
@@ -357,6 +362,7 @@ impl Command {
             Command::Jscode2session(c) => c.run().await,
             Command::PushDecrypt(c) => c.run(),
             Command::Merchant(c) => return c.run().await,
+            Command::Secrets(c) => return c.run().await,
         };
         done.map_err(Failure::Reason)
     }
@@ -498,6 +504,10 @@ async fn main() -> ExitCode {
         Err(Failure::NoAnswer(reason)) => {
             eprintln!("{name}: {reason}");
             ExitCode::from(NO_ANSWER)
+        }
+        Err(Failure::Usage(reason)) => {
+            eprintln!("{name}: {reason}");
+            ExitCode::from(USAGE_ERROR)
         }
     }
 }

@@ -427,7 +427,7 @@ fn not_invoked(name: &str, error: &SdkError<InvokeError>) -> Failure {
 }
 
 /// An error and its sources on one line (the SDK's own Display says only "service error").
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -440,7 +440,7 @@ fn causes(error: &dyn std::error::Error) -> String {
     one_line(&text)
 }
 
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -387,8 +387,9 @@ fn transport_error(e: reqwest::Error) -> WechatError {
     if e.is_timeout() {
         WechatError::Timeout
     } else {
-        // Without the URL: it carries the app secret in its query string.
-        WechatError::Unreachable(e.without_url().to_string())
+        // Without the URL: it carries the app secret in its query string. With the sources: the
+        // reason (refused, reset, the TLS failure) is only there.
+        WechatError::Unreachable(crate::net::error_chain(&e.without_url()))
     }
 }
 

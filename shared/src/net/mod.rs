@@ -54,6 +54,24 @@ pub fn root_store(roots: TlsRoots) -> rustls::RootCertStore {
     store
 }
 
+/// `error` and its chain of sources, `: `-separated, for the log: a failed call's own message
+/// ("error sending request") says little; the reason is further down (connection refused, or the
+/// TLS failure: `invalid peer certificate: UnknownIssuer`). A source whose text its parent already
+/// ends with is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !line.is_empty() && !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What every client shares: `tls` (from [`tls_config`]) and pooled connections dropped while idle.
 fn client_builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -157,6 +175,9 @@ mod tests {
         assert!(err.is_connect(), "{err:?}");
         let chain = format!("{:?}", std::error::Error::source(&err));
         assert!(chain.contains("InvalidCertificate"), "{chain}");
+        // What the log is given names the reason, which the error's own message does not.
+        let logged = error_chain(&err.without_url());
+        assert!(logged.contains("invalid peer certificate"), "{logged}");
     }
 
     /// A TLS server on 127.0.0.1 presenting the simulator's self-signed test certificate.

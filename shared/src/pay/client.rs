@@ -368,6 +368,6 @@ fn transport(e: reqwest::Error) -> PayError {
     if e.is_timeout() {
         PayError::Timeout
     } else {
-        PayError::Unavailable(e.without_url().to_string())
+        PayError::Unavailable(crate::net::error_chain(&e.without_url()))
     }
 }

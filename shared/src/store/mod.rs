@@ -99,13 +99,20 @@ pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
             name: name.to_owned(),
         }
     } else {
-        let detail = e
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| aws_error_kind(&e).to_string());
+        let detail = e.message().map(str::to_owned).unwrap_or_else(|| match &e {
+            // Why the connection failed (refused, reset, the TLS failure), for the log.
+            SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+                Some(cause) => format!("{}: {}", aws_error_kind(&e), crate::net::error_chain(cause)),
+                None => aws_error_kind(&e).to_string(),
+            },
+            _ => aws_error_kind(&e).to_string(),
+        });
         StoreError::Unavailable {
             table,
-            detail: format!("{name}: {code} {detail}").trim().to_owned(),
+            detail: match code {
+                "" => format!("{name}: {detail}"),
+                code => format!("{name}: {code} {detail}"),
+            },
         }
     }
 }

@@ -26,6 +26,7 @@ use wxa_shared::function::Function;
 use wxa_shared::{AppState, Config};
 
 pub mod invoke;
+pub mod tls;
 
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";
 pub const APP_SECRET: &str = "test-app-secret-0123456789abcdef";
@@ -155,11 +156,24 @@ pub fn test_tls() -> rustls::ClientConfig {
 /// SDK config pointed at `endpoint` with moto's dummy credentials, through the same timeout
 /// and retry settings as production.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    sdk_config_over(endpoint, &test_tls()).await
+}
+
+/// [`sdk_config`] with its HTTP client on `tls` (for an `https://` endpoint).
+pub async fn sdk_config_over(endpoint: &str, tls: &rustls::ClientConfig) -> SdkConfig {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(Credentials::from_keys("test", "test", None));
-    wxa_shared::net::aws::load_sdk_config(loader, &test_tls()).await
+    wxa_shared::net::aws::load_sdk_config(loader, tls).await
+}
+
+/// The simulator's app: the test app id and secret.
+fn sim_config() -> SimConfig {
+    SimConfig {
+        app_id: APP_ID.into(),
+        app_secret: APP_SECRET.into(),
+    }
 }
 
 /// Creates the sessions and orders tables from `template.yaml` and the app secret, with the same
@@ -322,6 +336,9 @@ pub struct Stack {
     pub aws_calls: AwsCalls,
     /// Throttles the state's DynamoDB client.
     pub throttle: Throttle,
+    /// The TLS configuration of the state's clients ([`test_tls`], or `TLS_ROOTS=system` under
+    /// [`Stack::start_tls`]).
+    pub tls: rustls::ClientConfig,
 }
 
 impl Stack {
@@ -336,15 +353,40 @@ impl Stack {
 
     /// Starts a stack on the moto server at `endpoint` (a private one, for fault tests).
     pub async fn start_on(endpoint: &str, tune: impl FnOnce(&mut Config)) -> Self {
-        let sim = SimServer::start(
-            SimConfig {
-                app_id: APP_ID.into(),
-                app_secret: APP_SECRET.into(),
-            },
+        let sim = SimServer::start(sim_config(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("simulator starts");
+        Self::start_around(sim, endpoint, None, tune).await
+    }
+
+    /// A stack whose every remote call goes over TLS, as in production: the simulator serves
+    /// HTTPS with `sim_leaf` at `https://localhost:PORT`, the AWS SDK talks to `aws_endpoint`
+    /// (a [`tls::TlsProxy`] in front of the shared moto server), and the functions run with
+    /// `TLS_ROOTS=system`, so the roots are the CA bundle `SSL_CERT_FILE` names (the caller sets
+    /// it first). The state's TLS configuration is built from that setting, and the SDK's and the
+    /// test's own HTTP client on it, as `AppState::from_env` does. Tables and secrets are set up
+    /// over moto's plain endpoint.
+    pub async fn start_tls(aws_endpoint: &str, sim_leaf: &tls::Leaf) -> Self {
+        let sim = SimServer::start_tls(
+            sim_config(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
+            &sim_leaf.chain_pem,
+            &sim_leaf.key_pem,
         )
         .await
         .expect("simulator starts");
+        Self::start_around(sim, &moto().endpoint, Some(aws_endpoint), |_| {}).await
+    }
+
+    /// A stack around `sim`, its tables and secrets made on the moto server at `endpoint`; the
+    /// state reaches AWS at `tls_endpoint` over TLS with `TLS_ROOTS=system` when given, else at
+    /// `endpoint` with [`test_tls`].
+    async fn start_around(
+        sim: SimServer,
+        endpoint: &str,
+        tls_endpoint: Option<&str>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let endpoint = endpoint.to_owned();
         let table = unique("sessions");
         let orders_table = unique("orders");
@@ -368,10 +410,22 @@ impl Stack {
             ("PAY_NOTIFY_URL", notify_url.clone()),
         ]
         .into_iter()
+        .chain(tls_endpoint.map(|_| ("TLS_ROOTS", "system".to_owned())))
         .collect();
         let mut config = Config::from_lookup(Parts::ALL, |name| env.get(name).cloned()).expect("test config is valid");
         tune(&mut config);
-        let sdk = sdk_config(&endpoint).await;
+        let (tls, sdk) = match tls_endpoint {
+            Some(tls_endpoint) => {
+                let tls = wxa_shared::net::tls_config(config.tls_roots);
+                let sdk = sdk_config_over(tls_endpoint, &tls).await;
+                (tls, sdk)
+            }
+            None => (test_tls(), sdk_config(&endpoint).await),
+        };
+        let http = match tls_endpoint {
+            Some(_) => wxa_shared::net::http_client(&tls, Duration::from_secs(2), Some(Duration::from_secs(10))),
+            None => reqwest::Client::new(),
+        };
         let aws_calls = AwsCalls::default();
         let throttle = Throttle::default();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
@@ -389,7 +443,7 @@ impl Stack {
             config,
             dynamodb.clone(),
             secretsmanager.clone(),
-            &test_tls(),
+            &tls,
         ));
         let notify_server = tokio::spawn(serve_function(
             notify_listener,
@@ -409,9 +463,10 @@ impl Stack {
             env,
             dynamodb,
             secretsmanager,
-            http: reqwest::Client::new(),
+            http,
             aws_calls,
             throttle,
+            tls,
         }
     }
 
@@ -431,7 +486,7 @@ impl Stack {
                 .or_else(|| self.env.get(name).cloned())
         };
         let config = Config::from_lookup(function.parts, lookup).unwrap_or_else(|e| panic!("{}: {e}", function.name));
-        AppState::from_clients(config, self.dynamodb.clone(), self.secretsmanager.clone(), &test_tls())
+        AppState::from_clients(config, self.dynamodb.clone(), self.secretsmanager.clone(), &self.tls)
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

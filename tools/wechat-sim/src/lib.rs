@@ -105,6 +105,8 @@ pub fn router(config: SimConfig) -> Router {
 pub struct SimServer {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Served over HTTPS ([`SimServer::start_tls`]).
+    tls: bool,
 }
 
 impl SimServer {
@@ -116,11 +118,112 @@ impl SimServer {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, task })
+        Ok(Self { addr, task, tls: false })
+    }
+
+    /// [`SimServer::start`] over HTTPS: serves the same API with the certificate chain and key
+    /// given as PEM (the leaf first), as the real hosts do. Its base URL is
+    /// `https://localhost:PORT`, so that the leaf is checked for the name `localhost`.
+    pub async fn start_tls(
+        config: SimConfig,
+        addr: SocketAddr,
+        cert_chain_pem: &str,
+        key_pem: &str,
+    ) -> std::io::Result<Self> {
+        let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(config);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(TlsListener::new(listener, acceptor), app).await;
+        });
+        Ok(Self { addr, task, tls: true })
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+}
+
+/// A TLS server configuration (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1) from PEM: the chain (leaf
+/// first) and its private key.
+pub fn tls_acceptor(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid(&e))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TCP connections and hands axum the ones whose TLS handshake completed. Handshakes run
+/// concurrently, so a client that stalls or refuses the certificate holds up no one else.
+struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let local_addr = listener.local_addr().expect("a bound listener has an address");
+        let (sender, accepted) = tokio::sync::mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, sender) = (acceptor.clone(), sender.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        let _ = sender.send((tls, peer)).await;
+                    }
+                });
+            }
+        });
+        Self {
+            accepted,
+            local_addr,
+            task,
+        }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task ended (it never does while this listener lives).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
     }
 }
 

@@ -9,6 +9,14 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Unix milliseconds: leases and refresh times shared by containers a second apart.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// `unix` as RFC 3339 in China time (`2026-11-26T12:00:00+08:00`), as WeChat's order APIs take
 /// times.
 pub fn rfc3339_china(unix: u64) -> String {

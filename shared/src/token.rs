@@ -24,6 +24,7 @@ use sha2::Sha256;
 use tokio::sync::Mutex;
 
 use crate::cache::usable_for;
+use crate::clock::now_unix_ms as now_ms;
 use crate::redacted::Secret;
 use crate::secret_store::{AppSecrets, SecretCache, SecretsError};
 use crate::store::StoreError;
@@ -74,13 +75,6 @@ fn jittered(pause: Duration) -> Duration {
     let mut byte = [0u8; 1];
     getrandom::fill(&mut byte).expect("the OS random source is available");
     pause + pause.mul_f64(f64::from(byte[0]) / 510.0)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -362,8 +356,7 @@ impl AccessTokenCache {
             item = slot.name,
             "no shared credential became usable in time; fetching one for this container"
         );
-        let (value, lifetime) = fetch().await?;
-        Ok(local.keep(value, "own", now_ms() + millis(usable_for(lifetime))))
+        Self::fetch_own(&mut local, &fetch).await
     }
 
     fn aad(&self, name: &str, v: &SealedValue) -> String {
@@ -420,6 +413,15 @@ impl AccessTokenCache {
         Fut: Future<Output = Result<(Secret, Duration), TokenError>>,
     {
         tracing::warn!(error = %cause, "the tokens table is unavailable; fetching a credential for this container");
+        Self::fetch_own(local, fetch).await
+    }
+
+    /// A value for this container alone (not published), used until its own refresh is due.
+    async fn fetch_own<F, Fut>(local: &mut Local, fetch: &F) -> Result<Held, TokenError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(Secret, Duration), TokenError>>,
+    {
         let (value, lifetime) = fetch().await?;
         Ok(local.keep(value, "own", now_ms() + millis(usable_for(lifetime))))
     }

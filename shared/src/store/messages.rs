@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{StoreError, Table, applied, send, store_error};
+use super::{StoreError, Table, applied, n, s, send, store_error};
 
 pub mod attr {
     pub const PK: &str = "pk";
@@ -76,14 +76,6 @@ pub struct MediaCheck {
 pub struct MessageStore {
     client: Client,
     table: String,
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 impl MessageStore {

@@ -59,6 +59,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A string attribute.
+pub(crate) fn s(value: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(value.to_owned())
+}
+
+/// A number attribute.
+pub(crate) fn n(value: u64) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::N(value.to_string())
+}
+
 /// The longest a DynamoDB call may take: the SDK's own operation timeout (see `net/aws.rs`).
 pub(crate) const CALL_TIMEOUT: Duration = crate::net::aws::OPERATION_TIMEOUT;
 

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::orders::{self, Order, PAID};
-use super::{StoreError, Table, is_condition_failure, send, store_error};
+use super::{StoreError, Table, is_condition_failure, n, s, send, store_error};
 
 pub mod attr {
     pub const OUT_REFUND_NO: &str = "out_refund_no";
@@ -349,14 +349,6 @@ fn cancelled_conditions<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<[
     let reasons = cancelled.cancellation_reasons();
     let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
     (failed(0) || failed(1)).then(|| [failed(0), failed(1)])
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn refund_from_item(item: &HashMap<String, AttributeValue>) -> Result<Refund, StoreError> {

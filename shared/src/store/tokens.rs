@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{StoreError, Table, applied, store_error};
+use super::{StoreError, Table, applied, n, s, store_error};
 
 pub mod attr {
     pub const NAME: &str = "name";
@@ -61,14 +61,6 @@ pub struct TokenStore {
     table: String,
     /// The client's operation timeout, which bounds each call here too.
     call_timeout: std::time::Duration,
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn number(item: &HashMap<String, AttributeValue>, name: &'static str) -> Result<Option<u64>, StoreError> {

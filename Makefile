@@ -42,7 +42,8 @@ build: venv
 	PATH="$(CURDIR)/.venv/bin:$$PATH" cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/lambda/*/bootstrap
 
-## make bench: cold starts, throughput, warm CPU (criterion + wechatpy), the 1,000-container token fleet and arm64 sizes, written
+## make bench: cold starts, throughput, the cold journey over TLS under a modelled network, warm CPU (criterion + wechatpy),
+## the 1,000-container token fleet and arm64 sizes, written
 ## to BENCHMARKS.md (release builds: slow the first time)
 bench: venv build
 	@bash scripts/venv.sh .venv-bench scripts/requirements-bench.txt
@@ -50,6 +51,7 @@ bench: venv build
 	mkdir -p target/bench
 	target/release/coldstart --runs $${RUNS:-20} --out target/bench/coldstart.json
 	target/release/coldstart --throughput $${EVENTS:-1000} --out target/bench/throughput.json
+	target/release/coldstart --journey --runs $${JOURNEY_RUNS:-10} --out target/bench/journey.json
 	cargo bench -p wxa-shared --bench warm
 	.venv-bench/bin/python scripts/bench_wechatpy.py > target/bench/wechatpy.json
 	bash scripts/bench_jitter.sh

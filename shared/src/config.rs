@@ -85,7 +85,7 @@ impl Parts {
 
     /// Every setting these parts read: `(name, required)`.
     pub fn settings(&self) -> Vec<(&'static str, bool)> {
-        let mut names = vec![("APP_ID", true), ("TLS_ROOTS", false)];
+        let mut names = vec![("APP_ID", true), ("TLS_ROOTS", false), ("CONNECT_AT_INIT", false)];
         let mut add = |on: bool, list: &[(&'static str, bool)]| {
             if on {
                 for item in list {
@@ -180,6 +180,9 @@ pub struct Config {
     pub app_id: String,
     /// Trusted TLS roots (`TLS_ROOTS`: `bundled`, the default, or `system`).
     pub tls_roots: TlsRoots,
+    /// Whether init opens the function's connections and reads its credentials before the first
+    /// request (`CONNECT_AT_INIT`: `true`, the default, or `false`; see [`crate::at_init`]).
+    pub connect_at_init: bool,
     /// DynamoDB table holding login sessions (`SESSIONS_TABLE`; part `sessions`).
     pub sessions_table: Option<String>,
     /// How long a login token stays valid.
@@ -366,6 +369,14 @@ impl Config {
                 TlsRoots::default()
             }),
         };
+        let connect_at_init = match lookup("CONNECT_AT_INIT").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                problems.push(format!("CONNECT_AT_INIT must be true or false, got {v:?}"));
+                true
+            }
+        };
         if parts.pay && !parts.orders {
             problems.push("the pay part needs the orders part (a programming error)".to_owned());
         }
@@ -382,6 +393,7 @@ impl Config {
             parts,
             app_id,
             tls_roots,
+            connect_at_init,
             sessions_table,
             session_ttl,
             app_secret_id,
@@ -519,9 +531,12 @@ mod tests {
             ("TLS_ROOTS", "system"),
             ("PAY_API", "v2"),
             ("PAY_V2_SIGN_TYPE", "MD5"),
+            ("CONNECT_AT_INIT", "false"),
         ]);
         let c = load(ALL, &vars).unwrap();
         assert_eq!(c.tls_roots, TlsRoots::System);
+        assert!(!c.connect_at_init);
+        assert!(load(ALL, MINIMAL).unwrap().connect_at_init, "on by default");
         assert_eq!(c.wechat_api_base, "http://127.0.0.1:9100");
         assert_eq!(c.session_ttl, Duration::from_secs(3600));
         let pay = c.pay.unwrap();
@@ -541,6 +556,7 @@ mod tests {
             ("TLS_ROOTS", "openssl"),
             ("SECRET_CACHE_TTL_SECS", "18446744073709551615"),
             ("PAY_V2_SIGN_TYPE", ""),
+            ("CONNECT_AT_INIT", "yes"),
         ]);
         let err = load(ALL, &bad).unwrap_err();
         for needle in [
@@ -548,6 +564,7 @@ mod tests {
             "SESSION_TTL_SECS",
             "WECHAT_TIMEOUT_MS",
             "SECRET_CACHE_TTL_SECS",
+            "CONNECT_AT_INIT must be true or false",
         ] {
             assert!(err.to_string().contains(needle), "{err}");
         }

@@ -13,6 +13,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
+use crate::at_init::AtInit;
 use crate::config::Parts;
 use crate::store::sessions::Session;
 use crate::{ApiError, AppState};
@@ -82,6 +83,8 @@ pub struct Function {
     /// The binary's name (`functions/<name>`, `template.yaml`'s `Binary`).
     pub name: &'static str,
     pub parts: Parts,
+    /// What its containers prepare at init, before the first request.
+    pub at_init: AtInit,
     pub entry: Entry,
 }
 

@@ -25,6 +25,9 @@ pub async fn serve(function: &'static Function) -> Result<(), Error> {
     // CloudWatch Logs extracts the metrics (EMF) from the function's stdout.
     crate::metrics::to_stdout();
     let state: &'static AppState = Box::leak(Box::new(AppState::from_env(function.parts).await?));
+    if state.config.connect_at_init {
+        crate::at_init::prepare(state, function.at_init, crate::at_init::BUDGET).await;
+    }
     match function.entry {
         Entry::Routes(_) => {
             lambda_http::run(service_fn(move |req: Request| async move {

@@ -95,6 +95,8 @@ impl Payments {
 
 pub struct AppState {
     pub config: Config,
+    /// The container's DynamoDB client (each store holds a clone).
+    dynamodb: aws_sdk_dynamodb::Client,
     sessions: Option<SessionStore>,
     orders: Option<OrderStore>,
     messages: Option<MessageStore>,
@@ -197,6 +199,7 @@ impl AppState {
         let qrcodes = ImageCache::new(config.qrcode_cache_ttl, QRCODE_CACHE_MAX_BYTES);
         Self {
             config,
+            dynamodb,
             sessions,
             orders,
             messages,
@@ -214,6 +217,24 @@ impl AppState {
         let tls = crate::net::tls_config(config.tls_roots);
         let sdk = crate::net::aws::sdk_config_from_env(&tls).await;
         Ok(Self::new(config, &sdk, &tls))
+    }
+
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        &self.dynamodb
+    }
+
+    /// A table of this function (the first its config names), if it has one.
+    pub fn any_table(&self) -> Option<&str> {
+        let c = &self.config;
+        [
+            &c.sessions_table,
+            &c.orders_table,
+            &c.tokens_table,
+            &c.messages_table,
+            &c.refunds_table,
+        ]
+        .into_iter()
+        .find_map(|table| table.as_deref())
     }
 
     pub fn sessions(&self) -> Result<&SessionStore, ApiError> {

@@ -209,6 +209,11 @@ impl WechatClient {
         &self.app_id
     }
 
+    /// Opens (TCP + TLS) the connection the next call will use, sending nothing (init).
+    pub async fn connect_ahead(&self) -> bool {
+        crate::net::open_ahead::open_ahead(&self.http, &self.base).await
+    }
+
     /// Exchanges a `wx.login` code. Called exactly once per code: a code is single-use, so a
     /// retry after a lost response would only earn 40163.
     pub async fn jscode2session(&self, secret: &Secret, code: &str) -> Result<CodeSession, WechatError> {

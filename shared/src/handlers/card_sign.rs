@@ -2,6 +2,7 @@
 //! `wx.addCard({cardList: [{cardId, cardExt}]})`. `cardExt` is signed with the card `api_ticket`
 //! (cached until shortly before it expires) and, with `bind_openid`, bound to the caller.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -23,6 +24,12 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         access_token: true,
         ..Parts::NONE
+    },
+    // The card ticket comes from the tokens table, not from WeChat.
+    at_init: AtInit {
+        dynamodb: true,
+        access_token: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[Route::post("/card/sign", authed!(sign))]),
 };

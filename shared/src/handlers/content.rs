@@ -5,6 +5,7 @@
 //! - `GET /content/check-media/{trace_id}` → `pending`, or the verdict. A caller sees only their
 //!   own trace ids.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -26,6 +27,12 @@ pub const FUNCTION: Function = Function {
         access_token: true,
         messages: true,
         ..Parts::NONE
+    },
+    at_init: AtInit {
+        dynamodb: true,
+        access_token: true,
+        wechat: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[
         Route::post("/content/check", authed!(check_text)),

@@ -2,6 +2,7 @@
 //! `{"code"}` (current button: `wxa/business/getuserphonenumber`) or `{"encryptedData", "iv"}`
 //! (legacy button: decrypted with the session key) → `{"phoneNumber", "purePhoneNumber", "countryCode"}`.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -19,6 +20,14 @@ use crate::{ApiError, AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "decrypt-phone",
     parts: super::OPEN_DATA,
+    // The current button's `{code}` needs the access token and WeChat (the legacy
+    // `{encryptedData, iv}` only the session).
+    at_init: AtInit {
+        dynamodb: true,
+        access_token: true,
+        wechat: true,
+        ..AtInit::NOTHING
+    },
     entry: Entry::Routes(&[Route::post("/phone", authed!(phone))]),
 };
 

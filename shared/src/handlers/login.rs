@@ -1,5 +1,6 @@
 //! `POST /login {"code"}`: exchanges a `wx.login` code for our own login token.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,13 @@ pub const FUNCTION: Function = Function {
         login: true,
         wechat: true,
         ..Parts::NONE
+    },
+    // Every login reads the app secret, calls WeChat, then writes DynamoDB.
+    at_init: AtInit {
+        dynamodb: true,
+        app_secret: true,
+        wechat: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[Route::post("/login", public!(login))]),
 };

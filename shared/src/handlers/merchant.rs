@@ -10,6 +10,7 @@
 //! (see `store::orders`, `store::refunds`); the rules are `shop`'s, shared with the notifications,
 //! the mini-program's order page and the reconciler.
 
+use crate::at_init::AtInit;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -37,6 +38,8 @@ pub const FUNCTION: Function = Function {
         messages: true,
         ..Parts::NONE
     },
+    // Its ops differ in what they call; each reads the orders table.
+    at_init: AtInit::DYNAMODB,
     entry: Entry::Ops(&[
         op!(create_order),
         op!(get_order),

@@ -15,6 +15,7 @@
 //! `REFUND.CLOSED`) are verified and decrypted the same way and recorded with the refund's
 //! conditional write: a hundred copies change it once.
 
+use crate::at_init::AtInit;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -37,6 +38,12 @@ pub const FUNCTION: Function = Function {
         pay: true,
         refunds: true,
         ..Parts::NONE
+    },
+    // Every notification is verified with the merchant's keys.
+    at_init: AtInit {
+        dynamodb: true,
+        merchant_keys: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[Route::post("/pay/notify", public!(notify))]),
 };

@@ -6,6 +6,7 @@
 //! otherwise the order is placed with WeChat Pay (APIv3 by default, APIv2 with `PAY_API=v2`) and
 //! the prepay_id stored with a conditional write, so concurrent calls agree on one.
 
+use crate::at_init::AtInit;
 use std::collections::BTreeMap;
 
 use lambda_http::http::StatusCode;
@@ -33,6 +34,13 @@ pub const FUNCTION: Function = Function {
         pay: true,
         pay_orders: true,
         ..Parts::NONE
+    },
+    // Placing an order signs with the merchant's keys and calls WeChat Pay.
+    at_init: AtInit {
+        dynamodb: true,
+        merchant_keys: true,
+        wechat_pay: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[
         Route::post("/pay/sign", authed!(pay_sign)),

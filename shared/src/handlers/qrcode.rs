@@ -6,6 +6,7 @@
 //! burn the 5000/minute quota. (Memory rather than a DynamoDB item: a hit costs no round trip and
 //! a miss no write; the price is one WeChat call per container per code per TTL.)
 
+use crate::at_init::AtInit;
 use std::sync::Arc;
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -29,6 +30,12 @@ pub const FUNCTION: Function = Function {
         access_token: true,
         qrcode_cache: true,
         ..Parts::NONE
+    },
+    at_init: AtInit {
+        dynamodb: true,
+        access_token: true,
+        wechat: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[Route::post("/qrcode", authed!(qrcode))]),
 };

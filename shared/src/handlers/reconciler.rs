@@ -5,6 +5,7 @@
 //! as a notification; unpaid orders past their expiry are closed. Two runs at once, or a run
 //! killed half-way, are safe: every change is conditional and idempotent.
 
+use crate::at_init::AtInit;
 use serde_json::{Value, json};
 
 use crate::clock::now_unix;
@@ -22,6 +23,7 @@ pub const FUNCTION: Function = Function {
         refunds: true,
         ..Parts::NONE
     },
+    at_init: AtInit::DYNAMODB,
     entry: Entry::Scheduled(|state| Box::pin(reconcile_at(state, now_unix()))),
 };
 

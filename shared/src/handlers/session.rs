@@ -5,6 +5,7 @@
 //!   place. The key itself is never returned. A key WeChat refuses revokes the session.
 //! - `POST /logout`: deletes the session; the token stops working at once.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 
@@ -24,6 +25,13 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         access_token: true,
         ..Parts::NONE
+    },
+    // GET /session calls checksession with the access token.
+    at_init: AtInit {
+        dynamodb: true,
+        access_token: true,
+        wechat: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[
         Route::get("/session", authed!(check)),

@@ -1,5 +1,6 @@
 //! `POST /share-info {"encryptedData", "iv"}` (from `wx.getShareInfo`) → `{"openGId"}`.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ use crate::{AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "share-info",
     parts: super::OPEN_DATA,
+    // WeChat only after a failed decryption.
+    at_init: AtInit::DYNAMODB,
     entry: Entry::Routes(&[Route::post("/share-info", authed!(share_info))]),
 };
 

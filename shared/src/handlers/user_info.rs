@@ -3,6 +3,7 @@
 //! data is the caller's own (`openId`), and returns the profile. Any of these failing is the one
 //! open-data answer (`invalid_open_data`, or `session_key_expired` for a rotated key).
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -19,6 +20,8 @@ use crate::{ApiError, AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "user-info",
     parts: super::OPEN_DATA,
+    // WeChat only after a failed decryption.
+    at_init: AtInit::DYNAMODB,
     entry: Entry::Routes(&[Route::post("/user-info", authed!(user_info))]),
 };
 

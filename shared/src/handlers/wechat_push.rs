@@ -19,6 +19,7 @@
 //!   `wxa_media_check` → the stored media check by `trace_id`; `trade_manage_order_settlement` /
 //!   `trade_manage_remind_shipping` → the order; anything else logged and acknowledged.
 
+use crate::at_init::AtInit;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
@@ -40,6 +41,12 @@ pub const FUNCTION: Function = Function {
         messages: true,
         orders: true,
         ..Parts::NONE
+    },
+    // Every push is verified with the app secret's push token.
+    at_init: AtInit {
+        dynamodb: true,
+        app_secret: true,
+        ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[
         Route::get("/wechat/push", public!(verify_url)),

@@ -1,6 +1,7 @@
 //! `POST /werun {"encryptedData", "iv"}` (from `wx.getWeRunData`) → the last 30 days of steps,
 //! each dated in China time (UTC+8), oldest first, and the total.
 
+use crate::at_init::AtInit;
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ use crate::{AppState, authed};
 pub const FUNCTION: Function = Function {
     name: "werun",
     parts: super::OPEN_DATA,
+    // WeChat only after a failed decryption.
+    at_init: AtInit::DYNAMODB,
     entry: Entry::Routes(&[Route::post("/werun", authed!(werun))]),
 };
 

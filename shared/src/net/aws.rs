@@ -160,8 +160,11 @@ impl HttpConnector for ReqwestConnector {
 }
 
 /// Connection failures and cut-off answers are I/O errors, which the SDK retries.
+/// A connection kept by [`crate::net::open_ahead`] ends its placeholder call, not retried.
 fn connector_error(error: reqwest::Error) -> ConnectorError {
-    if error.is_timeout() {
+    if crate::net::open_ahead::is_opened_ahead(&error) {
+        ConnectorError::other(error.into(), None)
+    } else if error.is_timeout() {
         ConnectorError::timeout(error.into())
     } else if error.is_connect() || error.is_request() || error.is_body() {
         ConnectorError::io(error.into())

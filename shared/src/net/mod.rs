@@ -5,6 +5,7 @@
 //! the system store (for a proxy with its own CA, or a root Mozilla dropped).
 
 pub mod aws;
+pub mod open_ahead;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +32,19 @@ impl TlsRoots {
 
 /// The TLS client configuration: build it once per process and hand clones to every client.
 pub fn tls_config(roots: TlsRoots) -> rustls::ClientConfig {
+    tls_config_trusting(root_store(roots))
+}
+
+/// The TLS client configuration with the given roots. TLS 1.3 (1.2 where a server has no
+/// more), and rustls' in-memory session cache, which the clones share: a container's later
+/// connection to a host it has met resumes the session (an abbreviated handshake, no certificate
+/// chain to check). No 0-RTT early data: a request sent in it can be replayed by the network, and
+/// neither WeChat's calls (single-use codes, payments) nor AWS's endpoints allow for that.
+pub fn tls_config_trusting(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-        .with_root_certificates(root_store(roots))
+        .with_root_certificates(roots)
         .with_no_client_auth()
 }
 
@@ -72,12 +82,15 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// What every client shares: `tls` (from [`tls_config`]) and pooled connections dropped while idle.
+/// What every client shares: `tls` (from [`tls_config`]), pooled connections dropped while idle,
+/// and connections that init may open ahead of the first request ([`open_ahead`]). HTTP/1.1
+/// with keep-alive: every call after the first reuses the pooled connection.
 fn client_builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls.clone())
         // Below the ~60 s after which NAT gateways and load balancers drop idle connections.
         .pool_idle_timeout(Duration::from_secs(50))
+        .connector_layer(open_ahead::OpenAhead::default())
 }
 
 /// The HTTP client for WeChat and WeChat Pay, built once per container: every call is bounded by

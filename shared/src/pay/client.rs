@@ -134,6 +134,11 @@ impl PayClient {
         }
     }
 
+    /// Opens (TCP + TLS) the connection the next call will use, sending nothing (init).
+    pub async fn connect_ahead(&self) -> bool {
+        crate::net::open_ahead::open_ahead(&self.http, &self.base).await
+    }
+
     /// `request` with this call's time budget; none left is a timeout before anything is sent.
     fn bounded(&self, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, PayError> {
         let budget = crate::deadline::budget(self.timeout).ok_or(PayError::Timeout)?;

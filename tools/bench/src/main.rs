@@ -7,13 +7,17 @@
 //!
 //!     cargo run -p bench --release --bin coldstart -- [--runs N] [--out FILE]
 //!     cargo run -p bench --release --bin coldstart -- --throughput N [--out FILE]
+//!     cargo run -p bench --release --bin coldstart -- --journey [--runs N] [--out FILE]
 //!
 //! `--throughput N` instead sends N warm events back to back to one instance of hello, session,
 //! werun, decrypt-phone and login (real sessions and payloads), and times the remote calls they
-//! make on their own.
+//! make on their own. `--journey` times the first session after idle over TLS under a modelled
+//! network (see `journey.rs`).
 //!
 //! It times `target/release/<function>` (build them with `cargo build --release --bins`), the
 //! `hello` floor, and a Python process that imports boto3 and wechatpy (scripts/bench_python_lambda.py).
+
+mod journey;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,6 +107,10 @@ struct Run {
     rss_kb: u64,
 }
 
+fn logs() -> bool {
+    std::env::var_os("BENCH_LOGS").is_some()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -118,8 +126,89 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One process of `command`: exec, init, then `events` one after the other (Lambda sends one
-/// at a time). Returns init, each event's round trip, and the peak RSS.
+/// One process of `command` under the local Runtime API: started cold, then sent events one
+/// after the other (Lambda sends one at a time).
+pub(crate) struct Instance {
+    child: tokio::process::Child,
+    pid: u32,
+    events: mpsc::Sender<(String, Value)>,
+    state: Shared,
+    started: Instant,
+    /// exec → first `GET /next`.
+    pub init_ms: f64,
+}
+
+impl Instance {
+    pub(crate) async fn start(
+        state: &Shared,
+        api: SocketAddr,
+        command: &[String],
+        env: &HashMap<String, String>,
+    ) -> Result<Self, String> {
+        let (event_tx, event_rx) = mpsc::channel(2);
+        let (first_tx, first_rx) = oneshot::channel();
+        {
+            let mut s = state.lock().unwrap();
+            s.events = Some(event_rx);
+            s.first_next = Some(first_tx);
+        }
+        let started = Instant::now();
+        // Only the variables Lambda would set (and PATH): this machine's own, as SSL_CERT_DIR,
+        // would change what the processes do at init.
+        let child = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env)
+            .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+            // BENCH_LOGS=1: the processes' log (stdout) and errors on this terminal.
+            .stdout(if logs() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if logs() { Stdio::inherit() } else { Stdio::null() })
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", command[0]))?;
+        let pid = child.id().unwrap_or(0);
+        let first_next = tokio::time::timeout(Duration::from_secs(30), first_rx)
+            .await
+            .map_err(|_| "no GET /next within 30 s".to_string())?
+            .map_err(|_| "runtime dropped".to_string())?;
+        Ok(Self {
+            child,
+            pid,
+            events: event_tx,
+            state: state.clone(),
+            started,
+            init_ms: (first_next - started).as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Sends `event` and waits for the answer: (event → answer ms, the answer). A 5xx is an error.
+    pub(crate) async fn invoke(&mut self, event: Value) -> Result<(f64, Value), String> {
+        let id = format!("req-{}", self.started.elapsed().as_nanos());
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.state.lock().unwrap().answers.insert(id.clone(), answer_tx);
+        let sent = Instant::now();
+        self.events.send((id, event)).await.map_err(|_| "event queue closed")?;
+        let (at, answer) = tokio::time::timeout(Duration::from_secs(30), answer_rx)
+            .await
+            .map_err(|_| "no answer within 30 s".to_string())?
+            .map_err(|_| "answer dropped".to_string())?;
+        if answer["statusCode"].as_u64().is_some_and(|s| s >= 500) {
+            return Err(format!("failed: {answer}"));
+        }
+        Ok(((at - sent).as_secs_f64() * 1000.0, answer))
+    }
+
+    /// Stops the process; returns its peak RSS in kB.
+    pub(crate) async fn stop(mut self) -> u64 {
+        let rss_kb = peak_rss_kb(self.pid);
+        let _ = self.child.kill().await;
+        rss_kb
+    }
+}
+
+/// One process of `command`: exec, init, then `events` one after the other. Returns init, each
+/// event's round trip, and the peak RSS.
 async fn run_events(
     state: &Shared,
     api: SocketAddr,
@@ -127,47 +216,14 @@ async fn run_events(
     env: &HashMap<String, String>,
     events: Vec<Value>,
 ) -> Result<(f64, Vec<f64>, u64), String> {
-    let (event_tx, event_rx) = mpsc::channel(2);
-    let (first_tx, first_rx) = oneshot::channel();
-    {
-        let mut s = state.lock().unwrap();
-        s.events = Some(event_rx);
-        s.first_next = Some(first_tx);
-    }
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .envs(env)
-        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("{}: {e}", command[0]))?;
-    let pid = child.id().unwrap_or(0);
-    let first_next = tokio::time::timeout(Duration::from_secs(30), first_rx)
-        .await
-        .map_err(|_| "no GET /next within 30 s".to_string())?
-        .map_err(|_| "runtime dropped".to_string())?;
+    let mut instance = Instance::start(state, api, command, env).await?;
     let mut times = Vec::new();
     for (i, event) in events.into_iter().enumerate() {
-        let id = format!("req-{i}-{}", started.elapsed().as_nanos());
-        let (answer_tx, answer_rx) = oneshot::channel();
-        state.lock().unwrap().answers.insert(id.clone(), answer_tx);
-        let sent = Instant::now();
-        event_tx.send((id, event)).await.map_err(|_| "event queue closed")?;
-        let (at, answer) = tokio::time::timeout(Duration::from_secs(30), answer_rx)
-            .await
-            .map_err(|_| "no answer within 30 s".to_string())?
-            .map_err(|_| "answer dropped".to_string())?;
-        if answer["statusCode"].as_u64().is_some_and(|s| s >= 500) {
-            return Err(format!("event {i} failed: {answer}"));
-        }
-        times.push((at - sent).as_secs_f64() * 1000.0);
+        let (ms, _) = instance.invoke(event).await.map_err(|e| format!("event {i} {e}"))?;
+        times.push(ms);
     }
-    let rss_kb = peak_rss_kb(pid);
-    let _ = child.kill().await;
-    Ok(((first_next - started).as_secs_f64() * 1000.0, times, rss_kb))
+    let init_ms = instance.init_ms;
+    Ok((init_ms, times, instance.stop().await))
 }
 
 /// One cold start: init, a first event, a warm event.
@@ -438,10 +494,20 @@ async fn main() {
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
         ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
+        // The bare init: what init prepares (connections, secrets) is timed by --journey, with
+        // and without, under a modelled network.
+        ("CONNECT_AT_INIT", "false".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if args.iter().any(|a| a == "--journey") {
+        let result = journey::run(&state, api, &moto.endpoint, runs).await;
+        if let Some(out) = out {
+            std::fs::write(out, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+        }
+        return;
+    }
     if let Some(n) = flag("--throughput") {
         let n = n.parse().expect("--throughput takes a number of events");
         let result = throughput(&state, api, &env, &sim.base_url(), &moto.endpoint, n).await;

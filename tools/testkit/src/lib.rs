@@ -26,6 +26,8 @@ use wxa_shared::function::Function;
 use wxa_shared::{AppState, Config};
 
 pub mod invoke;
+pub mod keep_alive;
+pub mod latency;
 pub mod tls;
 
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";

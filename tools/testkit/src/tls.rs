@@ -41,6 +41,13 @@ impl TestCa {
         self.cert.pem()
     }
 
+    /// A root store holding this CA alone (for a client that trusts nothing else).
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).expect("the CA certificate is valid");
+        roots
+    }
+
     /// A leaf for `localhost` (DNS name `localhost` and IP 127.0.0.1), valid now.
     pub fn localhost(&self) -> Leaf {
         self.leaf(&["localhost"], true, false)
@@ -136,6 +143,8 @@ impl TlsProxy {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                // As servers do: without it a TLS flight's later records wait on a delayed ACK (40 ms).
+                let _ = tcp.set_nodelay(true);
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends here, with nothing forwarded.
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
@@ -145,6 +154,7 @@ impl TlsProxy {
                     let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
+                    let _ = plain.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 });
             }

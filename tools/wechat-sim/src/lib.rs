@@ -187,6 +187,8 @@ impl TlsListener {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
+                // As servers do: without it a TLS flight's later records wait on a delayed ACK (40 ms).
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));

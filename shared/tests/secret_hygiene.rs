@@ -4,25 +4,10 @@
 //! DEBUG level for every crate (AWS SDK and HTTP clients included), holds no session_key, app
 //! secret, pay key, private key or login token.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use serde_json::json;
+use testkit::logs::LogCapture;
 use testkit::{APIV2_KEY, APIV3_KEY, APP_SECRET, Stack, authed_event, event_with_body, read};
 use wxa_shared::handlers::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The routes a journey walked, by the `routeKey` of their events.
 #[derive(Default)]
@@ -41,15 +26,9 @@ impl Walked {
 #[tokio::test]
 async fn no_secret_reaches_a_log_line() {
     let walked = Walked::default();
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .json()
-        .with_writer(move || writer.clone())
-        .finish();
+    let capture = LogCapture::default();
     // The test runtime is single-threaded: the notify server's tasks log here too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = capture.install();
 
     let stack = Stack::start().await;
     stack.enable_pay().await;
@@ -284,7 +263,7 @@ async fn no_secret_reaches_a_log_line() {
         .collect();
     assert_eq!(*walked.0.lock().unwrap(), every, "the routes the journey walked");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("login ok") && logs.contains("order paid"),
         "the capture works"

@@ -7,10 +7,10 @@
 //! `SSL_CERT_FILE` names, which `TLS_ROOTS=system` reads. The variable is set for the whole
 //! process, so these tests are one binary of their own.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use testkit::logs::LogCapture;
 use testkit::tls::{Leaf, TestPki, TlsProxy, plain_addr};
 use testkit::{APP_SECRET, Stack, authed_event, event_with_body, moto, read};
 use wxa_shared::handlers::*;
@@ -41,64 +41,30 @@ async fn moto_over_tls(leaf: &Leaf) -> TlsProxy {
     TlsProxy::start(plain_addr(&moto().endpoint), leaf).await
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    /// Captures every log line (DEBUG and up, JSON) of the current thread until the guard drops.
-    /// The test runtime is single-threaded, so the handlers log here.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .json()
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The one `request failed` line with `code`, which must name the TLS failure `reason`;
-    /// and no line holds the app secret.
-    fn tls_failure_line(&self, code: &str, reason: &str) -> String {
-        let lines = self.lines();
-        assert!(
-            lines.iter().all(|line| !line.contains(APP_SECRET)),
-            "the app secret reached the log"
-        );
-        let failed: Vec<&String> = lines
-            .iter()
-            .filter(|line| line.contains("request failed") && line.contains(&format!("\"code\":\"{code}\"")))
-            .collect();
-        assert_eq!(
-            failed.len(),
-            1,
-            "one `request failed` line for {code}:\n{}",
-            lines.join("\n")
-        );
-        let line = failed[0];
-        assert!(
-            line.contains("certificate") && line.contains(reason),
-            "the log line names the TLS failure ({reason}): {line}"
-        );
-        line.clone()
-    }
+/// The one `request failed` line with `code`, which must name the TLS failure `reason`;
+/// and no line holds the app secret.
+fn tls_failure_line(capture: &LogCapture, code: &str, reason: &str) -> String {
+    let lines = capture.lines();
+    assert!(
+        lines.iter().all(|line| !line.contains(APP_SECRET)),
+        "the app secret reached the log"
+    );
+    let failed: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("request failed") && line.contains(&format!("\"code\":\"{code}\"")))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one `request failed` line for {code}:\n{}",
+        lines.join("\n")
+    );
+    let line = failed[0];
+    assert!(
+        line.contains("certificate") && line.contains(reason),
+        "the log line names the TLS failure ({reason}): {line}"
+    );
+    line.clone()
 }
 
 #[test]
@@ -226,7 +192,7 @@ async fn the_journey_runs_over_tls() {
 /// names the TLS failure `reason`.
 async fn wechat_refused(leaf: &Leaf, reason: &str) -> String {
     let pki = pki();
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let _guard = capture.install();
     let aws = moto_over_tls(&pki.localhost).await;
     let stack = Stack::start_tls(&aws.endpoint(), leaf).await;
@@ -246,7 +212,7 @@ async fn wechat_refused(leaf: &Leaf, reason: &str) -> String {
     assert!(body["error"]["request_id"].is_string(), "{body}");
     // The app secret was read (over TLS) before WeChat was tried.
     assert!(stack.aws_calls.succeeded("Secrets Manager.GetSecretValue") >= 1);
-    capture.tls_failure_line("wechat_unavailable", reason)
+    tls_failure_line(&capture, "wechat_unavailable", reason)
 }
 
 #[tokio::test]
@@ -270,7 +236,7 @@ async fn wechat_with_a_certificate_from_an_untrusted_ca_is_refused() {
 #[tokio::test]
 async fn aws_with_a_certificate_from_an_untrusted_ca_is_refused() {
     let pki = pki();
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let _guard = capture.install();
     let aws = moto_over_tls(&pki.untrusted).await;
     let stack = Stack::start_tls(&aws.endpoint(), &pki.localhost).await;
@@ -288,7 +254,7 @@ async fn aws_with_a_certificate_from_an_untrusted_ca_is_refused() {
         "{body}"
     );
     assert!(!body.to_string().contains("certificate"), "{body}");
-    let line = capture.tls_failure_line("session_store_unavailable", "UnknownIssuer");
+    let line = tls_failure_line(&capture, "session_store_unavailable", "UnknownIssuer");
     println!("{line}");
 
     // A login: the app secret cannot be read.
@@ -302,7 +268,7 @@ async fn aws_with_a_certificate_from_an_untrusted_ca_is_refused() {
         (503, Some("secrets_unavailable")),
         "{body}"
     );
-    let line = capture.tls_failure_line("secrets_unavailable", "UnknownIssuer");
+    let line = tls_failure_line(&capture, "secrets_unavailable", "UnknownIssuer");
     println!("{line}");
 
     // Nothing got through the proxy, and WeChat was never asked.

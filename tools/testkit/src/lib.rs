@@ -28,6 +28,7 @@ use wxa_shared::{AppState, Config};
 pub mod invoke;
 pub mod keep_alive;
 pub mod latency;
+pub mod logs;
 pub mod tls;
 
 pub const APP_ID: &str = "wx4f4bc4dec97d474b";

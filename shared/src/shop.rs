@@ -91,7 +91,7 @@ pub async fn record_payment(
 /// a notification would have paid it, closed when WeChat Pay closed it. Other orders are
 /// returned as they are.
 pub async fn refresh_order(state: &AppState, pay: &Payments, order: Order) -> Result<Order, ApiError> {
-    if order.status != UNPAID || order.prepay_id.is_none() || order.pay_api.as_deref() != Some("v3") {
+    if !needs_refresh(&order) {
         return Ok(order);
     }
     let (client, _) = pay.client()?;
@@ -134,6 +134,11 @@ pub async fn refresh_order(state: &AppState, pay: &Payments, order: Order) -> Re
         _ => return Ok(order),
     }
     pay.orders.get(&order.out_trade_no).await?.ok_or_else(order_not_found)
+}
+
+/// Whether WeChat Pay may know more of this order than we do: unpaid, with an APIv3 prepay_id.
+pub fn needs_refresh(order: &Order) -> bool {
+    order.status == UNPAID && order.prepay_id.is_some() && order.pay_api.as_deref() == Some(PayApi::V3.as_str())
 }
 
 /// Closes an unpaid order: at WeChat Pay first (so it can no longer be paid), then here. A
@@ -290,8 +295,15 @@ pub async fn refund(
     submit_refund(pay, &order, refund).await
 }
 
-/// Sends a reserved refund to WeChat Pay and records its answer. A refusal gives the reservation
-/// back (FAILED); a lost answer leaves it REQUESTED, for a retry or the reconciler.
+/// Sends a reserved refund to WeChat Pay and records its answer.
+///
+/// Only WeChat Pay's word ends a refund without money moving: a definitive refusal of this very
+/// request is followed by a query, and the reservation is given back (FAILED) only if WeChat
+/// Pay then says no refund of this out_refund_no exists — an earlier try whose answer was lost
+/// may have been carried out, and a re-send of it can be refused (e.g. "already fully
+/// refunded") although the money moved. Anything whose outcome is unknown (a timeout, a cut
+/// connection, 429, 5xx, an answer that does not verify) or that may pass (`NOT_ENOUGH`)
+/// leaves the refund REQUESTED, for a retry with the same out_refund_no or the reconciler.
 async fn submit_refund(pay: &Payments, order: &Order, refund: Refund) -> Result<Refund, ApiError> {
     let refunds = pay.refunds()?;
     let (client, settings) = pay.client()?;
@@ -310,9 +322,28 @@ async fn submit_refund(pay: &Payments, order: &Order, refund: Refund) -> Result<
             record_answer(pay, &refund, &answer).await?;
             tracing::info!(out_refund_no = %refund.out_refund_no, status = %answer.status, "refund applied for");
         }
-        Err(e @ PayError::Rejected { .. }) => {
-            refunds.release(&refund, FAILED, now_unix()).await?;
-            return Err(e.into());
+        Err(refusal) if refusal.is_definitive_refusal() => {
+            match client.query_refund(&merchant, &refund.out_refund_no).await {
+                Err(PayError::NotFound(_)) => {
+                    refunds.release(&refund, FAILED, now_unix()).await?;
+                    tracing::warn!(out_refund_no = %refund.out_refund_no, error = %refusal, "refund refused: FAILED");
+                    return Err(refusal.into());
+                }
+                Ok(answer) => {
+                    // It exists: an earlier try was carried out. Its state is the refund's.
+                    tracing::warn!(
+                        out_refund_no = %refund.out_refund_no,
+                        error = %refusal,
+                        status = %answer.status,
+                        "refund re-send refused, but WeChat Pay has the refund"
+                    );
+                    record_answer(pay, &refund, &answer).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(out_refund_no = %refund.out_refund_no, refusal = %refusal, error = %e, "refund refused and not found out: left REQUESTED");
+                    return Err(refusal.into());
+                }
+            }
         }
         Err(e) => return Err(e.into()),
     }

@@ -116,7 +116,8 @@ async fn orders_that_are_not_the_callers_to_pay_are_refused() {
     let (stack, _, token) = ready(PayApi::V3, SignType::HmacSha256).await;
     stack.put_order("T_BOB_000001", "o_bob", 100).await;
     let cases = [
-        (json!({"out_trade_no": "T_BOB_000001"}), 403, "order_not_yours"),
+        // Another user's order is answered exactly as an unknown one.
+        (json!({"out_trade_no": "T_BOB_000001"}), 404, "order_not_found"),
         (json!({"out_trade_no": "T_NOBODY_0001"}), 404, "order_not_found"),
         (json!({"out_trade_no": "T1"}), 400, "invalid_request"),
         (json!({"out_trade_no": "T 2026 1125"}), 400, "invalid_request"),
@@ -130,6 +131,9 @@ async fn orders_that_are_not_the_callers_to_pay_are_refused() {
             "{body}: {answer}"
         );
     }
+    let (_, bobs) = sign(&stack, &token, Some(json!({"out_trade_no": "T_BOB_000001"}))).await;
+    let (_, nobodys) = sign(&stack, &token, Some(json!({"out_trade_no": "T_NOBODY_0001"}))).await;
+    assert_eq!(bobs["error"]["message"], nobodys["error"]["message"]);
     // Paid already.
     stack
         .dynamodb()

@@ -231,7 +231,7 @@ impl From<crate::pay::client::PayError> for ApiError {
                 "wechatpay_signature_invalid",
                 "WeChat Pay's answer did not carry a valid signature: nothing was stored",
             ),
-            P::Unavailable(_) | P::HttpStatus(_) | P::BadAnswer(_) => ApiError::new(
+            P::Unavailable(_) | P::HttpStatus(_) | P::Busy { .. } | P::BadAnswer(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "wechatpay_unavailable",
                 "WeChat Pay could not be reached: try again",

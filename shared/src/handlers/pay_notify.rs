@@ -227,6 +227,8 @@ async fn record_refund(pay: &Payments, merchant: &Merchant, plain: &[u8]) -> Res
     match change {
         Change::Changed => tracing::info!(out_refund_no, status = %state.status, "refund notified"),
         Change::Unchanged => tracing::info!(out_refund_no, "repeated refund notification"),
+        // Logged and counted by the store; acknowledged, as a retry cannot change it.
+        Change::NeedsAttention { .. } => {}
     }
     if state.status == crate::store::refunds::ABNORMAL {
         // The money did not reach the user (a closed card, say): someone must act.

@@ -1,18 +1,27 @@
 //! `reconciler`: run on a schedule (an EventBridge schedule in `template.yaml`), so that nothing is
-//! lost when notifications are. It reads the sparse `PendingIndex` of each table — never a scan —
-//! for orders unpaid with a prepay_id and refunds not yet final for more than
+//! lost when notifications are. It pages through the sparse `PendingIndex` of each table — never
+//! a scan — for orders unpaid with a prepay_id and refunds not yet final for more than
 //! [`GRACE_SECS`], asks WeChat Pay about each, and settles them with the same conditional writes
-//! as a notification; unpaid orders past their expiry are closed. Two runs at once, or a run
+//! as a notification; unpaid orders past their expiry are closed (APIv3) or end `EXPIRED`
+//! (APIv2, which this server cannot close at WeChat Pay).
+//!
+//! One item never holds up the others: every page is read to the end (`ExclusiveStartKey`), and
+//! an item the reconciler fails on is backed off (`attempts`, `next_attempt_at`; its index sort
+//! key moves with it, so the next runs' queries skip it until then). Two runs at once, or a run
 //! killed half-way, are safe: every change is conditional and idempotent.
 
-use crate::at_init::AtInit;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
+use crate::at_init::AtInit;
 use crate::clock::now_unix;
-use crate::config::Parts;
+use crate::config::{Parts, PayApi};
 use crate::function::{Entry, Function, Outcome};
-use crate::shop;
-use crate::{ApiError, AppState};
+use crate::state::Payments;
+use crate::store::orders::PAID;
+use crate::store::refunds::RefundStore;
+use crate::{ApiError, AppState, shop};
 
 pub const FUNCTION: Function = Function {
     name: "reconciler",
@@ -30,68 +39,183 @@ pub const FUNCTION: Function = Function {
 /// Notifications usually arrive within seconds; the reconciler leaves them this long.
 pub const GRACE_SECS: u64 = 300;
 
-/// Items looked at per run and kind (a run that cannot finish them leaves the rest to the next).
-const BATCH: i32 = 100;
+/// Items read per page of the index.
+const PAGE: i32 = 100;
+
+/// The first back-off after a failure; it doubles with each failure in a row, up to [`MAX_BACKOFF_SECS`].
+pub const FIRST_BACKOFF_SECS: u64 = 60;
+pub const MAX_BACKOFF_SECS: u64 = 3600;
+
+/// How long an item is left alone after failing `attempts` times in a row.
+pub fn backoff_secs(attempts: u64) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(16) as u32;
+    FIRST_BACKOFF_SECS.saturating_mul(1 << doublings).min(MAX_BACKOFF_SECS)
+}
+
+/// What one run did, by kind of item.
+#[derive(Default)]
+struct Report {
+    counts: serde_json::Map<String, Value>,
+    /// The run stopped before the end of an index, for want of time (the next run goes on).
+    cut_short: bool,
+}
+
+impl Report {
+    fn bump(&mut self, key: &str) {
+        let count = self.counts.get(key).and_then(Value::as_u64).unwrap_or(0);
+        self.counts.insert(key.to_owned(), json!(count + 1));
+    }
+
+    fn into_json(mut self) -> Value {
+        self.counts.insert("cut_short".into(), json!(self.cut_short));
+        Value::Object(self.counts)
+    }
+}
+
+/// Leave the rest to the next run rather than be cut off at the deadline.
+fn time_left() -> bool {
+    crate::deadline::budget(Duration::from_secs(2)).is_some_and(|d| d >= Duration::from_secs(1))
+}
 
 /// One pass, as if the clock read `now` (tests look ahead instead of waiting).
 pub async fn reconcile_at(state: &AppState, now: u64) -> Outcome {
     let pay = state.pay()?;
-    let cutoff = now.saturating_sub(GRACE_SECS);
-    let mut report = json!({
-        "orders_checked": 0, "orders_paid": 0, "orders_closed": 0,
-        "refunds_checked": 0, "refunds_settled": 0, "errors": 0,
-    });
-    let bump = |report: &mut Value, key: &str| report[key] = json!(report[key].as_u64().unwrap_or(0) + 1);
-    for out_trade_no in pay.orders.pending(cutoff, BATCH).await? {
-        // Leave the rest to the next run rather than be cut off at the deadline.
-        if crate::deadline::budget(std::time::Duration::from_secs(2))
-            .is_none_or(|d| d < std::time::Duration::from_secs(1))
-        {
-            break;
-        }
-        bump(&mut report, "orders_checked");
-        let outcome: Result<(), ApiError> = async {
-            let Some(order) = pay.orders.get(&out_trade_no).await? else {
-                return Ok(());
-            };
-            let order = shop::refresh_order(state, pay, order).await?;
-            if order.status == crate::store::orders::PAID {
-                bump(&mut report, "orders_paid");
-            } else if shop::is_abandoned(&order, now) {
-                shop::close_order(state, pay, order).await?;
-                bump(&mut report, "orders_closed");
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = outcome {
-            tracing::warn!(out_trade_no, error = %e, "reconciling an order failed; the next run tries again");
-            bump(&mut report, "errors");
-        }
-    }
     let refunds = pay.refunds()?;
-    for out_refund_no in refunds.pending(cutoff, BATCH).await? {
-        if crate::deadline::budget(std::time::Duration::from_secs(2))
-            .is_none_or(|d| d < std::time::Duration::from_secs(1))
-        {
-            break;
-        }
-        bump(&mut report, "refunds_checked");
-        let outcome: Result<(), ApiError> = async {
-            let Some(refund) = refunds.get(&out_refund_no).await? else {
-                return Ok(());
-            };
-            if !shop::refresh_refund(pay, refund).await?.is_pending() {
-                bump(&mut report, "refunds_settled");
+    let cutoff = now.saturating_sub(GRACE_SECS);
+    let mut report = Report::default();
+    for key in [
+        "orders_checked",
+        "orders_paid",
+        "orders_closed",
+        "orders_expired",
+        "refunds_checked",
+        "refunds_settled",
+        "errors",
+        "deferred",
+    ] {
+        report.counts.insert(key.into(), json!(0));
+    }
+
+    let mut start = None;
+    'orders: loop {
+        let page = pay.orders.pending(cutoff, PAGE, start).await?;
+        for out_trade_no in page.keys {
+            if !time_left() {
+                report.cut_short = true;
+                break 'orders;
             }
-            Ok(())
+            report.bump("orders_checked");
+            reconcile_order(state, pay, &out_trade_no, now, &mut report).await;
         }
-        .await;
-        if let Err(e) = outcome {
-            tracing::warn!(out_refund_no, error = %e, "reconciling a refund failed; the next run tries again");
-            bump(&mut report, "errors");
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
         }
     }
+
+    let mut start = None;
+    'refunds: loop {
+        if report.cut_short {
+            break;
+        }
+        let page = refunds.pending(cutoff, PAGE, start).await?;
+        for out_refund_no in page.keys {
+            if !time_left() {
+                report.cut_short = true;
+                break 'refunds;
+            }
+            report.bump("refunds_checked");
+            reconcile_refund(pay, refunds, &out_refund_no, now, &mut report).await;
+        }
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    let report = report.into_json();
     tracing::info!(report = %report, "reconciled");
     Ok(report)
+}
+
+/// Brings one pending order up to date; a failure backs it off.
+async fn reconcile_order(state: &AppState, pay: &Payments, out_trade_no: &str, now: u64, report: &mut Report) {
+    let order = match pay.orders.get(out_trade_no).await {
+        Ok(Some(order)) => order,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(out_trade_no, error = %e, "reading a pending order failed; the next run tries again");
+            report.bump("errors");
+            return;
+        }
+    };
+    let outcome: Result<&str, ApiError> = async {
+        let order = shop::refresh_order(state, pay, order.clone()).await?;
+        if order.status == PAID {
+            return Ok("orders_paid");
+        }
+        if !shop::is_abandoned(&order, now) {
+            return Ok("");
+        }
+        if order.pay_api.as_deref() == Some(PayApi::V2.as_str()) {
+            // APIv2's closeorder is not implemented: the order ends here, and its prepay_id has
+            // expired at WeChat Pay (2 hours), so it can no longer be paid.
+            pay.orders.expire(&order.out_trade_no, now_unix()).await?;
+            tracing::info!(out_trade_no, "APIv2 order past its time: EXPIRED");
+            return Ok("orders_expired");
+        }
+        shop::close_order(state, pay, order).await?;
+        Ok("orders_closed")
+    }
+    .await;
+    match outcome {
+        Ok("") => {}
+        Ok(counted) => report.bump(counted),
+        Err(e) => {
+            report.bump("errors");
+            let next = now + backoff_secs(order.reconcile_attempts + 1);
+            tracing::warn!(out_trade_no, error = %e, attempts = order.reconcile_attempts + 1, next_attempt_at = next, "reconciling an order failed; backed off");
+            if let Ok(true) = pay.orders.defer(&order, next, GRACE_SECS).await {
+                report.bump("deferred");
+            }
+        }
+    }
+}
+
+/// Brings one pending refund up to date; a failure backs it off.
+async fn reconcile_refund(pay: &Payments, refunds: &RefundStore, out_refund_no: &str, now: u64, report: &mut Report) {
+    let refund = match refunds.get(out_refund_no).await {
+        Ok(Some(refund)) => refund,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(out_refund_no, error = %e, "reading a pending refund failed; the next run tries again");
+            report.bump("errors");
+            return;
+        }
+    };
+    match shop::refresh_refund(pay, refund.clone()).await {
+        Ok(refund) if !refund.is_pending() => report.bump("refunds_settled"),
+        Ok(_) => {}
+        Err(e) => {
+            report.bump("errors");
+            let next = now + backoff_secs(refund.reconcile_attempts + 1);
+            tracing::warn!(out_refund_no, error = %e, attempts = refund.reconcile_attempts + 1, next_attempt_at = next, "reconciling a refund failed; backed off");
+            if let Ok(true) = refunds.defer(&refund, next, GRACE_SECS).await {
+                report.bump("deferred");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(
+            (1..=8).map(backoff_secs).collect::<Vec<_>>(),
+            [60, 120, 240, 480, 960, 1920, 3600, 3600]
+        );
+        assert_eq!(backoff_secs(u64::MAX), MAX_BACKOFF_SECS);
+    }
 }

@@ -23,6 +23,10 @@ pub enum PayError {
     Unavailable(String),
     #[error("WeChat Pay answered HTTP {0}")]
     HttpStatus(u16),
+    /// Too many requests (429 `FREQUENCY_LIMITED`) or a server fault (5xx `SYSTEM_ERROR`):
+    /// whether the request was carried out is unknown, and asking again later is the answer.
+    #[error("WeChat Pay is busy: HTTP {status} {code}")]
+    Busy { status: u16, code: String },
     #[error("WeChat Pay answered something unexpected: {0}")]
     BadAnswer(String),
     #[error("WeChat Pay did not answer in time")]
@@ -34,7 +38,30 @@ pub enum PayError {
 impl PayError {
     /// Worth one more try: the order request is idempotent for the same out_trade_no.
     fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::HttpStatus(_) | Self::Timeout)
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::HttpStatus(_) | Self::Busy { .. } | Self::Timeout
+        )
+    }
+
+    /// A refusal WeChat Pay certainly gave after receiving the request: it will not carry this
+    /// request out as sent. Not one of these: a timeout, a cut connection, 429, 5xx, an answer
+    /// we cannot verify, and business states that may pass (`NOT_ENOUGH`: the merchant's balance
+    /// is short now) or that concern our set-up rather than the request (`SIGN_ERROR`). An
+    /// unknown code is not definitive either.
+    pub fn is_definitive_refusal(&self) -> bool {
+        const DEFINITIVE: [&str; 6] = [
+            "PARAM_ERROR",
+            "INVALID_REQUEST",
+            "NO_AUTH",
+            "USER_ACCOUNT_ABNORMAL",
+            "MCH_NOT_EXISTS",
+            "RESOURCE_NOT_EXISTS",
+        ];
+        match self {
+            Self::Rejected { code, .. } => DEFINITIVE.contains(&code.as_str()),
+            _ => false,
+        }
     }
 
     /// The `ErrCode` this failure is counted under in `WechatErrors`: WeChat Pay's error code,
@@ -42,7 +69,7 @@ impl PayError {
     /// or `bad_response`.
     pub fn metric_code(&self) -> String {
         match self {
-            Self::Rejected { code, .. } | Self::NotFound(code) => code.clone(),
+            Self::Rejected { code, .. } | Self::NotFound(code) | Self::Busy { code, .. } => code.clone(),
             Self::HttpStatus(status) => format!("http_{status}"),
             Self::BadSignature(_) => "bad_signature".to_owned(),
             Self::BadAnswer(_) => "bad_response".to_owned(),
@@ -247,16 +274,23 @@ impl PayClient {
                 header("Wechatpay-Serial"),
             );
             let bytes = response.bytes().await.map_err(transport)?;
-            if status.is_server_error() {
-                return Err(PayError::HttpStatus(status.as_u16()));
-            }
             #[derive(serde::Deserialize)]
             struct Failure {
                 code: String,
                 message: String,
             }
+            let failure = || -> Option<Failure> { serde_json::from_slice(&bytes).ok() };
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(match failure() {
+                    Some(f) => PayError::Busy {
+                        status: status.as_u16(),
+                        code: f.code,
+                    },
+                    None => PayError::HttpStatus(status.as_u16()),
+                });
+            }
             if !status.is_success() {
-                let failure: Failure = serde_json::from_slice(&bytes).unwrap_or(Failure {
+                let failure = failure().unwrap_or(Failure {
                     code: format!("http_{}", status.as_u16()),
                     message: String::new(),
                 });

@@ -127,16 +127,29 @@ pub(crate) fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(
     }
 }
 
-/// The keys of items pending (`pending = kind`) since before `cutoff`, from the sparse
-/// `PendingIndex` (a `Query`, never a scan), oldest first, at most `limit`.
-pub(crate) async fn pending_keys(
+/// Where a walk through the pending index goes on from (DynamoDB's `LastEvaluatedKey`).
+pub type PageStart = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// One page of the pending items of a table: their keys, oldest first, and where the next page
+/// starts (`None`: this was the last).
+#[derive(Debug, Default)]
+pub struct PendingPage {
+    pub keys: Vec<String>,
+    pub next: Option<PageStart>,
+}
+
+/// A page of the items pending (`pending = kind`) since before `cutoff`, from the sparse
+/// `PendingIndex` (a `Query`, never a scan), at most `limit`, from `start` on. `key` names the
+/// table's key attribute.
+pub(crate) async fn pending_page(
     client: &aws_sdk_dynamodb::Client,
     table: Table,
     name: &str,
-    kind: &str,
+    (kind, key): (&str, &str),
     cutoff: u64,
     limit: i32,
-) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, StoreError> {
+    start: Option<PageStart>,
+) -> Result<PendingPage, StoreError> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let request = client
         .query()
@@ -147,11 +160,59 @@ pub(crate) async fn pending_keys(
         .expression_attribute_names("#since", orders::attr::PENDING_SINCE)
         .expression_attribute_values(":kind", AttributeValue::S(kind.to_owned()))
         .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
+        .set_exclusive_start_key(start)
         .limit(limit);
     let output = send(table, name, request.send())
         .await?
         .map_err(|e| store_error(table, name, e))?;
-    Ok(output.items.unwrap_or_default())
+    let keys = output
+        .items()
+        .iter()
+        .filter_map(|item| item.get(key)?.as_s().ok().cloned())
+        .collect();
+    Ok(PendingPage {
+        keys,
+        next: output.last_evaluated_key.filter(|k| !k.is_empty()),
+    })
+}
+
+/// Backs a pending item off after the reconciler failed on it `attempts` times in a row: it is
+/// looked at again from `next_attempt_at` on, and the index's sort key moves with it, so the
+/// reconciler's query skips it until then and it never stands before items that can progress.
+/// Conditional on the item still pending as `kind` (one settled meanwhile stays settled).
+pub(crate) async fn defer(
+    client: &aws_sdk_dynamodb::Client,
+    table: Table,
+    name: &str,
+    (kind, key, value): (&str, &str, &str),
+    attempts: u64,
+    next_attempt_at: u64,
+    grace: u64,
+) -> Result<bool, StoreError> {
+    let request = client
+        .update_item()
+        .table_name(name)
+        .key(key, s(value))
+        .update_expression("SET #since = :since, #next = :next, #attempts = :attempts")
+        .condition_expression("#p = :kind")
+        .expression_attribute_names("#p", orders::attr::PENDING)
+        .expression_attribute_names("#since", orders::attr::PENDING_SINCE)
+        .expression_attribute_names("#next", orders::attr::NEXT_ATTEMPT_AT)
+        .expression_attribute_names("#attempts", orders::attr::ATTEMPTS)
+        .expression_attribute_values(":kind", s(kind))
+        // The reconciler looks at what has been pending longer than its grace period.
+        .expression_attribute_values(":since", n(next_attempt_at.saturating_sub(grace)))
+        .expression_attribute_values(":next", n(next_attempt_at))
+        .expression_attribute_values(":attempts", n(attempts));
+    applied(table, name, send(table, name, request.send()).await?)
+}
+
+/// How many times in a row the reconciler failed on a pending item (0 when it never did).
+pub(crate) fn attempts_of(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> u64 {
+    item.get(orders::attr::ATTEMPTS)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The outcome of a conditional write: `true` applied, `false` its condition did not hold.

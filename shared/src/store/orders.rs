@@ -49,11 +49,20 @@ pub mod attr {
     /// The sparse index of what the reconciler must look at: set only while pending.
     pub const PENDING: &str = "pending";
     pub const PENDING_SINCE: &str = "pending_since";
+    /// Set by the reconciler on an item it failed on: how often in a row, and when it looks
+    /// again (see `store::defer`).
+    pub const ATTEMPTS: &str = "attempts";
+    pub const NEXT_ATTEMPT_AT: &str = "next_attempt_at";
+    /// When a caller last had WeChat Pay asked about the order (`claim_query`).
+    pub const QUERIED_AT: &str = "queried_at";
 }
 
 pub const UNPAID: &str = "UNPAID";
 pub const PAID: &str = "PAID";
 pub const CLOSED: &str = "CLOSED";
+/// An APIv2 order past its time: this server cannot close it at WeChat Pay, so it ends here
+/// (a late payment still settles it).
+pub const EXPIRED: &str = "EXPIRED";
 /// Shipping states (`shipping_state`).
 pub const SHIPPED: &str = "SHIPPED";
 pub const CONFIRMED: &str = "CONFIRMED";
@@ -113,6 +122,9 @@ pub struct Order {
     pub needs_attention: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_reason: Option<String>,
+    /// How many reconciler runs in a row failed on it (backed off: `next_attempt_at`).
+    #[serde(skip)]
+    pub reconcile_attempts: u64,
 }
 
 impl Order {
@@ -142,6 +154,7 @@ impl Order {
             shipping_reminded_at: None,
             needs_attention: false,
             attention_reason: None,
+            reconcile_attempts: 0,
         }
     }
 }
@@ -375,14 +388,79 @@ impl OrderStore {
         )
     }
 
-    /// The out_trade_no of orders pending since before `cutoff` (from the sparse index: no
-    /// scan), at most `limit`.
-    pub async fn pending(&self, cutoff: u64, limit: i32) -> Result<Vec<String>, StoreError> {
-        let keys = super::pending_keys(&self.client, Table::Orders, &self.table, PENDING_ORDER, cutoff, limit).await?;
-        Ok(keys
-            .iter()
-            .filter_map(|item| item.get(attr::OUT_TRADE_NO)?.as_s().ok().cloned())
-            .collect())
+    /// A page of the out_trade_no of orders pending since before `cutoff` (from the sparse
+    /// index: no scan), at most `limit`, from `start` on.
+    pub async fn pending(
+        &self,
+        cutoff: u64,
+        limit: i32,
+        start: Option<super::PageStart>,
+    ) -> Result<super::PendingPage, StoreError> {
+        let kind = (PENDING_ORDER, attr::OUT_TRADE_NO);
+        super::pending_page(&self.client, Table::Orders, &self.table, kind, cutoff, limit, start).await
+    }
+
+    /// Backs a pending order off (see `store::defer`).
+    pub async fn defer(&self, order: &Order, next_attempt_at: u64, grace: u64) -> Result<bool, StoreError> {
+        let key = (PENDING_ORDER, attr::OUT_TRADE_NO, order.out_trade_no.as_str());
+        let attempts = order.reconcile_attempts + 1;
+        super::defer(
+            &self.client,
+            Table::Orders,
+            &self.table,
+            key,
+            attempts,
+            next_attempt_at,
+            grace,
+        )
+        .await
+    }
+
+    /// Claims the right to ask WeChat Pay about an order on a caller's behalf: at most once per
+    /// `interval` seconds per order across every container (one conditional write), so that a
+    /// user polling an order cannot spend the merchant's query quota. `false`: asked recently.
+    pub async fn claim_query(&self, out_trade_no: &str, now: u64, interval: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression("SET #q = :now")
+            .condition_expression("attribute_exists(#k) AND (attribute_not_exists(#q) OR #q <= :before)")
+            .expression_attribute_names("#k", attr::OUT_TRADE_NO)
+            .expression_attribute_names("#q", attr::QUERIED_AT)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":before", AttributeValue::N(now.saturating_sub(interval).to_string()));
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
+    }
+
+    /// UNPAID → EXPIRED: an APIv2 order past its time that this server cannot close at WeChat
+    /// Pay (APIv2's closeorder is not implemented) ends here, and leaves the reconciler's index.
+    /// A payment reported later still settles it (see [`OrderStore::settle`]).
+    pub async fn expire(&self, out_trade_no: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression("SET #s = :expired, #at = :now REMOVE #pending, #since")
+            .condition_expression("#s = :unpaid")
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_names("#at", attr::CLOSED_AT)
+            .expression_attribute_names("#pending", attr::PENDING)
+            .expression_attribute_names("#since", attr::PENDING_SINCE)
+            .expression_attribute_values(":expired", AttributeValue::S(EXPIRED.to_owned()))
+            .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
     }
 
     /// Stores `prepay_id` if the order is still unpaid and its prepay_id is still `previous`
@@ -435,7 +513,7 @@ impl OrderStore {
     /// kept on the order ([`Settled::NeedsAttention`]).
     pub async fn settle(&self, out_trade_no: &str, payment: &Payment<'_>) -> Result<Settled, StoreError> {
         let mut set = vec!["#s = :paid", "#tx = :tx", "#at = :at"];
-        let mut condition = vec!["#s = :unpaid", "#amt = :amt"];
+        let mut condition = vec!["(#s = :unpaid OR #s = :expired)", "#amt = :amt"];
         let mut request = self
             .client
             .update_item()
@@ -447,6 +525,7 @@ impl OrderStore {
             .expression_attribute_names("#amt", attr::AMOUNT_TOTAL)
             .expression_attribute_values(":paid", AttributeValue::S(PAID.to_owned()))
             .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
+            .expression_attribute_values(":expired", AttributeValue::S(EXPIRED.to_owned()))
             .expression_attribute_values(":tx", AttributeValue::S(payment.transaction_id.to_owned()))
             .expression_attribute_values(":at", AttributeValue::N(payment.paid_at.to_string()))
             .expression_attribute_values(":amt", AttributeValue::N(payment.amount_total.to_string()));
@@ -483,7 +562,7 @@ impl OrderStore {
                 return Ok(Settled::AlreadyPaid);
             }
             "paid again by another transaction".to_owned()
-        } else if order.status != UNPAID {
+        } else if order.status != UNPAID && order.status != EXPIRED {
             format!("paid while {}", order.status)
         } else if order.amount_total != payment.amount_total {
             format!(
@@ -569,5 +648,6 @@ fn order_from_item(item: &HashMap<String, AttributeValue>) -> Result<Order, Stor
             .copied()
             .unwrap_or(false),
         attention_reason: s(attr::ATTENTION_REASON),
+        reconcile_attempts: super::attempts_of(item),
     })
 }

@@ -30,6 +30,11 @@ pub mod attr {
     pub const CREATED_AT: &str = "created_at";
     pub const UPDATED_AT: &str = "updated_at";
     pub const SUCCESS_TIME: &str = "success_time";
+    /// Set when WeChat Pay reports a state this ledger cannot take (see [`Change::NeedsAttention`]).
+    pub const NEEDS_ATTENTION: &str = "needs_attention";
+    pub const ATTENTION_REASON: &str = "attention_reason";
+    /// The state WeChat Pay reported for a refund flagged for attention.
+    pub const REPORTED_STATUS: &str = "reported_status";
 }
 
 /// Reserved on the order, not yet accepted by WeChat Pay (or its answer was lost).
@@ -38,7 +43,8 @@ pub const PROCESSING: &str = "PROCESSING";
 pub const SUCCESS: &str = "SUCCESS";
 pub const CLOSED: &str = "CLOSED";
 pub const ABNORMAL: &str = "ABNORMAL";
-/// WeChat Pay refused the application: nothing was refunded, the reservation is given back.
+/// WeChat Pay refused the application and says it has no such refund: nothing was refunded,
+/// the reservation is given back. Only ever from REQUESTED.
 pub const FAILED: &str = "FAILED";
 
 /// The `pending` value of a refund not yet final.
@@ -57,6 +63,14 @@ pub struct Refund {
     pub created_at: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success_time: Option<String>,
+    /// WeChat Pay reported a state this ledger could not take: the merchant must look.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub needs_attention: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_reason: Option<String>,
+    /// How many reconciler runs in a row failed on it (backed off: `next_attempt_at`).
+    #[serde(skip)]
+    pub reconcile_attempts: u64,
 }
 
 impl Refund {
@@ -86,6 +100,13 @@ pub enum Requested {
 pub enum Change {
     Changed,
     Unchanged,
+    /// WeChat Pay reports money moving for a refund held here as FAILED or CLOSED, and taking it
+    /// back onto the order would refund more than was paid: flagged, counted
+    /// (`PaymentAnomalies`) and logged as `PAYMENT NEEDS ATTENTION`. `first`: flagged now.
+    NeedsAttention {
+        reason: String,
+        first: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -185,6 +206,9 @@ impl RefundStore {
             refund_id: None,
             created_at: now,
             success_time: None,
+            needs_attention: false,
+            attention_reason: None,
+            reconcile_attempts: 0,
         };
         let failed = match send(Table::Refunds, &self.table, request.send()).await? {
             Ok(_) => return Ok(Requested::New(refund)),
@@ -229,8 +253,22 @@ impl RefundStore {
         now: u64,
     ) -> Result<Change, StoreError> {
         let change = self.record_state(refund, status, refund_id, success_time, now).await?;
-        if change == Change::Changed && refund.status == REQUESTED {
-            crate::metrics::count(crate::metrics::Metric::Refunds);
+        match &change {
+            Change::Changed if refund.status == REQUESTED => crate::metrics::count(crate::metrics::Metric::Refunds),
+            Change::NeedsAttention { reason, first } => {
+                if *first {
+                    crate::metrics::count(crate::metrics::Metric::PaymentAnomalies);
+                }
+                // The money moved at WeChat Pay; the merchant must reconcile this refund.
+                tracing::error!(
+                    out_refund_no = %refund.out_refund_no,
+                    out_trade_no = %refund.out_trade_no,
+                    reported = status,
+                    reason = %reason,
+                    "PAYMENT NEEDS ATTENTION"
+                );
+            }
+            _ => {}
         }
         Ok(change)
     }
@@ -280,32 +318,178 @@ impl RefundStore {
         }
         let request = request
             .update_expression(update)
-            .condition_expression("(#s = :requested OR #s = :processing) AND #s <> :new");
+            .expression_attribute_values(":abnormal", s(ABNORMAL))
+            .condition_expression("(#s = :requested OR #s = :processing OR #s = :abnormal) AND #s <> :new");
         match send(Table::Refunds, &self.table, request.send()).await? {
-            Ok(_) => Ok(Change::Changed),
-            Err(e) if is_condition_failure(&e) => Ok(Change::Unchanged),
+            Ok(_) => return Ok(Change::Changed),
+            Err(e) if is_condition_failure(&e) => {}
+            Err(e) => return Err(self.failed(e)),
+        }
+        // Held as ended without money moving while WeChat Pay reports it alive or paid: WeChat
+        // Pay's word wins, and the amount is reserved on the order again.
+        match self.get(&refund.out_refund_no).await? {
+            Some(current) if current.status == FAILED || current.status == CLOSED => {
+                self.retake(&current, status, refund_id, success_time, now).await
+            }
+            _ => Ok(Change::Unchanged),
+        }
+    }
+
+    /// A refund held as FAILED or CLOSED that WeChat Pay reports as `status` (PROCESSING,
+    /// SUCCESS, ABNORMAL): the refund takes that state and its amount is reserved on the order
+    /// again, in one transaction conditional on the refund's state and on the order's refunds
+    /// staying within what was paid. Where they would not, the refund is flagged instead.
+    async fn retake(
+        &self,
+        current: &Refund,
+        status: &str,
+        refund_id: Option<&str>,
+        success_time: Option<&str>,
+        now: u64,
+    ) -> Result<Change, StoreError> {
+        let order = self.order(&current.out_trade_no).await?;
+        let limit = order.as_ref().and_then(|o| o.amount_total.checked_sub(current.amount));
+        if let (Some(order), Some(limit)) = (&order, limit) {
+            let mut set = vec!["#s = :new", "#up = :now"];
+            let mut take = Update::builder()
+                .table_name(&self.table)
+                .key(attr::OUT_REFUND_NO, s(&current.out_refund_no))
+                .condition_expression("#s = :old")
+                .expression_attribute_names("#s", attr::STATUS)
+                .expression_attribute_names("#up", attr::UPDATED_AT)
+                .expression_attribute_values(":new", s(status))
+                .expression_attribute_values(":old", s(&current.status))
+                .expression_attribute_values(":now", n(now));
+            if let Some(id) = refund_id {
+                set.push("#rid = :rid");
+                take = take
+                    .expression_attribute_names("#rid", attr::REFUND_ID)
+                    .expression_attribute_values(":rid", s(id));
+            }
+            if let Some(time) = success_time {
+                set.push("#st = :st");
+                take = take
+                    .expression_attribute_names("#st", attr::SUCCESS_TIME)
+                    .expression_attribute_values(":st", s(time));
+            }
+            if status == PROCESSING {
+                // Not final again: the reconciler follows it.
+                set.push("#pending = :kind");
+                set.push("#since = :now");
+                take = take
+                    .expression_attribute_names("#pending", orders::attr::PENDING)
+                    .expression_attribute_names("#since", orders::attr::PENDING_SINCE)
+                    .expression_attribute_values(":kind", s(PENDING_REFUND));
+            }
+            let take = take
+                .update_expression(format!("SET {}", set.join(", ")))
+                .build()
+                .expect("table, key and expressions are set");
+            let reserve = Update::builder()
+                .table_name(&self.orders_table)
+                .key(orders::attr::OUT_TRADE_NO, s(&current.out_trade_no))
+                .update_expression("SET #rt = if_not_exists(#rt, :zero) + :amount")
+                .condition_expression("#s = :paid AND #total = :total AND (attribute_not_exists(#rt) OR #rt <= :limit)")
+                .expression_attribute_names("#rt", orders::attr::REFUNDED_TOTAL)
+                .expression_attribute_names("#s", orders::attr::STATUS)
+                .expression_attribute_names("#total", orders::attr::AMOUNT_TOTAL)
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":amount", n(current.amount))
+                .expression_attribute_values(":paid", s(PAID))
+                .expression_attribute_values(":total", n(order.amount_total))
+                .expression_attribute_values(":limit", n(limit))
+                .build()
+                .expect("table, key and expressions are set");
+            let request = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(take).build())
+                .transact_items(TransactWriteItem::builder().update(reserve).build());
+            match send(Table::Refunds, &self.table, request.send()).await? {
+                Ok(_) => {
+                    tracing::warn!(
+                        out_refund_no = %current.out_refund_no,
+                        from = %current.status,
+                        to = status,
+                        "refund held as ended is alive at WeChat Pay: taken back onto the order"
+                    );
+                    return Ok(Change::Changed);
+                }
+                // The refund changed meanwhile: whoever changed it recorded what they knew.
+                Err(e) if cancelled_conditions(&e).is_some_and(|[refund, _]| refund) => return Ok(Change::Unchanged),
+                Err(e) if cancelled_conditions(&e).is_some() => {}
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        let reason = format!(
+            "WeChat Pay reports this refund {status} while it is {} here, and the order cannot take {} fen more",
+            current.status, current.amount
+        );
+        let first = self.flag(current, status, &reason, now).await?;
+        Ok(Change::NeedsAttention { reason, first })
+    }
+
+    /// Marks a refund for the merchant's attention with the state WeChat Pay reported. Whether it
+    /// was not flagged (for this state) before.
+    async fn flag(&self, refund: &Refund, reported: &str, reason: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_REFUND_NO, s(&refund.out_refund_no))
+            .update_expression("SET #na = :yes, #why = :why, #rep = :rep, #up = :now")
+            .condition_expression("attribute_exists(#k) AND (attribute_not_exists(#rep) OR #rep <> :rep)")
+            .expression_attribute_names("#k", attr::OUT_REFUND_NO)
+            .expression_attribute_names("#na", attr::NEEDS_ATTENTION)
+            .expression_attribute_names("#why", attr::ATTENTION_REASON)
+            .expression_attribute_names("#rep", attr::REPORTED_STATUS)
+            .expression_attribute_names("#up", attr::UPDATED_AT)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":why", s(reason))
+            .expression_attribute_values(":rep", s(reported))
+            .expression_attribute_values(":now", n(now));
+        match send(Table::Refunds, &self.table, request.send()).await? {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(self.failed(e)),
         }
     }
 
-    /// The refund ends without money moving (`CLOSED` by WeChat Pay, or `FAILED`: refused when
-    /// applied for): its state and the order's reservation change together, once.
+    /// The order a refund belongs to (consistent read of the orders table).
+    async fn order(&self, out_trade_no: &str) -> Result<Option<Order>, StoreError> {
+        orders::OrderStore::new(self.client.clone(), &self.orders_table)
+            .get(out_trade_no)
+            .await
+    }
+
+    /// The refund ends without money moving: its state and the order's reservation change
+    /// together, once. `CLOSED` is WeChat Pay's word and ends a refund from any state but
+    /// SUCCESS; `FAILED` (refused, and unknown to WeChat Pay) ends only one still REQUESTED —
+    /// a refund WeChat Pay accepted is never failed here.
     pub async fn release(&self, refund: &Refund, status: &str, now: u64) -> Result<Change, StoreError> {
-        let end = Update::builder()
+        let condition = if status == FAILED {
+            "#s = :requested"
+        } else {
+            "#s = :requested OR #s = :processing OR #s = :abnormal"
+        };
+        let mut end = Update::builder()
             .table_name(&self.table)
             .key(attr::OUT_REFUND_NO, s(&refund.out_refund_no))
             .update_expression("SET #s = :end, #up = :now REMOVE #pending, #since")
-            .condition_expression("#s = :requested OR #s = :processing")
+            .condition_expression(condition)
             .expression_attribute_names("#s", attr::STATUS)
             .expression_attribute_names("#up", attr::UPDATED_AT)
             .expression_attribute_names("#pending", orders::attr::PENDING)
             .expression_attribute_names("#since", orders::attr::PENDING_SINCE)
             .expression_attribute_values(":end", s(status))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":requested", s(REQUESTED))
-            .expression_attribute_values(":processing", s(PROCESSING))
-            .build()
-            .expect("table, key and expressions are set");
+            .expression_attribute_values(":requested", s(REQUESTED));
+        if status != FAILED {
+            end = end
+                .expression_attribute_values(":processing", s(PROCESSING))
+                .expression_attribute_values(":abnormal", s(ABNORMAL));
+        }
+        let end = end.build().expect("table, key and expressions are set");
         let give_back = Update::builder()
             .table_name(&self.orders_table)
             .key(orders::attr::OUT_TRADE_NO, s(&refund.out_trade_no))
@@ -327,14 +511,32 @@ impl RefundStore {
         }
     }
 
-    /// The out_refund_no of refunds pending since before `cutoff` (the sparse index: no scan).
-    pub async fn pending(&self, cutoff: u64, limit: i32) -> Result<Vec<String>, StoreError> {
-        let keys =
-            super::pending_keys(&self.client, Table::Refunds, &self.table, PENDING_REFUND, cutoff, limit).await?;
-        Ok(keys
-            .iter()
-            .filter_map(|item| item.get(attr::OUT_REFUND_NO)?.as_s().ok().cloned())
-            .collect())
+    /// A page of the out_refund_no of refunds pending since before `cutoff` (the sparse index:
+    /// no scan), at most `limit`, from `start` on.
+    pub async fn pending(
+        &self,
+        cutoff: u64,
+        limit: i32,
+        start: Option<super::PageStart>,
+    ) -> Result<super::PendingPage, StoreError> {
+        let kind = (PENDING_REFUND, attr::OUT_REFUND_NO);
+        super::pending_page(&self.client, Table::Refunds, &self.table, kind, cutoff, limit, start).await
+    }
+
+    /// Backs a pending refund off (see `store::defer`).
+    pub async fn defer(&self, refund: &Refund, next_attempt_at: u64, grace: u64) -> Result<bool, StoreError> {
+        let key = (PENDING_REFUND, attr::OUT_REFUND_NO, refund.out_refund_no.as_str());
+        let attempts = refund.reconcile_attempts + 1;
+        super::defer(
+            &self.client,
+            Table::Refunds,
+            &self.table,
+            key,
+            attempts,
+            next_attempt_at,
+            grace,
+        )
+        .await
     }
 }
 
@@ -371,5 +573,12 @@ fn refund_from_item(item: &HashMap<String, AttributeValue>) -> Result<Refund, St
         refund_id: text(attr::REFUND_ID),
         created_at: number(attr::CREATED_AT).unwrap_or(0),
         success_time: text(attr::SUCCESS_TIME),
+        needs_attention: item
+            .get(attr::NEEDS_ATTENTION)
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        attention_reason: text(attr::ATTENTION_REASON),
+        reconcile_attempts: super::attempts_of(item),
     })
 }

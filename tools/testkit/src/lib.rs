@@ -307,6 +307,66 @@ impl Intercept for Throttle {
     }
 }
 
+/// A crash of the function between two of its writes: armed with `k`, the `k`-th DynamoDB write
+/// that succeeds from then on panics with [`CRASH`] once its answer is in (the write landed,
+/// nothing after it runs). The test runs the function in a task of its own and sees the panic
+/// as the crash; disarmed, it does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Crash(Arc<std::sync::atomic::AtomicI64>);
+
+/// The panic message of a simulated crash.
+pub const CRASH: &str = "simulated crash of the function";
+
+impl Crash {
+    pub fn arm(&self, after_writes: u32) {
+        self.0.store(i64::from(after_writes), Ordering::SeqCst);
+    }
+
+    pub fn disarm(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+
+    /// Keeps the panics of simulated crashes out of the test's output (others still print).
+    pub fn quiet_panics() {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
+            if message != Some(CRASH) {
+                default(info);
+            }
+        }));
+    }
+}
+
+impl Intercept for Crash {
+    fn name(&self) -> &'static str {
+        "Crash"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let write = matches!(
+            cfg.load::<Metadata>().map(|m| m.name()),
+            Some("PutItem" | "UpdateItem" | "DeleteItem" | "TransactWriteItems")
+        );
+        if write
+            && matches!(context.output_or_error(), Some(Ok(_)))
+            && self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| n - 1)) == Ok(1)
+        {
+            std::panic::panic_any(CRASH);
+        }
+        Ok(())
+    }
+}
+
 fn operation_name(cfg: &ConfigBag) -> String {
     cfg.load::<Metadata>()
         .map(|m| format!("{}.{}", m.service(), m.name()))

@@ -1,0 +1,781 @@
+//! The ledger's proof (issue 22): random schedules of a shop's operations — orders created,
+//! placed, paid and closed; partial and full refunds applied for, retried, asked about and
+//! settled; the reconciler — run against the simulator while a fault is injected at WeChat Pay
+//! calls (the request lost before it landed, the answer lost after it landed, a timeout after
+//! it landed, 429, 500, business refusals, an answer whose signature does not verify), the
+//! function crashes between two of its DynamoDB writes, and WeChat Pay's notifications are
+//! dropped, duplicated, delayed and reordered. After each schedule the faults stop, the
+//! reconciler runs twice and the notifications drain; then our ledger must equal WeChat Pay's
+//! own (`/__sim/pay/ledger`):
+//! - every order's state is WeChat Pay's (paid ⇔ paid there, with its transaction; closed there
+//!   ⇒ closed here);
+//! - every refund WeChat Pay has is here in the same state, and one it does not have is FAILED;
+//!   no refund WeChat Pay paid is FAILED or CLOSED here;
+//! - an order's `refunded_total` is the sum of its refunds that are not CLOSED at WeChat Pay;
+//! - nothing is pending, and nothing is flagged for attention.
+//!
+//! Seeded and reproducible: `LEDGER_SCHEDULES` (2,000 by default; `make bench` runs 50,000),
+//! `LEDGER_WORKERS` (schedules run side by side on stacks of their own, 4), `LEDGER_SEED` (the
+//! first seed; a failure prints the seed that replays it alone with `LEDGER_SCHEDULES=1`),
+//! `LEDGER_REPORT` (a JSON file for the figures).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use testkit::{CRASH, Crash, Stack, authed_event, event, read};
+use wxa_shared::clock::now_unix;
+use wxa_shared::config::Parts;
+use wxa_shared::handlers::{merchant, pay_notify, pay_sign, reconciler};
+use wxa_shared::{AppState, Config};
+
+/// SplitMix64: small, seedable, and the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// What the simulator can do to one WeChat Pay call.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The request never reaches WeChat Pay.
+    CutBefore,
+    /// WeChat Pay carries the request out; its answer is lost.
+    CutAfter,
+    /// WeChat Pay carries it out and answers after the client gave up.
+    TimeoutAfter,
+    TooManyRequests,
+    SystemError,
+    NotEnough,
+    InvalidRequest,
+    ParamError,
+    /// An answer whose signature does not verify (carried out).
+    BadSignature,
+}
+
+const FAULTS: [Fault; 9] = [
+    Fault::CutBefore,
+    Fault::CutAfter,
+    Fault::TimeoutAfter,
+    Fault::TooManyRequests,
+    Fault::SystemError,
+    Fault::NotEnough,
+    Fault::InvalidRequest,
+    Fault::ParamError,
+    Fault::BadSignature,
+];
+
+/// The client's timeout for a WeChat Pay call in these schedules, and the late answer's delay.
+const PAY_TIMEOUT: Duration = Duration::from_millis(300);
+const LATE_ANSWER_MS: u64 = 450;
+
+impl Fault {
+    fn json(self, api: &str) -> Value {
+        let error = |status: u16, code: &str| {
+            json!({"api": api, "pay_error": {"status": status, "code": code, "message": "injected"}})
+        };
+        match self {
+            Self::CutBefore => json!({"api": api, "cut": "before"}),
+            Self::CutAfter => json!({"api": api, "cut": "after"}),
+            Self::TimeoutAfter => json!({"api": api, "delay_after_ms": LATE_ANSWER_MS}),
+            Self::TooManyRequests => error(429, "FREQUENCY_LIMITED"),
+            Self::SystemError => error(500, "SYSTEM_ERROR"),
+            Self::NotEnough => error(403, "NOT_ENOUGH"),
+            Self::InvalidRequest => error(400, "INVALID_REQUEST"),
+            Self::ParamError => error(400, "PARAM_ERROR"),
+            Self::BadSignature => json!({"api": api, "bad_signature": true}),
+        }
+    }
+}
+
+/// One schedule's operations.
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize),
+    Sign(usize),
+    Pay(usize),
+    Close(usize),
+    GetOrder(usize),
+    Refund { order: usize, refund: usize },
+    GetRefund(usize),
+    SettleRefund { refund: usize, outcome: &'static str },
+    Deliver,
+    Reconcile,
+}
+
+impl Op {
+    /// The WeChat Pay APIs the operation may call (faults go there).
+    fn apis(&self) -> &'static [&'static str] {
+        match self {
+            Self::Sign(_) => &["pay_jsapi"],
+            Self::Close(_) => &["pay_close", "pay_query"],
+            Self::GetOrder(_) => &["pay_query"],
+            Self::Refund { .. } | Self::GetRefund(_) => &["refund", "refund_query"],
+            Self::Reconcile => &["pay_query", "pay_close", "refund", "refund_query"],
+            _ => &[],
+        }
+    }
+}
+
+struct ModelOrder {
+    out_trade_no: String,
+    user: usize,
+    amount: u64,
+    prepay_id: Option<String>,
+}
+
+struct ModelRefund {
+    out_refund_no: String,
+    order: usize,
+    amount: u64,
+}
+
+/// A notification WeChat Pay sent (held by the simulator, delivered by the schedule).
+#[derive(Clone)]
+struct Notification {
+    label: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// One worker's world: a stack of its own, the functions' state with crashes and a short pay
+/// timeout, two logged-in users.
+struct World {
+    stack: Stack,
+    state: Arc<AppState>,
+    crash: Crash,
+    /// Crashes that happened (an armed crash is reached only by an operation with that many writes).
+    crashes: std::sync::atomic::AtomicU64,
+    tokens: [String; 2],
+}
+
+impl World {
+    async fn new() -> Self {
+        let stack = Stack::start().await;
+        stack.enable_pay().await;
+        let crash = Crash::default();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+                .interceptor(crash.clone())
+                .build(),
+        );
+        let mut config =
+            Config::from_lookup(Parts::ALL, |name| stack.env.get(name).cloned()).expect("the test config is valid");
+        config.wechat_timeout = PAY_TIMEOUT;
+        let state = Arc::new(AppState::from_clients(
+            config,
+            dynamodb,
+            stack.secretsmanager(),
+            &testkit::test_tls(),
+        ));
+        stack
+            .sim_post("/__sim/pay/notifications/hold", json!({"hold": true}))
+            .await;
+        let tokens = [stack.log_in("o_ledger_a").await, stack.log_in("o_ledger_b").await];
+        Self {
+            stack,
+            state,
+            crash,
+            crashes: Default::default(),
+            tokens,
+        }
+    }
+
+    /// Whether a task ended in a simulated crash (counted), rather than another panic.
+    fn crashed(&self, e: tokio::task::JoinError) -> bool {
+        let crashed = e.try_into_panic().ok().is_some_and(|payload| {
+            payload.downcast_ref::<&str>() == Some(&CRASH) || payload.downcast_ref::<String>().is_some_and(|s| s == CRASH)
+        });
+        if crashed {
+            self.crashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        crashed
+    }
+
+    async fn sim_get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.stack.sim.base_url());
+        self.stack.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Posts to the simulator's admin API, whatever it answers (a refused payment is a 409).
+    async fn sim_try(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .stack
+            .http
+            .post(format!("{}{path}", self.stack.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn clear_faults(&self) {
+        let url = format!("{}/__sim/faults", self.stack.sim.base_url());
+        self.stack.http.delete(url).send().await.unwrap();
+    }
+
+    /// The notifications the simulator holds, taken from it.
+    async fn take_notifications(&self) -> Vec<Notification> {
+        let (_, taken) = self.sim_try("/__sim/pay/notifications/take", json!({})).await;
+        taken["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|n| Notification {
+                label: format!("{} {} {}", n["kind"], n["key"], n["state"]),
+                headers: n["headers"]
+                    .as_object()
+                    .map(|h| {
+                        h.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                body: n["body"].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Delivers a notification to pay-notify as API Gateway would; whether it was acknowledged
+    /// (WeChat Pay sends it again otherwise).
+    async fn deliver(&self, notification: &Notification) -> Result<bool, String> {
+        let mut request = event("pay-notify.json");
+        let headers = request.headers_mut();
+        for name in [
+            "wechatpay-timestamp",
+            "wechatpay-nonce",
+            "wechatpay-signature",
+            "wechatpay-serial",
+        ] {
+            headers.remove(name);
+        }
+        for (k, v) in &notification.headers {
+            headers.insert(
+                lambda_http::http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                v.parse().expect("a header value"),
+            );
+        }
+        *request.body_mut() = lambda_http::Body::Text(notification.body.clone());
+        let state = self.state.clone();
+        let answer = tokio::spawn(async move { pay_notify::FUNCTION.handle(&state, request).await }).await;
+        match answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if status >= 500 && status != 503 {
+                    return Err(format!("pay-notify answered {status} to {}", notification.label));
+                }
+                Ok((200..300).contains(&status))
+            }
+            Err(e) if self.crashed(e) => Ok(false),
+            Err(_) => Err(format!("pay-notify panicked on {}", notification.label)),
+        }
+    }
+
+    async fn merchant(&self, command: Value) -> Result<Value, String> {
+        let state = self.state.clone();
+        let answer = tokio::spawn(async move {
+            merchant::FUNCTION
+                .invoke(&state, command, &lambda_http::Context::default())
+                .await
+        })
+        .await;
+        match answer {
+            Ok(answer) => check_error(&answer["error"]).map(|()| answer),
+            Err(e) if self.crashed(e) => Ok(Value::Null),
+            Err(_) => Err("the merchant function panicked".into()),
+        }
+    }
+
+    async fn order_item(&self, out_trade_no: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.stack
+            .dynamodb()
+            .get_item()
+            .table_name(&self.stack.orders_table)
+            .key("out_trade_no", AttributeValue::S(out_trade_no.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("orders table")
+            .item
+    }
+
+    async fn refund_item(&self, out_refund_no: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.stack
+            .dynamodb()
+            .get_item()
+            .table_name(format!("{}-refunds", self.stack.orders_table))
+            .key("out_refund_no", AttributeValue::S(out_refund_no.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("refunds table")
+            .item
+    }
+
+    /// Items still in a table's pending index.
+    async fn pending(&self, table: &str, kind: &str) -> Vec<String> {
+        let answer = self
+            .stack
+            .dynamodb()
+            .query()
+            .table_name(table)
+            .index_name("PendingIndex")
+            .key_condition_expression("#p = :kind")
+            .expression_attribute_names("#p", "pending")
+            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
+            .send()
+            .await
+            .expect("pending index");
+        answer
+            .items()
+            .iter()
+            .map(|item| format!("{item:?}"))
+            .collect()
+    }
+}
+
+/// A refusal is expected under faults; a server error of ours is not.
+fn check_error(error: &Value) -> Result<(), String> {
+    match error["code"].as_str() {
+        Some("server_misconfigured" | "internal_error") => Err(format!("an error of ours: {error}")),
+        _ => Ok(()),
+    }
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a schedule did, for the report.
+#[derive(Default)]
+struct Tally {
+    ops: u64,
+    faults: u64,
+    notifications_delivered: u64,
+    notifications_dropped: u64,
+}
+
+/// Runs the schedule of `seed` on `world` and checks the invariants. The error names what broke.
+async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let orders: Vec<ModelOrder> = (0..1 + rng.below(2))
+        .map(|i| ModelOrder {
+            out_trade_no: format!("L{seed:016x}O{i}"),
+            user: rng.below(2) as usize,
+            amount: 1 + rng.below(5000),
+            prepay_id: None,
+        })
+        .collect();
+    let mut orders = orders;
+    let mut refunds: Vec<ModelRefund> = Vec::new();
+    let mut pool: Vec<Notification> = Vec::new();
+    let steps = 4 + rng.below(9);
+    for _ in 0..steps {
+        let order = rng.below(orders.len() as u64) as usize;
+        let op = match rng.below(100) {
+            0..12 => Op::Create(order),
+            12..24 => Op::Sign(order),
+            24..38 => Op::Pay(order),
+            38..44 => Op::Close(order),
+            44..50 => Op::GetOrder(order),
+            50..70 => {
+                // A new refund, or a retry of one (same number, same amount).
+                let retry = !refunds.is_empty() && rng.chance(30);
+                let refund = if retry {
+                    rng.below(refunds.len() as u64) as usize
+                } else {
+                    let amount = 1 + rng.below(orders[order].amount);
+                    refunds.push(ModelRefund {
+                        out_refund_no: format!("R{seed:016x}N{}", refunds.len()),
+                        order,
+                        amount,
+                    });
+                    refunds.len() - 1
+                };
+                Op::Refund {
+                    order: refunds[refund].order,
+                    refund,
+                }
+            }
+            70..76 if !refunds.is_empty() => Op::GetRefund(rng.below(refunds.len() as u64) as usize),
+            76..84 if !refunds.is_empty() => Op::SettleRefund {
+                refund: rng.below(refunds.len() as u64) as usize,
+                outcome: *rng.pick(&["SUCCESS", "SUCCESS", "SUCCESS", "CLOSED", "ABNORMAL"]),
+            },
+            84..94 => Op::Deliver,
+            _ => Op::Reconcile,
+        };
+        tally.ops += 1;
+        // Faults at the WeChat Pay calls this operation makes.
+        let apis = op.apis();
+        if !apis.is_empty() && rng.chance(60) {
+            for _ in 0..1 + rng.below(2) {
+                let fault = rng.pick(&FAULTS).json(rng.pick(apis));
+                world.stack.sim_post("/__sim/faults", fault).await;
+                tally.faults += 1;
+            }
+        }
+        if rng.chance(15) {
+            world.crash.arm(1 + rng.below(2) as u32);
+        }
+        run(world, &op, &mut orders, &refunds, &mut pool, &mut rng, tally).await?;
+        // A crash armed and not reached ends with the operation.
+        world.crash.disarm();
+        world.clear_faults().await;
+        for notification in world.take_notifications().await {
+            // A notification WeChat Pay gave up on (or never sent): the reconciler must do.
+            if rng.chance(15) {
+                tally.notifications_dropped += 1;
+            } else {
+                pool.push(notification);
+            }
+        }
+    }
+
+    // The faults stop: the reconciler runs twice, WeChat Pay settles what it holds, and every
+    // notification still owed arrives (some twice, in any order).
+    let later = now_unix() + 3 * 3600;
+    for _ in 0..2 {
+        let report = reconciler::reconcile_at(&world.state, later)
+            .await
+            .map_err(|e| format!("the reconciler failed: {e:?}"))?;
+        if report["errors"].as_u64() != Some(0) {
+            return Err(format!("the reconciler met errors without faults: {report}"));
+        }
+        // WeChat Pay finishes the refunds it still processes.
+        let ledger = world.sim_get("/__sim/pay/ledger").await;
+        for refund in &refunds {
+            let processing = ledger["refunds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["out_refund_no"] == refund.out_refund_no.as_str() && r["status"] == "PROCESSING");
+            if processing {
+                let body = json!({"out_refund_no": refund.out_refund_no, "status": "SUCCESS"});
+                world.sim_try("/__sim/pay/refund/settle", body).await;
+            }
+        }
+        pool.extend(world.take_notifications().await);
+        drain(world, &mut pool, &mut rng, tally).await?;
+    }
+    check(world, &orders, &refunds).await
+}
+
+/// Delivers every notification of the pool, shuffled, some twice, until each is acknowledged.
+async fn drain(world: &World, pool: &mut Vec<Notification>, rng: &mut Rng, tally: &mut Tally) -> Result<(), String> {
+    for _ in 0..5 {
+        if pool.is_empty() {
+            return Ok(());
+        }
+        shuffle(pool, rng);
+        let mut unacknowledged = Vec::new();
+        for notification in pool.drain(..) {
+            let copies = 1 + u64::from(rng.chance(25));
+            let mut acknowledged = false;
+            for _ in 0..copies {
+                acknowledged |= world.deliver(&notification).await?;
+                tally.notifications_delivered += 1;
+            }
+            if !acknowledged {
+                unacknowledged.push(notification);
+            }
+        }
+        *pool = unacknowledged;
+    }
+    Err(format!(
+        "{} notifications were never acknowledged: {}",
+        pool.len(),
+        pool.iter().map(|n| n.label.as_str()).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+async fn run(
+    world: &World,
+    op: &Op,
+    orders: &mut [ModelOrder],
+    refunds: &[ModelRefund],
+    pool: &mut Vec<Notification>,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    match *op {
+        Op::Create(o) => {
+            let order = &orders[o];
+            let openid = ["o_ledger_a", "o_ledger_b"][order.user];
+            world
+                .merchant(json!({"op": "create_order", "out_trade_no": order.out_trade_no, "openid": openid,
+                                 "description": "A pot of tea", "amount_total": order.amount}))
+                .await?;
+        }
+        Op::Sign(o) => {
+            let body = json!({ "out_trade_no": orders[o].out_trade_no });
+            let request = authed_event("pay-sign.json", &world.tokens[orders[o].user], Some(&body));
+            let state = world.state.clone();
+            let answer = tokio::spawn(async move { pay_sign::FUNCTION.handle(&state, request).await }).await;
+            match answer {
+                Ok(response) => {
+                    let (status, params) = read(&response);
+                    check_error(&params["error"])?;
+                    if status == 200 {
+                        let package = params["package"].as_str().unwrap_or_default();
+                        orders[o].prepay_id = Some(package.trim_start_matches("prepay_id=").to_owned());
+                    }
+                }
+                Err(e) if world.crashed(e) => {}
+                Err(_) => return Err("pay-sign panicked".into()),
+            }
+        }
+        Op::Pay(o) => {
+            // The user pays in the WeChat client (a closed order cannot be paid: 409).
+            if let Some(prepay_id) = &orders[o].prepay_id {
+                world
+                    .sim_try("/__sim/pay/complete", json!({ "prepay_id": prepay_id }))
+                    .await;
+            }
+        }
+        Op::Close(o) => {
+            world
+                .merchant(json!({"op": "close_order", "out_trade_no": orders[o].out_trade_no}))
+                .await?;
+        }
+        Op::GetOrder(o) => {
+            world
+                .merchant(json!({"op": "get_order", "out_trade_no": orders[o].out_trade_no}))
+                .await?;
+        }
+        Op::Refund { order, refund } => {
+            let refund = &refunds[refund];
+            world
+                .merchant(json!({"op": "refund", "out_trade_no": orders[order].out_trade_no,
+                                 "out_refund_no": refund.out_refund_no, "amount": refund.amount}))
+                .await?;
+        }
+        Op::GetRefund(r) => {
+            world
+                .merchant(json!({"op": "get_refund", "out_refund_no": refunds[r].out_refund_no}))
+                .await?;
+        }
+        Op::SettleRefund { refund, outcome } => {
+            let body = json!({"out_refund_no": refunds[refund].out_refund_no, "status": outcome});
+            world.sim_try("/__sim/pay/refund/settle", body).await;
+        }
+        Op::Deliver => {
+            // Some of what is owed arrives now, in any order, some twice; the rest later.
+            shuffle(pool, rng);
+            let now: Vec<Notification> = pool.drain(..).collect();
+            for notification in now {
+                if rng.chance(40) {
+                    pool.push(notification);
+                    continue;
+                }
+                let mut acknowledged = false;
+                for _ in 0..1 + u64::from(rng.chance(25)) {
+                    acknowledged |= world.deliver(&notification).await?;
+                    tally.notifications_delivered += 1;
+                }
+                if !acknowledged {
+                    pool.push(notification);
+                }
+            }
+        }
+        Op::Reconcile => {
+            let state = world.state.clone();
+            let later = now_unix() + reconciler::GRACE_SECS + 1;
+            match tokio::spawn(async move { reconciler::reconcile_at(&state, later).await }).await {
+                Ok(_) => {}
+                Err(e) if world.crashed(e) => {}
+                Err(_) => return Err("the reconciler panicked".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The invariants: our ledger equals WeChat Pay's.
+async fn check(world: &World, orders: &[ModelOrder], refunds: &[ModelRefund]) -> Result<(), String> {
+    let ledger = world.sim_get("/__sim/pay/ledger").await;
+    let find = |list: &str, key: &str, value: &str| {
+        ledger[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|item| item[key] == value)
+            .cloned()
+    };
+    let mut problems = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        let no = &order.out_trade_no;
+        let local = world.order_item(no).await;
+        let wechat = find("orders", "out_trade_no", no);
+        let local_status = local.as_ref().and_then(|item| text(item, "status"));
+        let wechat_state = wechat.as_ref().and_then(|w| w["trade_state"].as_str().map(str::to_owned));
+        match (local_status.as_deref(), wechat_state.as_deref()) {
+            (Some("PAID"), Some("SUCCESS" | "REFUND")) => {
+                let local_tx = local.as_ref().and_then(|item| text(item, "transaction_id"));
+                let wechat_tx = wechat.as_ref().and_then(|w| w["transaction_id"].as_str().map(str::to_owned));
+                if local_tx != wechat_tx {
+                    problems.push(format!("{no}: transaction {local_tx:?} here, {wechat_tx:?} at WeChat Pay"));
+                }
+            }
+            (Some("CLOSED"), Some("CLOSED") | None) | (Some("UNPAID"), None) | (None, None) => {}
+            (local, wechat) => problems.push(format!("{no}: {local:?} here, {wechat:?} at WeChat Pay")),
+        }
+        if let Some(item) = &local {
+            if item.get("needs_attention").and_then(|v| v.as_bool().ok()) == Some(&true) {
+                problems.push(format!("{no}: flagged for attention: {:?}", text(item, "attention_reason")));
+            }
+            // What the order reserves for refunds: its refunds that are not closed at WeChat Pay.
+            let owed: u64 = refunds
+                .iter()
+                .filter(|r| r.order == i)
+                .filter_map(|r| find("refunds", "out_refund_no", &r.out_refund_no))
+                .filter(|w| w["status"] != "CLOSED")
+                .map(|w| w["refund"].as_u64().unwrap_or(0))
+                .sum();
+            let refunded_total = number(item, "refunded_total");
+            if refunded_total != owed {
+                problems.push(format!(
+                    "{no}: refunded_total {refunded_total} here, WeChat Pay's open and paid refunds {owed}"
+                ));
+            }
+        }
+    }
+    for refund in refunds {
+        let no = &refund.out_refund_no;
+        let local = world.refund_item(no).await;
+        let wechat = find("refunds", "out_refund_no", no);
+        let local_status = local.as_ref().and_then(|item| text(item, "status"));
+        let wechat_status = wechat.as_ref().and_then(|w| w["status"].as_str().map(str::to_owned));
+        match (local_status.as_deref(), wechat_status.as_deref()) {
+            (None, None) | (Some("FAILED"), None) => {}
+            (Some(here), Some(there)) if here == there => {}
+            (here, there) => problems.push(format!("refund {no}: {here:?} here, {there:?} at WeChat Pay")),
+        }
+        if let Some(item) = &local
+            && item.get("needs_attention").and_then(|v| v.as_bool().ok()) == Some(&true)
+        {
+            problems.push(format!("refund {no}: flagged for attention"));
+        }
+    }
+    let orders_table = world.stack.orders_table.clone();
+    let pending_orders = world.pending(&orders_table, "order").await;
+    let pending_refunds = world.pending(&format!("{orders_table}-refunds"), "refund").await;
+    if !pending_orders.is_empty() || !pending_refunds.is_empty() {
+        problems.push(format!(
+            "pending after two reconciler runs: orders {pending_orders:?}, refunds {pending_refunds:?}"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n  "))
+    }
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
+    Crash::quiet_panics();
+    let schedules = setting("LEDGER_SCHEDULES", 2000);
+    let workers = setting("LEDGER_WORKERS", 4).clamp(1, 32);
+    let first = setting("LEDGER_SEED", 1);
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let next = next.clone();
+        tasks.spawn(async move {
+            let world = World::new().await;
+            let mut tally = Tally::default();
+            let mut failures = BTreeMap::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= schedules {
+                    break;
+                }
+                let seed = first + i;
+                if let Err(problem) = schedule(&world, seed, &mut tally).await {
+                    failures.insert(seed, problem);
+                    // Later schedules of this worker would inherit its leftovers.
+                    break;
+                }
+            }
+            let crashes = world.crashes.load(std::sync::atomic::Ordering::Relaxed);
+            (tally, crashes, failures)
+        });
+    }
+    let mut tally = Tally::default();
+    let mut crashes = 0;
+    let mut failures = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (t, c, f) = done.expect("a worker ran");
+        crashes += c;
+        tally.ops += t.ops;
+        tally.faults += t.faults;
+        tally.notifications_delivered += t.notifications_delivered;
+        tally.notifications_dropped += t.notifications_dropped;
+        failures.extend(f);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ran = next.load(std::sync::atomic::Ordering::SeqCst).min(schedules);
+    let report = json!({
+        "schedules": ran, "workers": workers, "seconds": elapsed, "schedules_per_second": ran as f64 / elapsed,
+        "operations": tally.ops, "faults_injected": tally.faults, "crashes": crashes,
+        "notifications_delivered": tally.notifications_delivered, "notifications_dropped": tally.notifications_dropped,
+    });
+    println!("ledger model: {report}");
+    if let Ok(path) = std::env::var("LEDGER_REPORT") {
+        std::fs::write(path, report.to_string()).expect("the report is written");
+    }
+    if let Some((seed, problem)) = failures.iter().next() {
+        panic!(
+            "schedule {seed} broke the ledger (replay: LEDGER_SEED={seed} LEDGER_SCHEDULES=1 LEDGER_WORKERS=1 cargo test -p wxa-shared --test ledger):\n  {problem}\n({} failing seeds: {:?})",
+            failures.len(),
+            failures.keys().collect::<Vec<_>>()
+        );
+    }
+}

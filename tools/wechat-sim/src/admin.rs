@@ -146,8 +146,19 @@ pub async fn user(State(state): State<Shared>, Query(params): Query<HashMap<Stri
 }
 
 pub async fn add_fault(State(state): State<Shared>, Json(fault): Json<Fault>) -> Response {
-    if fault.errcode.is_some() && fault.http_status.is_some() {
-        return bad_request("give errcode or http_status, not both");
+    let answers = [
+        fault.errcode.is_some(),
+        fault.http_status.is_some(),
+        fault.pay_error.is_some(),
+        fault.cut.is_some(),
+    ];
+    if answers.iter().filter(|given| **given).count() > 1 {
+        return bad_request("give at most one of errcode, http_status, pay_error and cut");
+    }
+    if let Some(e) = &fault.pay_error
+        && (!(400..=599).contains(&e.status) || e.code.is_empty())
+    {
+        return bad_request("pay_error needs an HTTP status from 400 to 599 and a code");
     }
     state.lock().unwrap().faults.push_back(fault);
     StatusCode::NO_CONTENT.into_response()

@@ -13,6 +13,7 @@ mod links;
 mod messages;
 mod notify;
 pub mod pay;
+pub mod pay_faults;
 pub mod png;
 pub mod push;
 mod refund;
@@ -98,6 +99,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/time", post(admin::advance_time))
         .route("/__sim/app", post(admin::set_app_secret))
         .route("/__sim/invalidate-tokens", post(admin::invalidate_tokens))
+        .layer(axum::middleware::from_fn(pay_faults::aftermath))
         .with_state(state)
 }
 

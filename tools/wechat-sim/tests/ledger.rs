@@ -1,0 +1,160 @@
+//! The controls a model-based test of the payment ledger drives: WeChat Pay faults at every call,
+//! held notifications, the ledger as WeChat Pay keeps it, merchant transfers, the signing serial.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::shop::{MCHID, Shop, refund_request};
+
+impl Shop {
+    async fn fault(&self, fault: Value) {
+        let (status, answer) = self.sim.post_status("/__sim/faults", fault).await;
+        assert_eq!(status, 204, "{answer}");
+    }
+
+    async fn count(&self, api: &str) -> u64 {
+        self.sim.get("/__sim/requests", &[]).await["counts"][api]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+// ---- A. Faults ----
+
+#[tokio::test]
+async fn a_pay_error_answers_signed_and_changes_nothing() {
+    let shop = Shop::open().await;
+    shop.paid_order("T1000001", 100).await;
+    shop.fault(
+        json!({"api": "refund", "pay_error": {"status": 429, "code": "FREQUENCY_LIMITED", "message": "slow down"}}),
+    )
+    .await;
+    let (status, refused) = shop.refund(refund_request("T1000001", "R1000001", 30, 100)).await;
+    assert_eq!(
+        (status, &refused),
+        (429, &json!({"code": "FREQUENCY_LIMITED", "message": "slow down"}))
+    );
+    let (status, missing) = shop.refund_query("R1000001").await;
+    assert_eq!(
+        (status, &missing["code"]),
+        (404, &json!("RESOURCE_NOT_EXISTS")),
+        "no refund was made"
+    );
+
+    shop.fault(json!({"api": "pay_jsapi", "pay_error": {"status": 500, "code": "SYSTEM_ERROR"}}))
+        .await;
+    let order = json!({
+        "appid": common::APP_ID, "mchid": MCHID, "description": "tea", "out_trade_no": "T1000002",
+        "notify_url": shop.notify_url, "amount": {"total": 100, "currency": "CNY"}, "payer": {"openid": "o"},
+    });
+    let (status, failed) = shop.v3("POST", "/v3/pay/transactions/jsapi", Some(&order)).await;
+    assert_eq!((status, &failed["code"]), (500, &json!("SYSTEM_ERROR")));
+    assert_eq!(shop.query("T1000002").await.0, 404, "no order was made");
+    assert_eq!(shop.count("refund").await, 1, "the refused call is counted");
+
+    for bad in [
+        json!({"api": "refund", "pay_error": {"status": 200, "code": "X"}}),
+        json!({"api": "refund", "pay_error": {"status": 400, "code": "X"}, "cut": "before"}),
+        json!({"api": "refund", "cut": "sideways"}),
+    ] {
+        let url = format!("{}/__sim/faults", shop.sim.server.base_url());
+        let refused = shop.sim.http.post(url).json(&bad).send().await.unwrap();
+        assert!(refused.status().is_client_error(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_cut_before_loses_the_request_and_a_cut_after_loses_only_the_answer() {
+    let shop = Shop::open().await;
+    shop.paid_order("T2000001", 100).await;
+    let request = refund_request("T2000001", "R2000001", 30, 100);
+    let url = "/v3/refund/domestic/refunds";
+
+    shop.fault(json!({"api": "refund", "cut": "before"})).await;
+    let lost = shop.try_v3("POST", url, Some(&request), None, &[]).await;
+    assert!(lost.is_err(), "a transport error, not an answer");
+    assert_eq!(shop.refund_query("R2000001").await.0, 404, "the request never landed");
+
+    shop.fault(json!({"api": "refund", "cut": "after"})).await;
+    let lost = shop.try_v3("POST", url, Some(&request), None, &[]).await;
+    assert!(lost.is_err(), "a transport error, not an answer");
+    let (status, landed) = shop.refund_query("R2000001").await;
+    assert_eq!(
+        (status, &landed["status"]),
+        (200, &json!("PROCESSING")),
+        "the request landed"
+    );
+
+    let (status, retried) = shop.refund(request).await;
+    assert_eq!(
+        (status, &retried["refund_id"]),
+        (200, &landed["refund_id"]),
+        "a retry answers the same refund"
+    );
+
+    // A cut on an answer without a body (204) too.
+    shop.order("T2000002", 100).await;
+    shop.fault(json!({"api": "pay_close", "cut": "after"})).await;
+    let close = "/v3/pay/transactions/out-trade-no/T2000002/close";
+    assert!(
+        shop.try_v3("POST", close, Some(&json!({"mchid": MCHID})), None, &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(shop.query("T2000002").await.1["trade_state"], "CLOSED");
+    assert_eq!(shop.count("refund").await, 3);
+}
+
+#[tokio::test]
+async fn delay_after_processes_then_answers_late() {
+    let shop = Shop::open().await;
+    shop.paid_order("T3000001", 100).await;
+    shop.fault(json!({"api": "refund", "delay_after_ms": 1500})).await;
+    let request = refund_request("T3000001", "R3000001", 30, 100).to_string();
+    let url = "/v3/refund/domestic/refunds";
+    let impatient = shop
+        .sim
+        .http
+        .post(format!("{}{url}", shop.sim.server.base_url()))
+        .header("content-type", "application/json")
+        .header("authorization", shop.authorization("POST", url, &request))
+        .timeout(Duration::from_millis(300))
+        .body(request);
+    let started = Instant::now();
+    let timed_out = impatient.send().await.expect_err("the client gives up first");
+    assert!(timed_out.is_timeout(), "{timed_out}");
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    let (status, landed) = shop.refund_query("R3000001").await;
+    assert_eq!(
+        (status, &landed["status"]),
+        (200, &json!("PROCESSING")),
+        "processed before the wait"
+    );
+
+    shop.fault(json!({"api": "pay_query", "delay_after_ms": 200})).await;
+    let started = Instant::now();
+    assert_eq!(shop.query("T3000001").await.0, 200, "a patient client gets the answer");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn faults_apply_to_query_endpoints_by_their_api_names() {
+    let shop = Shop::open().await;
+    shop.paid_order("T4000001", 100).await;
+    shop.fault(json!({"api": "pay_query", "count": 2, "pay_error": {"status": 403, "code": "NO_AUTH"}}))
+        .await;
+    assert_eq!(shop.query("T4000001").await.1["code"], "NO_AUTH");
+    assert_eq!(shop.query("T4000001").await.1["code"], "NO_AUTH");
+    assert_eq!(shop.query("T4000001").await.1["trade_state"], "SUCCESS", "used up");
+    shop.fault(json!({"api": "refund_query", "cut": "before"})).await;
+    assert!(
+        shop.try_v3("GET", "/v3/refund/domestic/refunds/R-none", None, None, &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(shop.count("pay_query").await, 3);
+    assert_eq!(shop.count("refund_query").await, 1);
+}

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::Shared;
-use crate::notify::{Event, deliver_copies, v3_envelope};
+use crate::notify::{Event, Label, Outgoing, PayNotification, v3_envelope};
 use crate::pay_faults::{Aftermath, Cut, severed};
 use crate::state::{SimState, random_text, rfc3339_cst};
 
@@ -508,9 +508,8 @@ pub async fn query(
     let Some(mchid) = params.get("mchid").filter(|m| !m.is_empty()) else {
         return call.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid 为必填参数");
     };
-    let settled = crate::refund::settle_due(&mut state.lock().unwrap());
-    crate::refund::notify_in_background(settled);
-    let sim = state.lock().unwrap();
+    let mut sim = state.lock().unwrap();
+    crate::refund::settle_due_in_background(&mut sim);
     let order = if request.uri.path().starts_with("/v3/pay/transactions/id/") {
         sim.pay.order_by_transaction_id(&number)
     } else {
@@ -714,9 +713,10 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
     if !crate::notify::MODES.contains(&mode.as_str()) {
         return admin_error(StatusCode::BAD_REQUEST, "unknown mode");
     }
-    let (order, merchant, now) = {
+    let (order, merchant, now, serial) = {
         let mut sim = state.lock().unwrap();
         let now = sim.now();
+        let serial = sim.pay.signer.serial();
         let Some(merchant) = sim.pay.merchant.clone() else {
             return admin_error(StatusCode::BAD_REQUEST, "no merchant configured");
         };
@@ -731,7 +731,7 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
             order.transaction_id = Some(format!("4200{}{}", now, random_text(8)));
             order.paid_at = Some(now);
         }
-        (order.clone(), merchant, now)
+        (order.clone(), merchant, now, serial)
     };
     let total = body.amount.unwrap_or(order.total);
     let (headers, payload) = match order.api {
@@ -743,11 +743,25 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
                 original_type: "transaction",
                 resource: &resource,
             };
-            v3_envelope(&merchant.apiv3_key, &event, now, &mode)
+            v3_envelope(&merchant.apiv3_key, &event, now, &mode, serial)
         }
         Api::V2 { hmac } => v2_notification(&order, &merchant, total, hmac, &mode),
     };
-    let deliveries = deliver_copies(&order.notify_url, &headers, &payload, body.copies.unwrap_or(1), &mode).await;
+    let notification = PayNotification {
+        label: Label {
+            kind: "transaction",
+            key: order.out_trade_no.clone(),
+            state: "SUCCESS".into(),
+        },
+        outgoing: Outgoing {
+            url: order.notify_url.clone(),
+            headers,
+            body: payload,
+        },
+        copies: body.copies.unwrap_or(1),
+        mode,
+    };
+    let deliveries = crate::notify::send(&state, notification).await;
     Json(
         json!({ "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "deliveries": deliveries }),
     )

@@ -106,6 +106,8 @@ pub struct SimState {
     pub log: Vec<LoggedRequest>,
     pub pay: crate::pay::PayState,
     pub refunds: crate::refund::RefundState,
+    /// WeChat Pay notifications held for a test to deliver.
+    pub notifications: crate::notify::HoldState,
     pub shipping: crate::shipping::ShippingState,
     pub push: crate::push::PushState,
     pub subscribe: crate::messages::SubscribeState,
@@ -135,6 +137,7 @@ impl SimState {
             log: Vec::new(),
             pay: Default::default(),
             refunds: Default::default(),
+            notifications: Default::default(),
             shipping: Default::default(),
             push: Default::default(),
             subscribe: Default::default(),

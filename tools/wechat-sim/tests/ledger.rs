@@ -158,3 +158,133 @@ async fn faults_apply_to_query_endpoints_by_their_api_names() {
     assert_eq!(shop.count("pay_query").await, 3);
     assert_eq!(shop.count("refund_query").await, 1);
 }
+
+// ---- B. Held notifications ----
+
+impl Shop {
+    async fn hold(&self, hold: bool) {
+        let answer = self
+            .sim
+            .post("/__sim/pay/notifications/hold", json!({"hold": hold}))
+            .await;
+        assert_eq!(answer["hold"], hold);
+    }
+
+    async fn held(&self) -> Vec<Value> {
+        let answer = self.sim.get("/__sim/pay/notifications", &[]).await;
+        answer["notifications"].as_array().unwrap().clone()
+    }
+
+    async fn take(&self) -> Vec<Value> {
+        let answer = self.sim.post("/__sim/pay/notifications/take", json!({})).await;
+        answer["notifications"].as_array().unwrap().clone()
+    }
+
+    /// Delivers a held notification to its url as the simulator would have; the status.
+    async fn deliver(&self, held: &Value) -> u16 {
+        let mut request = self.sim.http.post(held["url"].as_str().unwrap());
+        for (name, value) in held["headers"].as_object().unwrap() {
+            request = request.header(name, value.as_str().unwrap());
+        }
+        let body = held["body"].as_str().unwrap().to_owned();
+        request.body(body).send().await.unwrap().status().as_u16()
+    }
+}
+
+#[tokio::test]
+async fn held_payment_notifications_are_queued_fully_formed_for_the_test_to_deliver() {
+    let shop = Shop::open().await;
+    shop.hold(true).await;
+    let prepay_id = shop.order("T5000001", 100).await;
+    let paid = shop
+        .sim
+        .post("/__sim/pay/complete", json!({"prepay_id": prepay_id, "copies": 2}))
+        .await;
+    assert_eq!(paid["deliveries"], json!([{"held": 1}, {"held": 2}]));
+    assert!(shop.inbox.received().is_empty(), "nothing is sent while held");
+    let held = shop.held().await;
+    assert_eq!(held.len(), 2);
+    let first = &held[0];
+    assert_eq!(
+        (&first["id"], &first["kind"], &first["key"], &first["state"]),
+        (&json!(1), &json!("transaction"), &json!("T5000001"), &json!("SUCCESS"))
+    );
+    assert_eq!(first["url"], shop.notify_url.as_str());
+    assert_eq!(
+        first["headers"]["wechatpay-signature-type"],
+        "WECHATPAY2-SHA256-RSA2048"
+    );
+    assert_eq!(shop.held().await.len(), 2, "listing does not take");
+
+    let taken = shop.take().await;
+    assert_eq!(taken, held);
+    assert!(shop.held().await.is_empty(), "taking clears the queue");
+    // Delivered by the test, twice and in reverse order: exactly what the simulator would send.
+    assert_eq!(shop.deliver(&taken[1]).await, 204);
+    assert_eq!(shop.deliver(&taken[0]).await, 204);
+    let received = shop.inbox.received();
+    assert_eq!(received.len(), 2);
+    let (envelope, resource) = shop.unseal(&received[0]);
+    assert_eq!(envelope["event_type"], "TRANSACTION.SUCCESS");
+    assert_eq!(resource["out_trade_no"], "T5000001");
+    assert_eq!(resource["transaction_id"], paid["transaction_id"]);
+
+    // A dropped notification is not queued; released, notifications are sent again.
+    let dropped = shop.order("T5000002", 100).await;
+    shop.sim
+        .post("/__sim/pay/complete", json!({"prepay_id": dropped, "mode": "drop"}))
+        .await;
+    assert!(shop.held().await.is_empty());
+    shop.hold(false).await;
+    shop.paid_order("T5000003", 100).await;
+    assert_eq!(shop.inbox.received().len(), 3);
+    assert!(shop.held().await.is_empty());
+}
+
+#[tokio::test]
+async fn held_refund_notifications_cover_settle_and_the_clock() {
+    let shop = Shop::open().await;
+    shop.paid_order("T6000001", 100).await;
+    shop.hold(true).await;
+    let with_url = |out_refund_no: &str, refund: u64| {
+        let mut request = refund_request("T6000001", out_refund_no, refund, 100);
+        request["notify_url"] = json!(shop.notify_url);
+        request
+    };
+    shop.refund(with_url("R6000001", 10)).await;
+    let settled = shop
+        .sim
+        .post(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R6000001", "status": "ABNORMAL"}),
+        )
+        .await;
+    assert_eq!(settled["deliveries"], json!([{"held": 1}]));
+
+    shop.refund(with_url("R6000002", 20)).await;
+    let moved = shop.sim.post("/__sim/time", json!({"advance_secs": 60})).await;
+    assert_eq!(moved["refunds_settled"][0]["out_refund_no"], "R6000002");
+    assert_eq!(moved["refunds_settled"][0]["deliveries"], json!([{"held": 2}]));
+
+    let taken = shop.take().await;
+    let labels: Vec<_> = taken
+        .iter()
+        .map(|n| (n["kind"].clone(), n["key"].clone(), n["state"].clone()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            (json!("refund"), json!("R6000001"), json!("ABNORMAL")),
+            (json!("refund"), json!("R6000002"), json!("SUCCESS")),
+        ]
+    );
+    assert_eq!(
+        shop.inbox.received().len(),
+        1,
+        "only the payment's notification was sent"
+    );
+    assert_eq!(shop.deliver(&taken[1]).await, 204);
+    let (envelope, resource) = shop.unseal(&shop.inbox.received()[1]);
+    assert_eq!(envelope["event_type"], "REFUND.SUCCESS");
+    assert_eq!(resource["out_refund_no"], "R6000002");
+}

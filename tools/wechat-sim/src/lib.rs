@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 pub mod crypto;
+mod ledger;
 mod links;
 mod messages;
 mod notify;
@@ -89,6 +90,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/pay/platform", get(pay::platform))
         .route("/__sim/pay/complete", post(pay::complete))
         .route("/__sim/pay/refund/settle", post(refund::settle))
+        .route("/__sim/pay/ledger", get(ledger::ledger))
         .route("/__sim/pay/notifications", get(notify::held))
         .route("/__sim/pay/notifications/hold", post(notify::hold))
         .route("/__sim/pay/notifications/take", post(notify::take))

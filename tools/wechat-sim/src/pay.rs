@@ -133,6 +133,13 @@ impl PayState {
         self.orders.get(out_trade_no)
     }
 
+    /// Every order, by out_trade_no.
+    pub(crate) fn orders(&self) -> Vec<&SimOrder> {
+        let mut orders: Vec<&SimOrder> = self.orders.values().collect();
+        orders.sort_by(|a, b| a.out_trade_no.cmp(&b.out_trade_no));
+        orders
+    }
+
     pub(crate) fn order_by_transaction_id(&self, transaction_id: &str) -> Option<&SimOrder> {
         self.orders
             .values()

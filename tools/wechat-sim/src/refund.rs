@@ -95,6 +95,21 @@ impl RefundState {
         self.of_order(out_trade_no).any(|r| r.status != Status::Closed)
     }
 
+    /// Every refund as the ledger lists it, by out_refund_no.
+    pub fn ledger(&self) -> Vec<Value> {
+        let mut refunds: Vec<&SimRefund> = self.refunds.values().collect();
+        refunds.sort_by(|a, b| a.out_refund_no.cmp(&b.out_refund_no));
+        refunds
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "out_refund_no": r.out_refund_no, "out_trade_no": r.out_trade_no,
+                    "status": r.status.as_str(), "refund": r.refund, "refund_id": r.refund_id,
+                })
+            })
+            .collect()
+    }
+
     /// Whether refunds that succeeded add up to the order's whole amount.
     pub fn fully_refunded(&self, out_trade_no: &str, total: u64) -> bool {
         let refunded: u64 = self

@@ -43,6 +43,7 @@ async fn a_pay_error_answers_signed_and_changes_nothing() {
         (404, &json!("RESOURCE_NOT_EXISTS")),
         "no refund was made"
     );
+    assert_eq!(shop.ledger().await["refunds"], json!([]));
 
     shop.fault(json!({"api": "pay_jsapi", "pay_error": {"status": 500, "code": "SYSTEM_ERROR"}}))
         .await;
@@ -287,4 +288,76 @@ async fn held_refund_notifications_cover_settle_and_the_clock() {
     let (envelope, resource) = shop.unseal(&shop.inbox.received()[1]);
     assert_eq!(envelope["event_type"], "REFUND.SUCCESS");
     assert_eq!(resource["out_refund_no"], "R6000002");
+}
+
+// ---- C. The ledger ----
+
+impl Shop {
+    async fn ledger(&self) -> Value {
+        self.sim.get("/__sim/pay/ledger", &[]).await
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_lists_orders_and_refunds_as_wechat_pay_keeps_them() {
+    let shop = Shop::open().await;
+    assert_eq!(
+        shop.ledger().await,
+        json!({"orders": [], "refunds": [], "transfers": []})
+    );
+    let transaction_id = shop.paid_order("T7000001", 100).await;
+    shop.order("T7000002", 50).await;
+    let (_, first) = shop.refund(refund_request("T7000001", "R7000001", 30, 100)).await;
+    let (_, second) = shop.refund(refund_request("T7000001", "R7000002", 70, 100)).await;
+    // The same out_refund_no again answers the same refund, and adds nothing.
+    let (status, again) = shop.refund(refund_request("T7000001", "R7000001", 30, 100)).await;
+    assert_eq!((status, &again["refund_id"]), (200, &first["refund_id"]));
+    // Non-closed refunds never add up to more than the order.
+    let (status, over) = shop.refund(refund_request("T7000001", "R7000003", 1, 100)).await;
+    assert_eq!((status, &over["code"]), (400, &json!("INVALID_REQUEST")), "{over}");
+    shop.sim
+        .post(
+            "/__sim/pay/refund/settle",
+            json!({"out_refund_no": "R7000002", "status": "CLOSED"}),
+        )
+        .await;
+    let (status, _) = shop.refund(refund_request("T7000001", "R7000003", 71, 100)).await;
+    assert_eq!(status, 400, "30 + 71 > 100 once the closed refund gave its 70 back");
+    let (status, _) = shop.refund(refund_request("T7000001", "R7000003", 70, 100)).await;
+    assert_eq!(status, 200);
+
+    let ledger = shop.ledger().await;
+    assert_eq!(
+        ledger["orders"],
+        json!([
+            {"out_trade_no": "T7000001", "trade_state": "REFUND", "total": 100, "transaction_id": transaction_id},
+            {"out_trade_no": "T7000002", "trade_state": "NOTPAY", "total": 50, "transaction_id": null},
+        ])
+    );
+    let refunds = ledger["refunds"].as_array().unwrap();
+    let summary: Vec<_> = refunds
+        .iter()
+        .map(|r| (r["out_refund_no"].clone(), r["status"].clone(), r["refund"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!("R7000001"), json!("PROCESSING"), json!(30)),
+            (json!("R7000002"), json!("CLOSED"), json!(70)),
+            (json!("R7000003"), json!("PROCESSING"), json!(70)),
+        ]
+    );
+    assert_eq!(refunds[0]["refund_id"], first["refund_id"]);
+    assert_eq!(refunds[1]["refund_id"], second["refund_id"]);
+    assert!(refunds.iter().all(|r| r["out_trade_no"] == "T7000001"));
+
+    // By the clock, refunds settle; the ledger shows it.
+    shop.sim.post("/__sim/time", json!({"advance_secs": 60})).await;
+    let statuses: Vec<_> = shop.ledger().await["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!("SUCCESS"), json!("CLOSED"), json!("SUCCESS")]);
 }

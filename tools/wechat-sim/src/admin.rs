@@ -191,8 +191,8 @@ pub struct AdvanceBody {
 }
 
 /// Moves the simulator's clock forward (code and token expiry without waiting); refunds that are
-/// then due settle, and their notifications and the media checks then due are delivered before
-/// the answer.
+/// then due settle, transfers left unconfirmed for 24 hours are cancelled, and their
+/// notifications and the media checks then due are delivered (or held) before the answer.
 pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceBody>) -> Response {
     let now = {
         let mut sim = state.lock().unwrap();
@@ -200,8 +200,13 @@ pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceB
         sim.now()
     };
     let refunds = crate::refund::settle_after_clock_moved(&state).await;
+    let transfers = crate::transfer::expire_after_clock_moved(&state).await;
     let media_checks = crate::security::deliver_due(&state).await;
-    Json(json!({ "now": now, "refunds_settled": refunds, "media_checks_delivered": media_checks })).into_response()
+    Json(json!({
+        "now": now, "refunds_settled": refunds, "transfers_cancelled": transfers,
+        "media_checks_delivered": media_checks,
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,7 @@ pub async fn ledger(State(state): State<Shared>) -> Response {
     // What is due by the clock has happened, as WeChat Pay would have done it by now (with its
     // notifications sent, or held).
     crate::refund::settle_due_in_background(&mut sim);
+    crate::transfer::expire_due_in_background(&mut sim);
     let orders: Vec<_> = sim
         .pay
         .orders()
@@ -25,5 +26,6 @@ pub async fn ledger(State(state): State<Shared>) -> Response {
             })
         })
         .collect();
-    Json(json!({ "orders": orders, "refunds": sim.refunds.ledger(), "transfers": [] })).into_response()
+    let (refunds, transfers) = (sim.refunds.ledger(), sim.transfers.ledger());
+    Json(json!({ "orders": orders, "refunds": refunds, "transfers": transfers })).into_response()
 }

@@ -21,6 +21,7 @@ mod refund;
 pub mod security;
 mod shipping;
 mod state;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,19 @@ pub fn router(config: SimConfig) -> Router {
         )
         .route("/v3/refund/domestic/refunds", post(refund::apply))
         .route("/v3/refund/domestic/refunds/{out_refund_no}", get(refund::query))
+        .route("/v3/fund-app/mch-transfer/transfer-bills", post(transfer::create))
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}",
+            get(transfer::query_by_out_bill_no),
+        )
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/transfer-bill-no/{transfer_bill_no}",
+            get(transfer::query_by_transfer_bill_no),
+        )
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel",
+            post(transfer::cancel),
+        )
         .route("/pay/unifiedorder", post(pay::unifiedorder))
         .route(
             "/wxa/sec/order/upload_shipping_info",
@@ -90,6 +104,8 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/pay/platform", get(pay::platform))
         .route("/__sim/pay/complete", post(pay::complete))
         .route("/__sim/pay/refund/settle", post(refund::settle))
+        .route("/__sim/pay/transfer/confirm", post(transfer::confirm))
+        .route("/__sim/pay/transfer/fail", post(transfer::fail))
         .route("/__sim/pay/ledger", get(ledger::ledger))
         .route("/__sim/pay/notifications", get(notify::held))
         .route("/__sim/pay/notifications/hold", post(notify::hold))

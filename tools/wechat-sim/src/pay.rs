@@ -67,6 +67,12 @@ pub fn to_pem(label: &str, der: &[u8]) -> String {
     pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("a PEM label and any DER encode")
 }
 
+/// The platform private key as PKCS#8 DER (to decrypt what merchants encrypt for WeChat Pay).
+pub(crate) fn platform_pkcs8() -> Vec<u8> {
+    let der = PrivatePkcs8KeyDer::from_pem_slice(PLATFORM_KEY_PEM.as_bytes()).expect("PEM");
+    der.secret_pkcs8_der().to_vec()
+}
+
 pub fn platform_key() -> RsaKeyPair {
     let der = PrivatePkcs8KeyDer::from_pem_slice(PLATFORM_KEY_PEM.as_bytes()).expect("PEM");
     RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("the platform key parses")

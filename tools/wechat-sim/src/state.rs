@@ -106,6 +106,7 @@ pub struct SimState {
     pub log: Vec<LoggedRequest>,
     pub pay: crate::pay::PayState,
     pub refunds: crate::refund::RefundState,
+    pub transfers: crate::transfer::TransferState,
     /// WeChat Pay notifications held for a test to deliver.
     pub notifications: crate::notify::HoldState,
     pub shipping: crate::shipping::ShippingState,
@@ -137,6 +138,7 @@ impl SimState {
             log: Vec::new(),
             pay: Default::default(),
             refunds: Default::default(),
+            transfers: Default::default(),
             notifications: Default::default(),
             shipping: Default::default(),
             push: Default::default(),

@@ -102,6 +102,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/links", post(links::configure))
         .route("/__sim/pay/merchant", post(pay::set_merchant))
         .route("/__sim/pay/platform", get(pay::platform))
+        .route("/__sim/pay/signer", post(pay::set_signer))
         .route("/__sim/pay/complete", post(pay::complete))
         .route("/__sim/pay/refund/settle", post(refund::settle))
         .route("/__sim/pay/transfer/confirm", post(transfer::confirm))

@@ -2,6 +2,11 @@
 //! Authorization checked with the merchant's public key, answers signed with the simulator's
 //! platform key), APIv2 unified order (XML, sign checked both ways), and payment completion that
 //! delivers the notification to the order's notify_url the way WeChat Pay does (`notify.rs`).
+//!
+//! Answers and notifications name the platform key in `Wechatpay-Serial`: the WeChat Pay public
+//! key id by default; `POST /__sim/pay/signer {"serial": "public_key" | "certificate" | "alternate"}`
+//! switches to the platform certificate's serial or to a second certificate serial, as during
+//! WeChat Pay's key switch. The key itself is the same for all three (see [`Signer`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -221,7 +226,8 @@ pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<Merchant
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `GET /__sim/pay/platform`: WeChat Pay's public key and certificate, for the merchant's secret.
+/// `GET /__sim/pay/platform`: WeChat Pay's public key and certificate, for the merchant's secret,
+/// and the alternate certificate serial [`Signer::Alternate`] names (the same key).
 pub async fn platform() -> Response {
     let spki: PublicKeyX509Der = platform_key().public_key().as_der().expect("an RSA public key encodes");
     Json(json!({
@@ -229,8 +235,21 @@ pub async fn platform() -> Response {
         "public_key": to_pem("PUBLIC KEY", spki.as_ref()),
         "certificate_serial": PLATFORM_CERT_SERIAL,
         "certificate": PLATFORM_CERT_PEM,
+        "alternate_serial": PLATFORM_ALTERNATE_SERIAL,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerBody {
+    serial: Signer,
+}
+
+/// `POST /__sim/pay/signer`: the serial answers and notifications name from now on.
+pub async fn set_signer(State(state): State<Shared>, Json(body): Json<SignerBody>) -> Response {
+    state.lock().unwrap().pay.signer = body.serial;
+    Json(json!({ "serial": body.serial.serial() })).into_response()
 }
 
 /// An error of the `/__sim/` admin endpoints (not a WeChat answer).

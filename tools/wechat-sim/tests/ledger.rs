@@ -75,8 +75,15 @@ async fn a_cut_before_loses_the_request_and_a_cut_after_loses_only_the_answer() 
     let url = "/v3/refund/domestic/refunds";
 
     shop.fault(json!({"api": "refund", "cut": "before"})).await;
-    let lost = shop.try_v3("POST", url, Some(&request), None, &[]).await;
-    assert!(lost.is_err(), "a transport error, not an answer");
+    let text = request.to_string();
+    let raw = shop
+        .sim
+        .http
+        .post(format!("{}{url}", shop.sim.server.base_url()))
+        .header("authorization", shop.authorization("POST", url, &text))
+        .body(text);
+    let lost = raw.send().await.expect_err("not even a status line arrives");
+    assert!(!lost.is_timeout(), "{lost}");
     assert_eq!(shop.refund_query("R2000001").await.0, 404, "the request never landed");
 
     shop.fault(json!({"api": "refund", "cut": "after"})).await;
@@ -686,4 +693,41 @@ async fn a_bill_is_cancelled_by_the_merchant_or_after_24_hours_and_notified_thro
              "state": "CANCELLED", "transfer_amount": 800, "openid": PAYEE},
         ])
     );
+}
+
+// ---- E. The signing serial ----
+
+#[tokio::test]
+async fn the_signer_switches_the_serial_of_answers_and_notifications() {
+    use wechat_sim::pay::{PLATFORM_ALTERNATE_SERIAL, PLATFORM_CERT_SERIAL, PLATFORM_PUBLIC_KEY_ID};
+    let shop = Shop::open().await;
+    let platform = shop.sim.get("/__sim/pay/platform", &[]).await;
+    assert_eq!(platform["alternate_serial"], PLATFORM_ALTERNATE_SERIAL);
+    let prepay_id = shop.order("T8000001", 100).await;
+    let url = format!("/v3/pay/transactions/out-trade-no/T8000001?mchid={MCHID}");
+    let serial_of_answer = || async {
+        let answer = shop.v3_as("GET", &url, None, None).await;
+        assert!(answer.verified);
+        answer.serial
+    };
+    assert_eq!(serial_of_answer().await, PLATFORM_PUBLIC_KEY_ID, "the default");
+
+    for (name, serial) in [
+        ("certificate", PLATFORM_CERT_SERIAL),
+        ("alternate", PLATFORM_ALTERNATE_SERIAL),
+        ("public_key", PLATFORM_PUBLIC_KEY_ID),
+    ] {
+        let set = shop.sim.post("/__sim/pay/signer", json!({"serial": name})).await;
+        assert_eq!(set["serial"], serial);
+        assert_eq!(serial_of_answer().await, serial, "{name}");
+    }
+
+    shop.sim.post("/__sim/pay/signer", json!({"serial": "alternate"})).await;
+    shop.pay(&prepay_id, "normal").await;
+    let received = shop.inbox.received();
+    assert_eq!(received[0].0["wechatpay-serial"], PLATFORM_ALTERNATE_SERIAL);
+    shop.unseal(&received[0]);
+    let url = format!("{}/__sim/pay/signer", shop.sim.server.base_url());
+    let unknown = shop.sim.http.post(url).json(&json!({"serial": "other"})).send();
+    assert!(unknown.await.unwrap().status().is_client_error());
 }

@@ -147,8 +147,11 @@ pub async fn close_order(state: &AppState, pay: &Payments, order: Order) -> Resu
     if order.status != UNPAID {
         return Err(not_unpaid(&order));
     }
-    if order.prepay_id.is_some() {
-        if order.pay_api.as_deref() != Some(PayApi::V3.as_str()) {
+    // An order placed with WeChat Pay, or perhaps placed: a prepay call whose answer was lost
+    // may have created it there, and only closing it there makes sure it cannot be paid.
+    let placed = order.prepay_id.is_some() || pay.settings.api == PayApi::V3;
+    if placed {
+        if order.prepay_id.is_some() && order.pay_api.as_deref() != Some(PayApi::V3.as_str()) {
             return Err(apiv2_unsupported("closing an APIv2 order (pay/closeorder)"));
         }
         let (client, _) = pay.client()?;

@@ -143,6 +143,9 @@ struct ModelOrder {
     user: usize,
     amount: u64,
     prepay_id: Option<String>,
+    /// What the schedule tried already (its outcome is the ledger's to know).
+    created: bool,
+    paid: bool,
 }
 
 struct ModelRefund {
@@ -290,8 +293,10 @@ impl World {
                 }
                 Ok((200..300).contains(&status))
             }
-            Err(e) if self.crashed(e) => Ok(false),
-            Err(_) => Err(format!("pay-notify panicked on {}", notification.label)),
+            Err(e) => match self.crashed(e) {
+                true => Ok(false),
+                false => Err(format!("pay-notify panicked on {}", notification.label)),
+            },
         }
     }
 
@@ -304,9 +309,16 @@ impl World {
         })
         .await;
         match answer {
-            Ok(answer) => check_error(&answer["error"]).map(|()| answer),
-            Err(e) if self.crashed(e) => Ok(Value::Null),
-            Err(_) => Err("the merchant function panicked".into()),
+            Ok(answer) => {
+                if trace() {
+                    eprintln!("    merchant: {answer}");
+                }
+                check_error(&answer["error"]).map(|()| answer)
+            }
+            Err(e) => match self.crashed(e) {
+                true => Ok(Value::Null),
+                false => Err("the merchant function panicked".into()),
+            },
         }
     }
 
@@ -395,6 +407,8 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
             user: rng.below(2) as usize,
             amount: 1 + rng.below(5000),
             prepay_id: None,
+            created: false,
+            paid: false,
         })
         .collect();
     let mut orders = orders;
@@ -403,7 +417,12 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
     let steps = 4 + rng.below(9);
     for _ in 0..steps {
         let order = rng.below(orders.len() as u64) as usize;
+        // Mostly the order's next step in a shop's life, else anything at all.
+        let natural = rng.chance(55);
         let op = match rng.below(100) {
+            _ if natural && !orders[order].created => Op::Create(order),
+            _ if natural && orders[order].prepay_id.is_none() => Op::Sign(order),
+            _ if natural && !orders[order].paid => Op::Pay(order),
             0..12 => Op::Create(order),
             12..24 => Op::Sign(order),
             24..38 => Op::Pay(order),
@@ -441,13 +460,17 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
         let apis = op.apis();
         if !apis.is_empty() && rng.chance(60) {
             for _ in 0..1 + rng.below(2) {
-                let fault = rng.pick(&FAULTS).json(rng.pick(apis));
+                let api = *rng.pick(apis);
+                let fault = rng.pick(&FAULTS).json(api);
                 world.stack.sim_post("/__sim/faults", fault).await;
                 tally.faults += 1;
             }
         }
         if rng.chance(15) {
             world.crash.arm(1 + rng.below(2) as u32);
+        }
+        if trace() {
+            eprintln!("[{seed}] {op:?}");
         }
         run(world, &op, &mut orders, &refunds, &mut pool, &mut rng, tally).await?;
         // A crash armed and not reached ends with the operation.
@@ -538,6 +561,7 @@ async fn run(
 ) -> Result<(), String> {
     match *op {
         Op::Create(o) => {
+            orders[o].created = true;
             let order = &orders[o];
             let openid = ["o_ledger_a", "o_ledger_b"][order.user];
             world
@@ -553,22 +577,32 @@ async fn run(
             match answer {
                 Ok(response) => {
                     let (status, params) = read(&response);
+                    if trace() {
+                        eprintln!("    pay-sign: {status} {params}");
+                    }
                     check_error(&params["error"])?;
                     if status == 200 {
                         let package = params["package"].as_str().unwrap_or_default();
                         orders[o].prepay_id = Some(package.trim_start_matches("prepay_id=").to_owned());
                     }
                 }
-                Err(e) if world.crashed(e) => {}
-                Err(_) => return Err("pay-sign panicked".into()),
+                Err(e) => {
+                    if !world.crashed(e) {
+                        return Err("pay-sign panicked".into());
+                    }
+                }
             }
         }
         Op::Pay(o) => {
             // The user pays in the WeChat client (a closed order cannot be paid: 409).
             if let Some(prepay_id) = &orders[o].prepay_id {
-                world
+                orders[o].paid = true;
+                let paid = world
                     .sim_try("/__sim/pay/complete", json!({ "prepay_id": prepay_id }))
                     .await;
+                if trace() {
+                    eprintln!("    paid: {paid:?}");
+                }
             }
         }
         Op::Close(o) => {
@@ -621,8 +655,11 @@ async fn run(
             let later = now_unix() + reconciler::GRACE_SECS + 1;
             match tokio::spawn(async move { reconciler::reconcile_at(&state, later).await }).await {
                 Ok(_) => {}
-                Err(e) if world.crashed(e) => {}
-                Err(_) => return Err("the reconciler panicked".into()),
+                Err(e) => {
+                    if !world.crashed(e) {
+                        return Err("the reconciler panicked".into());
+                    }
+                }
             }
         }
     }
@@ -655,7 +692,9 @@ async fn check(world: &World, orders: &[ModelOrder], refunds: &[ModelRefund]) ->
                     problems.push(format!("{no}: transaction {local_tx:?} here, {wechat_tx:?} at WeChat Pay"));
                 }
             }
-            (Some("CLOSED"), Some("CLOSED") | None) | (Some("UNPAID"), None) | (None, None) => {}
+            // Unpaid on both sides (an order placed whose answer was lost is not pending here:
+            // nobody holds its prepay_id, so nobody can pay it).
+            (Some("CLOSED"), Some("CLOSED") | None) | (Some("UNPAID"), None | Some("NOTPAY")) | (None, None) => {}
             (local, wechat) => problems.push(format!("{no}: {local:?} here, {wechat:?} at WeChat Pay")),
         }
         if let Some(item) = &local {
@@ -708,6 +747,11 @@ async fn check(world: &World, orders: &[ModelOrder], refunds: &[ModelRefund]) ->
     } else {
         Err(problems.join("\n  "))
     }
+}
+
+/// `LEDGER_TRACE=1`: each operation and answer on stderr (for replaying a seed).
+fn trace() -> bool {
+    std::env::var_os("LEDGER_TRACE").is_some()
 }
 
 fn setting(name: &str, default: u64) -> u64 {

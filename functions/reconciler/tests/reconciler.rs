@@ -113,3 +113,114 @@ async fn two_runs_at_once_change_each_order_once() {
         );
     }
 }
+
+/// A refund item pending since `since` for an order this server does not have: the reconciler
+/// fails on it every time (as on an item that keeps failing for any reason).
+async fn put_failing_refund(stack: &Stack, no: &str, since: u64) {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    stack
+        .dynamodb()
+        .put_item()
+        .table_name(format!("{}-refunds", stack.orders_table))
+        .item("out_refund_no", S(no.into()))
+        .item("out_trade_no", S("T_GONE_000001".into()))
+        .item("amount", N("1".into()))
+        .item("status", S("REQUESTED".into()))
+        .item("created_at", N(since.to_string()))
+        .item("pending", S("refund".into()))
+        .item("pending_since", N(since.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn items_that_keep_failing_never_block_the_others_and_are_backed_off() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    // More failing items than one page of the index, all older than the one that can progress.
+    let old = now_unix() - 3600;
+    for i in 0..130 {
+        put_failing_refund(&stack, &format!("R_FAILING_{i:03}"), old + i).await;
+    }
+    stack.refund_with_lost_notification(ORDER, "R_LOST_2", 100, 30).await;
+
+    let later = now_unix() + GRACE_SECS + 1;
+    let report = reconcile_at(&stack.state, later).await.unwrap();
+    assert_eq!(
+        (
+            report["refunds_checked"].as_u64(),
+            report["refunds_settled"].as_u64(),
+            report["errors"].as_u64(),
+            report["deferred"].as_u64(),
+        ),
+        (Some(131), Some(1), Some(130), Some(130)),
+        "{report}"
+    );
+    let refund = stack
+        .merchant(json!({"op": "get_refund", "out_refund_no": "R_LOST_2"}))
+        .await
+        .unwrap();
+    assert_eq!(refund["status"], "SUCCESS");
+
+    // Backed off: the next run at the same time looks at none of them, nor asks WeChat Pay.
+    let queries = stack.sim_calls("refund_query").await;
+    let report = reconcile_at(&stack.state, later).await.unwrap();
+    assert_eq!(report["refunds_checked"], 0, "{report}");
+    assert_eq!(stack.sim_calls("refund_query").await, queries);
+    // After the first back-off they are looked at again, and backed off twice as long.
+    let report = reconcile_at(&stack.state, later + 61).await.unwrap();
+    assert_eq!(report["refunds_checked"], 130, "{report}");
+    let report = reconcile_at(&stack.state, later + 61 + 61).await.unwrap();
+    assert_eq!(report["refunds_checked"], 0, "{report}");
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let item = stack
+        .dynamodb()
+        .get_item()
+        .table_name(format!("{}-refunds", stack.orders_table))
+        .key("out_refund_no", S("R_FAILING_000".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["attempts"].as_n().unwrap(), "2");
+    assert_eq!(item["next_attempt_at"].as_n().unwrap(), &(later + 61 + 120).to_string());
+}
+
+#[tokio::test]
+async fn an_apiv2_order_past_its_time_ends_expired_and_a_late_payment_still_settles_it() {
+    let stack =
+        Stack::start_with(|c| c.pay.as_mut().expect("the test stack pays").api = wxa_shared::config::PayApi::V2).await;
+    stack.enable_pay().await;
+    stack
+        .merchant(json!({"op": "create_order", "out_trade_no": ORDER, "openid": "o_alice", "description": "tea", "amount_total": 100}))
+        .await
+        .unwrap();
+    let token = stack.log_in("o_alice").await;
+    let body = json!({"out_trade_no": ORDER});
+    let signed = wxa_shared::handlers::pay_sign::FUNCTION
+        .handle(
+            &stack.state,
+            testkit::authed_event("pay-sign.json", &token, Some(&body)),
+        )
+        .await;
+    let (status, params) = testkit::read(&signed);
+    assert_eq!(status, 200, "{params}");
+    let later = now_unix() + wxa_shared::shop::PREPAY_LIFETIME_SECS + 60;
+    let report = reconcile_at(&stack.state, later).await.unwrap();
+    assert_eq!(
+        (report["orders_expired"].as_u64(), report["errors"].as_u64()),
+        (Some(1), Some(0)),
+        "{report}"
+    );
+    let order = stack.order(ORDER).await;
+    assert_eq!(order["status"].as_s().unwrap(), "EXPIRED");
+    assert!(!order.contains_key("pending"), "ended: out of the pending index");
+    // Uncloseable there, so WeChat Pay's word still wins: a payment reported later settles it.
+    let prepay_id = params["package"].as_str().unwrap().trim_start_matches("prepay_id=");
+    stack
+        .sim_post("/__sim/pay/complete", json!({"prepay_id": prepay_id}))
+        .await;
+    assert_eq!(stack.order(ORDER).await["status"].as_s().unwrap(), "PAID");
+}

@@ -359,7 +359,10 @@ impl Intercept for Crash {
         );
         if write
             && matches!(context.output_or_error(), Some(Ok(_)))
-            && self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| n - 1)) == Ok(1)
+            && self
+                .0
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n > 0).then(|| n - 1))
+                == Ok(1)
         {
             std::panic::panic_any(CRASH);
         }

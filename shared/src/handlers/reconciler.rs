@@ -21,6 +21,7 @@ pub const FUNCTION: Function = Function {
         pay: true,
         pay_orders: true,
         refunds: true,
+        transfers: true,
         ..Parts::NONE
     },
     at_init: AtInit::DYNAMODB,
@@ -39,7 +40,8 @@ pub async fn reconcile_at(state: &AppState, now: u64) -> Outcome {
     let cutoff = now.saturating_sub(GRACE_SECS);
     let mut report = json!({
         "orders_checked": 0, "orders_paid": 0, "orders_closed": 0,
-        "refunds_checked": 0, "refunds_settled": 0, "errors": 0,
+        "refunds_checked": 0, "refunds_settled": 0,
+        "transfers_checked": 0, "transfers_settled": 0, "errors": 0,
     });
     let bump = |report: &mut Value, key: &str| report[key] = json!(report[key].as_u64().unwrap_or(0) + 1);
     for out_trade_no in pay.orders.pending(cutoff, BATCH).await? {
@@ -89,6 +91,34 @@ pub async fn reconcile_at(state: &AppState, now: u64) -> Outcome {
         .await;
         if let Err(e) = outcome {
             tracing::warn!(out_refund_no, error = %e, "reconciling a refund failed; the next run tries again");
+            bump(&mut report, "errors");
+        }
+    }
+    // Merchant transfers not final: asked about (a CREATING one WeChat Pay does not know is sent
+    // again with its out_bill_no), see `crate::transfer::refresh_transfer`.
+    let transfers = pay.transfers()?;
+    for out_bill_no in transfers.pending(cutoff, BATCH).await? {
+        if crate::deadline::budget(std::time::Duration::from_secs(2))
+            .is_none_or(|d| d < std::time::Duration::from_secs(1))
+        {
+            break;
+        }
+        bump(&mut report, "transfers_checked");
+        let outcome: Result<(), ApiError> = async {
+            let Some(transfer) = transfers.get(&out_bill_no).await? else {
+                return Ok(());
+            };
+            if !crate::transfer::refresh_transfer(pay, &state.config.app_id, transfer)
+                .await?
+                .is_pending()
+            {
+                bump(&mut report, "transfers_settled");
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(out_bill_no, error = %e, "reconciling a transfer failed; the next run tries again");
             bump(&mut report, "errors");
         }
     }

@@ -146,8 +146,19 @@ pub async fn user(State(state): State<Shared>, Query(params): Query<HashMap<Stri
 }
 
 pub async fn add_fault(State(state): State<Shared>, Json(fault): Json<Fault>) -> Response {
-    if fault.errcode.is_some() && fault.http_status.is_some() {
-        return bad_request("give errcode or http_status, not both");
+    let answers = [
+        fault.errcode.is_some(),
+        fault.http_status.is_some(),
+        fault.pay_error.is_some(),
+        fault.cut.is_some(),
+    ];
+    if answers.iter().filter(|given| **given).count() > 1 {
+        return bad_request("give at most one of errcode, http_status, pay_error and cut");
+    }
+    if let Some(e) = &fault.pay_error
+        && (!(400..=599).contains(&e.status) || e.code.is_empty())
+    {
+        return bad_request("pay_error needs an HTTP status from 400 to 599 and a code");
     }
     state.lock().unwrap().faults.push_back(fault);
     StatusCode::NO_CONTENT.into_response()
@@ -180,8 +191,8 @@ pub struct AdvanceBody {
 }
 
 /// Moves the simulator's clock forward (code and token expiry without waiting); refunds that are
-/// then due settle, and their notifications and the media checks then due are delivered before
-/// the answer.
+/// then due settle, transfers left unconfirmed for 24 hours are cancelled, and their
+/// notifications and the media checks then due are delivered (or held) before the answer.
 pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceBody>) -> Response {
     let now = {
         let mut sim = state.lock().unwrap();
@@ -189,8 +200,13 @@ pub async fn advance_time(State(state): State<Shared>, Json(body): Json<AdvanceB
         sim.now()
     };
     let refunds = crate::refund::settle_after_clock_moved(&state).await;
+    let transfers = crate::transfer::expire_after_clock_moved(&state).await;
     let media_checks = crate::security::deliver_due(&state).await;
-    Json(json!({ "now": now, "refunds_settled": refunds, "media_checks_delivered": media_checks })).into_response()
+    Json(json!({
+        "now": now, "refunds_settled": refunds, "transfers_cancelled": transfers,
+        "media_checks_delivered": media_checks,
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

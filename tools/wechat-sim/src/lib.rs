@@ -9,16 +9,19 @@
 mod admin;
 mod api;
 pub mod crypto;
+mod ledger;
 mod links;
 mod messages;
 mod notify;
 pub mod pay;
+pub mod pay_faults;
 pub mod png;
 pub mod push;
 mod refund;
 pub mod security;
 mod shipping;
 mod state;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -57,6 +60,19 @@ pub fn router(config: SimConfig) -> Router {
         )
         .route("/v3/refund/domestic/refunds", post(refund::apply))
         .route("/v3/refund/domestic/refunds/{out_refund_no}", get(refund::query))
+        .route("/v3/fund-app/mch-transfer/transfer-bills", post(transfer::create))
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}",
+            get(transfer::query_by_out_bill_no),
+        )
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/transfer-bill-no/{transfer_bill_no}",
+            get(transfer::query_by_transfer_bill_no),
+        )
+        .route(
+            "/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel",
+            post(transfer::cancel),
+        )
         .route("/pay/unifiedorder", post(pay::unifiedorder))
         .route(
             "/wxa/sec/order/upload_shipping_info",
@@ -86,8 +102,15 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/links", post(links::configure))
         .route("/__sim/pay/merchant", post(pay::set_merchant))
         .route("/__sim/pay/platform", get(pay::platform))
+        .route("/__sim/pay/signer", post(pay::set_signer))
         .route("/__sim/pay/complete", post(pay::complete))
         .route("/__sim/pay/refund/settle", post(refund::settle))
+        .route("/__sim/pay/transfer/confirm", post(transfer::confirm))
+        .route("/__sim/pay/transfer/fail", post(transfer::fail))
+        .route("/__sim/pay/ledger", get(ledger::ledger))
+        .route("/__sim/pay/notifications", get(notify::held))
+        .route("/__sim/pay/notifications/hold", post(notify::hold))
+        .route("/__sim/pay/notifications/take", post(notify::take))
         .route("/__sim/shipping/confirm-receive", post(shipping::confirm_receive))
         .route("/__sim/login", post(admin::login))
         .route("/__sim/encrypt", post(admin::encrypt))
@@ -98,6 +121,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/time", post(admin::advance_time))
         .route("/__sim/app", post(admin::set_app_secret))
         .route("/__sim/invalidate-tokens", post(admin::invalidate_tokens))
+        .layer(axum::middleware::from_fn(pay_faults::aftermath))
         .with_state(state)
 }
 

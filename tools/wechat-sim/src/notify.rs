@@ -2,8 +2,19 @@
 //! AES-256-GCM resource, signed with the platform key, delivered to a notify_url and retried
 //! until acknowledged; on request tampered, stale, a signature probe, signed with the wrong key,
 //! duplicated, or dropped.
+//!
+//! Every WeChat Pay notification (payments, refunds, transfers) leaves through [`send`] or
+//! [`send_in_background`], which queue it instead while a test holds notifications
+//! (`POST /__sim/pay/notifications/hold`), so that the test delivers them itself: late, twice,
+//! out of order, or never.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::signature::RsaKeyPair;
@@ -11,8 +22,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::pay::{PLATFORM_CERT_SERIAL, PLATFORM_PUBLIC_KEY_ID, platform_key, rsa_sign};
-use crate::state::{random_text, rfc3339_cst};
+use crate::Shared;
+use crate::pay::{PLATFORM_CERT_SERIAL, platform_key, rsa_sign};
+use crate::state::{SimState, random_text, rfc3339_cst};
 
 pub type Headers = Vec<(String, String)>;
 
@@ -36,8 +48,9 @@ pub const MODES: [&str; 7] = [
     "drop",
 ];
 
-/// The signed APIv3 notification for `event`, encrypted under `apiv3_key`, shaped by `mode`.
-pub fn v3_envelope(apiv3_key: &str, event: &Event, now: i64, mode: &str) -> (Headers, String) {
+/// The signed APIv3 notification for `event`, encrypted under `apiv3_key`, shaped by `mode`,
+/// naming `serial` (the current signer's) unless the mode asks for the certificate.
+pub fn v3_envelope(apiv3_key: &str, event: &Event, now: i64, mode: &str, serial: &str) -> (Headers, String) {
     let nonce = random_text(12);
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key.as_bytes()).expect("32-byte APIv3 key"));
     let mut sealed = event.resource.to_string().into_bytes();
@@ -68,7 +81,7 @@ pub fn v3_envelope(apiv3_key: &str, event: &Event, now: i64, mode: &str) -> (Hea
     let serial = if mode == "certificate" {
         PLATFORM_CERT_SERIAL
     } else {
-        PLATFORM_PUBLIC_KEY_ID
+        serial
     };
     let sent = if mode == "tampered" {
         // Changed after signing: the signature no longer covers what is sent.
@@ -90,10 +103,129 @@ pub fn v3_envelope(apiv3_key: &str, event: &Event, now: i64, mode: &str) -> (Hea
     (headers, sent)
 }
 
+/// What a notification is about, for the test that delivers a held one: `kind` (`transaction`,
+/// `refund`, `transfer`), `key` (out_trade_no, out_refund_no, out_bill_no) and the `state` it tells.
+#[derive(Clone, Serialize)]
+pub struct Label {
+    pub kind: &'static str,
+    pub key: String,
+    pub state: String,
+}
+
+/// One WeChat Pay notification, fully formed: sent `copies` times at once, shaped by `mode`.
+pub struct PayNotification {
+    pub label: Label,
+    pub outgoing: Outgoing,
+    pub copies: u32,
+    pub mode: String,
+}
+
+impl PayNotification {
+    async fn deliver(self) -> Vec<Value> {
+        let Outgoing { url, headers, body } = &self.outgoing;
+        deliver_copies(url, headers, body, self.copies, &self.mode).await
+    }
+}
+
+/// A queued notification as `GET /__sim/pay/notifications` lists it.
+#[derive(Clone, Serialize)]
+struct Held {
+    id: u64,
+    #[serde(flatten)]
+    label: Label,
+    url: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// Whether notifications are held, and those held, in the order WeChat Pay would have sent them.
+#[derive(Default)]
+pub struct HoldState {
+    held: bool,
+    next_id: u64,
+    queue: Vec<Held>,
+}
+
+impl HoldState {
+    /// Queues `n` (each copy) while notifications are held, answering `{"held": id}` for each;
+    /// else hands it back to be sent. A dropped one (mode `drop`) is neither.
+    fn intercept(&mut self, n: PayNotification) -> Result<Vec<Value>, Box<PayNotification>> {
+        if n.mode == "drop" {
+            return Ok(Vec::new());
+        }
+        if !self.held {
+            return Err(Box::new(n));
+        }
+        let mut held = Vec::new();
+        for _ in 0..n.copies.clamp(1, 200) {
+            self.next_id += 1;
+            self.queue.push(Held {
+                id: self.next_id,
+                label: n.label.clone(),
+                url: n.outgoing.url.clone(),
+                headers: n.outgoing.headers.iter().cloned().collect(),
+                body: n.outgoing.body.clone(),
+            });
+            held.push(json!({ "held": self.next_id }));
+        }
+        Ok(held)
+    }
+}
+
+/// Sends `n` (or holds it); answers what each copy got (`{status, body, attempts}`) or `{held}`.
+pub async fn send(state: &Shared, n: PayNotification) -> Vec<Value> {
+    let intercepted = state.lock().unwrap().notifications.intercept(n);
+    match intercepted {
+        Ok(held) => held,
+        Err(n) => n.deliver().await,
+    }
+}
+
+/// [`send`] for a caller that holds the state's lock (an API call that finds refunds due): held
+/// ones are queued now, the others sent without holding up the answer.
+pub fn send_in_background(sim: &mut SimState, notifications: Vec<PayNotification>) {
+    let to_send: Vec<Box<PayNotification>> = notifications
+        .into_iter()
+        .filter_map(|n| sim.notifications.intercept(n).err())
+        .collect();
+    if !to_send.is_empty() {
+        tokio::spawn(async move {
+            for n in to_send {
+                n.deliver().await;
+            }
+        });
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    hold: bool,
+}
+
+/// `POST /__sim/pay/notifications/hold {"hold"}`: from now on notifications are queued (true) or
+/// sent (false); those already queued stay queued until taken.
+pub async fn hold(State(state): State<Shared>, Json(body): Json<HoldBody>) -> Response {
+    state.lock().unwrap().notifications.held = body.hold;
+    Json(json!({ "hold": body.hold })).into_response()
+}
+
+/// `GET /__sim/pay/notifications`: the queued notifications.
+pub async fn held(State(state): State<Shared>) -> Response {
+    let sim = state.lock().unwrap();
+    Json(json!({ "notifications": sim.notifications.queue })).into_response()
+}
+
+/// `POST /__sim/pay/notifications/take`: the queued notifications, removed from the queue.
+pub async fn take(State(state): State<Shared>) -> Response {
+    let taken = std::mem::take(&mut state.lock().unwrap().notifications.queue);
+    Json(json!({ "notifications": taken })).into_response()
+}
+
 /// Delivers `copies` concurrent copies of one notification to `url`; a correct one is retried
 /// until acknowledged (faster than WeChat Pay's 15 s, 15 s, 30 s ... schedule), a forged one is
 /// sent once. Answers what each copy got last.
-pub async fn deliver_copies(url: &str, headers: &Headers, payload: &str, copies: u32, mode: &str) -> Vec<Value> {
+async fn deliver_copies(url: &str, headers: &Headers, payload: &str, copies: u32, mode: &str) -> Vec<Value> {
     if mode == "drop" {
         return Vec::new();
     }

@@ -2,6 +2,11 @@
 //! Authorization checked with the merchant's public key, answers signed with the simulator's
 //! platform key), APIv2 unified order (XML, sign checked both ways), and payment completion that
 //! delivers the notification to the order's notify_url the way WeChat Pay does (`notify.rs`).
+//!
+//! Answers and notifications name the platform key in `Wechatpay-Serial`: the WeChat Pay public
+//! key id by default; `POST /__sim/pay/signer {"serial": "public_key" | "certificate" | "alternate"}`
+//! switches to the platform certificate's serial or to a second certificate serial, as during
+//! WeChat Pay's key switch. The key itself is the same for all three (see [`Signer`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -25,7 +30,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::Shared;
-use crate::notify::{Event, deliver_copies, v3_envelope};
+use crate::notify::{Event, Label, Outgoing, PayNotification, v3_envelope};
+use crate::pay_faults::{Aftermath, Cut, severed};
 use crate::state::{SimState, random_text, rfc3339_cst};
 
 /// The simulator's platform key (test only), also presented as a certificate with this serial.
@@ -33,10 +39,43 @@ const PLATFORM_KEY_PEM: &str = include_str!("platform_key.pem");
 pub const PLATFORM_CERT_PEM: &str = include_str!("platform_cert.pem");
 pub const PLATFORM_CERT_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A72";
 pub const PLATFORM_PUBLIC_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
+/// A second platform certificate serial, as during a certificate switch (the same key here).
+pub const PLATFORM_ALTERNATE_SERIAL: &str = "6B2E9A6C0F3D4B5A8E7F1C2D3E4F5A6B";
+
+/// Which serial WeChat Pay's answers and notifications name in `Wechatpay-Serial`
+/// (`POST /__sim/pay/signer`). All three name the one platform key of the simulator: what a
+/// client must get right is picking its key by the serial, and refusing a serial it does not know.
+#[derive(Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signer {
+    /// The WeChat Pay public key id, `PUB_KEY_ID_…` (new merchants; the default).
+    #[default]
+    PublicKey,
+    /// The platform certificate's serial.
+    Certificate,
+    /// Another certificate serial, as when WeChat Pay switches certificates.
+    Alternate,
+}
+
+impl Signer {
+    pub fn serial(self) -> &'static str {
+        match self {
+            Signer::PublicKey => PLATFORM_PUBLIC_KEY_ID,
+            Signer::Certificate => PLATFORM_CERT_SERIAL,
+            Signer::Alternate => PLATFORM_ALTERNATE_SERIAL,
+        }
+    }
+}
 
 /// DER as a PEM block (64-character lines, LF).
 pub fn to_pem(label: &str, der: &[u8]) -> String {
     pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("a PEM label and any DER encode")
+}
+
+/// The platform private key as PKCS#8 DER (to decrypt what merchants encrypt for WeChat Pay).
+pub(crate) fn platform_pkcs8() -> Vec<u8> {
+    let der = PrivatePkcs8KeyDer::from_pem_slice(PLATFORM_KEY_PEM.as_bytes()).expect("PEM");
+    der.secret_pkcs8_der().to_vec()
 }
 
 pub fn platform_key() -> RsaKeyPair {
@@ -93,6 +132,7 @@ pub struct PayState {
     orders: HashMap<String, SimOrder>,
     /// prepay_id → out_trade_no.
     prepays: HashMap<String, String>,
+    pub(crate) signer: Signer,
 }
 
 impl PayState {
@@ -102,6 +142,13 @@ impl PayState {
 
     pub(crate) fn order(&self, out_trade_no: &str) -> Option<&SimOrder> {
         self.orders.get(out_trade_no)
+    }
+
+    /// Every order, by out_trade_no.
+    pub(crate) fn orders(&self) -> Vec<&SimOrder> {
+        let mut orders: Vec<&SimOrder> = self.orders.values().collect();
+        orders.sort_by(|a, b| a.out_trade_no.cmp(&b.out_trade_no));
+        orders
     }
 
     pub(crate) fn order_by_transaction_id(&self, transaction_id: &str) -> Option<&SimOrder> {
@@ -179,7 +226,8 @@ pub async fn set_merchant(State(state): State<Shared>, Json(body): Json<Merchant
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `GET /__sim/pay/platform`: WeChat Pay's public key and certificate, for the merchant's secret.
+/// `GET /__sim/pay/platform`: WeChat Pay's public key and certificate, for the merchant's secret,
+/// and the alternate certificate serial [`Signer::Alternate`] names (the same key).
 pub async fn platform() -> Response {
     let spki: PublicKeyX509Der = platform_key().public_key().as_der().expect("an RSA public key encodes");
     Json(json!({
@@ -187,8 +235,21 @@ pub async fn platform() -> Response {
         "public_key": to_pem("PUBLIC KEY", spki.as_ref()),
         "certificate_serial": PLATFORM_CERT_SERIAL,
         "certificate": PLATFORM_CERT_PEM,
+        "alternate_serial": PLATFORM_ALTERNATE_SERIAL,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerBody {
+    serial: Signer,
+}
+
+/// `POST /__sim/pay/signer`: the serial answers and notifications name from now on.
+pub async fn set_signer(State(state): State<Shared>, Json(body): Json<SignerBody>) -> Response {
+    state.lock().unwrap().pay.signer = body.serial;
+    Json(json!({ "serial": body.serial.serial() })).into_response()
 }
 
 /// An error of the `/__sim/` admin endpoints (not a WeChat answer).
@@ -212,7 +273,7 @@ fn parse_authorization(value: &str) -> Option<HashMap<String, String>> {
 /// An answer signed the way WeChat Pay signs: `Wechatpay-*` headers over `ts\nnonce\nbody\n`
 /// (an empty body for 204). `tamper` alters the body after signing (an ID in it, or else what
 /// was signed), so that the signature does not match what is sent.
-fn signed(status: StatusCode, text: String, now: i64, tamper: bool) -> Response {
+fn signed(status: StatusCode, text: String, now: i64, tamper: bool, serial: &str) -> Response {
     let nonce = random_text(32);
     let altered = text.replace("wx", "wy");
     let (covered, sent) = match (tamper, altered == text) {
@@ -225,7 +286,7 @@ fn signed(status: StatusCode, text: String, now: i64, tamper: bool) -> Response 
         ("wechatpay-timestamp", now.to_string()),
         ("wechatpay-nonce", nonce),
         ("wechatpay-signature", signature),
-        ("wechatpay-serial", PLATFORM_PUBLIC_KEY_ID.to_owned()),
+        ("wechatpay-serial", serial.to_owned()),
     ];
     if !sent.is_empty() {
         headers.push(("content-type", "application/json".to_owned()));
@@ -240,21 +301,25 @@ fn signed(status: StatusCode, text: String, now: i64, tamper: bool) -> Response 
 }
 
 /// WeChat Pay's error shape, `{"code", "message"}`, signed like any answer.
-fn signed_error(now: i64, tamper: bool, status: StatusCode, code: &str, message: &str) -> Response {
+fn signed_error(now: i64, tamper: bool, serial: &str, status: StatusCode, code: &str, message: &str) -> Response {
     signed(
         status,
         json!({ "code": code, "message": message }).to_string(),
         now,
         tamper,
+        serial,
     )
 }
 
-/// A checked APIv3 call: the merchant whose signature verified, the simulator's clock, and
-/// whether an injected fault wants the answer's signature broken.
+/// A checked APIv3 call: the merchant whose signature verified, the simulator's clock, the
+/// serial its answer is signed under, and what an injected fault does to the answer (a broken
+/// signature, a wait or a cut once processed).
 pub(crate) struct V3Call {
     pub merchant: MerchantConfig,
     pub now: i64,
     tamper: bool,
+    serial: &'static str,
+    after: Aftermath,
 }
 
 /// A request body that is a JSON object.
@@ -268,15 +333,23 @@ impl V3Call {
     }
 
     pub fn reply(&self, status: StatusCode, body: &Value) -> Response {
-        signed(status, body.to_string(), self.now, self.tamper)
+        self.after
+            .mark(signed(status, body.to_string(), self.now, self.tamper, self.serial))
     }
 
     pub fn error(&self, status: StatusCode, code: &str, message: &str) -> Response {
-        signed_error(self.now, self.tamper, status, code, message)
+        self.after
+            .mark(signed_error(self.now, self.tamper, self.serial, status, code, message))
     }
 
     pub fn no_content(&self) -> Response {
-        signed(StatusCode::NO_CONTENT, String::new(), self.now, self.tamper)
+        self.after.mark(signed(
+            StatusCode::NO_CONTENT,
+            String::new(),
+            self.now,
+            self.tamper,
+            self.serial,
+        ))
     }
 
     /// The PARAM_ERROR answer to a body that is not a JSON object.
@@ -285,11 +358,12 @@ impl V3Call {
     }
 }
 
-/// What every APIv3 endpoint does first: logs the call as `api` and plays a queued fault, then
-/// checks the Authorization over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n` with the merchant's public
-/// key (URL as the request line has it: path and query).
+/// What every APIv3 endpoint does first: logs the call as `api` and plays a queued fault (see
+/// `pay_faults.rs`), then checks the Authorization over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n`
+/// with the merchant's public key (URL as the request line has it: path and query).
 pub(crate) async fn v3_begin(state: &Shared, api: &str, request: &Parts, body: &[u8]) -> Result<V3Call, Response> {
     let fault = state.lock().unwrap().begin(api);
+    let mut after = Aftermath::default();
     if let Some(f) = &fault {
         if f.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
@@ -303,20 +377,40 @@ pub(crate) async fn v3_begin(state: &Shared, api: &str, request: &Parts, body: &
             )
                 .into_response());
         }
+        if f.cut == Some(Cut::Before) {
+            return Err(severed());
+        }
+        after = Aftermath {
+            delay_ms: f.delay_after_ms,
+            cut: f.cut == Some(Cut::After),
+        };
     }
     let tamper = fault.as_ref().is_some_and(|f| f.bad_signature);
     let sim = state.lock().unwrap();
     let now = sim.now();
+    let serial = sim.pay.signer.serial();
+    if let Some(e) = fault.as_ref().and_then(|f| f.pay_error.as_ref()) {
+        // WeChat Pay refused the call: nothing was processed.
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(after.mark(signed_error(now, tamper, serial, status, &e.code, &e.message)));
+    }
     let Some(merchant) = sim.pay.merchant.clone() else {
-        return Err(signed_error(
+        return Err(after.mark(signed_error(
             now,
             tamper,
+            serial,
             StatusCode::UNAUTHORIZED,
             "SIGN_ERROR",
             "no merchant is configured in the simulator",
-        ));
+        )));
     };
-    let call = V3Call { merchant, now, tamper };
+    let call = V3Call {
+        merchant,
+        now,
+        tamper,
+        serial,
+        after,
+    };
     let auth = request
         .headers
         .get("authorization")
@@ -446,9 +540,8 @@ pub async fn query(
     let Some(mchid) = params.get("mchid").filter(|m| !m.is_empty()) else {
         return call.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid 为必填参数");
     };
-    let settled = crate::refund::settle_due(&mut state.lock().unwrap());
-    crate::refund::notify_in_background(settled);
-    let sim = state.lock().unwrap();
+    let mut sim = state.lock().unwrap();
+    crate::refund::settle_due_in_background(&mut sim);
     let order = if request.uri.path().starts_with("/v3/pay/transactions/id/") {
         sim.pay.order_by_transaction_id(&number)
     } else {
@@ -652,9 +745,10 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
     if !crate::notify::MODES.contains(&mode.as_str()) {
         return admin_error(StatusCode::BAD_REQUEST, "unknown mode");
     }
-    let (order, merchant, now) = {
+    let (order, merchant, now, serial) = {
         let mut sim = state.lock().unwrap();
         let now = sim.now();
+        let serial = sim.pay.signer.serial();
         let Some(merchant) = sim.pay.merchant.clone() else {
             return admin_error(StatusCode::BAD_REQUEST, "no merchant configured");
         };
@@ -669,7 +763,7 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
             order.transaction_id = Some(format!("4200{}{}", now, random_text(8)));
             order.paid_at = Some(now);
         }
-        (order.clone(), merchant, now)
+        (order.clone(), merchant, now, serial)
     };
     let total = body.amount.unwrap_or(order.total);
     let (headers, payload) = match order.api {
@@ -681,11 +775,25 @@ pub async fn complete(State(state): State<Shared>, Json(body): Json<CompleteBody
                 original_type: "transaction",
                 resource: &resource,
             };
-            v3_envelope(&merchant.apiv3_key, &event, now, &mode)
+            v3_envelope(&merchant.apiv3_key, &event, now, &mode, serial)
         }
         Api::V2 { hmac } => v2_notification(&order, &merchant, total, hmac, &mode),
     };
-    let deliveries = deliver_copies(&order.notify_url, &headers, &payload, body.copies.unwrap_or(1), &mode).await;
+    let notification = PayNotification {
+        label: Label {
+            kind: "transaction",
+            key: order.out_trade_no.clone(),
+            state: "SUCCESS".into(),
+        },
+        outgoing: Outgoing {
+            url: order.notify_url.clone(),
+            headers,
+            body: payload,
+        },
+        copies: body.copies.unwrap_or(1),
+        mode,
+    };
+    let deliveries = crate::notify::send(&state, notification).await;
     Json(
         json!({ "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "deliveries": deliveries }),
     )

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Shared;
-use crate::notify::{Event, MODES, deliver_copies, v3_envelope};
+use crate::notify::{Event, Label, MODES, Outgoing, PayNotification, send, send_in_background, v3_envelope};
 use crate::pay::{admin_error, v3_begin, v3_begin_json};
 use crate::state::{SimState, random_text, rfc3339_cst};
 
@@ -95,6 +95,21 @@ impl RefundState {
         self.of_order(out_trade_no).any(|r| r.status != Status::Closed)
     }
 
+    /// Every refund as the ledger lists it, by out_refund_no.
+    pub fn ledger(&self) -> Vec<Value> {
+        let mut refunds: Vec<&SimRefund> = self.refunds.values().collect();
+        refunds.sort_by(|a, b| a.out_refund_no.cmp(&b.out_refund_no));
+        refunds
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "out_refund_no": r.out_refund_no, "out_trade_no": r.out_trade_no,
+                    "status": r.status.as_str(), "refund": r.refund, "refund_id": r.refund_id,
+                })
+            })
+            .collect()
+    }
+
     /// Whether refunds that succeeded add up to the order's whole amount.
     pub fn fully_refunded(&self, out_trade_no: &str, total: u64) -> bool {
         let refunded: u64 = self
@@ -125,54 +140,48 @@ fn refund_json(r: &SimRefund) -> Value {
     body
 }
 
-/// A settled refund as it is now, with what its notification needs: the refund's notify_url (none:
-/// nothing is sent) and the key to encrypt it with.
-pub struct Due {
-    refund: SimRefund,
-    url: Option<String>,
-    apiv3_key: String,
-    now: i64,
-}
-
-impl Due {
-    async fn deliver(&self, mode: &str, copies: u32) -> Vec<Value> {
-        let Some(url) = &self.url else {
-            return Vec::new();
-        };
-        let r = &self.refund;
-        let mut resource = json!({
-            "mchid": r.mchid, "out_trade_no": r.out_trade_no, "transaction_id": r.transaction_id,
-            "out_refund_no": r.out_refund_no, "refund_id": r.refund_id, "refund_status": r.status.as_str(),
-            "user_received_account": "支付用户零钱",
-            "amount": { "total": r.total, "refund": r.refund, "payer_total": r.total, "payer_refund": r.refund },
-        });
-        if let Some(time) = r.success_time {
-            resource["success_time"] = json!(rfc3339_cst(time));
-        }
-        let (event_type, summary) = r.status.event();
-        let event = Event {
-            event_type,
-            summary,
-            original_type: "refund",
-            resource: &resource,
-        };
-        let (headers, payload) = v3_envelope(&self.apiv3_key, &event, self.now, mode);
-        deliver_copies(url, &headers, &payload, copies, mode).await
+/// The notification of `refund`, as it is now, shaped by `mode`; none without a notify_url.
+fn notification(sim: &SimState, r: &SimRefund, mode: &str, copies: u32) -> Option<PayNotification> {
+    let url = r.notify_url.clone()?;
+    let mut resource = json!({
+        "mchid": r.mchid, "out_trade_no": r.out_trade_no, "transaction_id": r.transaction_id,
+        "out_refund_no": r.out_refund_no, "refund_id": r.refund_id, "refund_status": r.status.as_str(),
+        "user_received_account": "支付用户零钱",
+        "amount": { "total": r.total, "refund": r.refund, "payer_total": r.total, "payer_refund": r.refund },
+    });
+    if let Some(time) = r.success_time {
+        resource["success_time"] = json!(rfc3339_cst(time));
     }
-}
-
-/// The notification of `refund`, now settled.
-fn due(sim: &SimState, refund: &SimRefund) -> Option<Due> {
-    Some(Due {
-        refund: refund.clone(),
-        url: refund.notify_url.clone(),
-        apiv3_key: sim.pay.merchant()?.apiv3_key.clone(),
-        now: sim.now(),
+    let (event_type, summary) = r.status.event();
+    let event = Event {
+        event_type,
+        summary,
+        original_type: "refund",
+        resource: &resource,
+    };
+    let apiv3_key = &sim.pay.merchant()?.apiv3_key;
+    let (headers, body) = v3_envelope(apiv3_key, &event, sim.now(), mode, sim.pay.signer.serial());
+    Some(PayNotification {
+        label: Label {
+            kind: "refund",
+            key: r.out_refund_no.clone(),
+            state: r.status.as_str().to_owned(),
+        },
+        outgoing: Outgoing { url, headers, body },
+        copies,
+        mode: mode.to_owned(),
     })
 }
 
+/// A refund settled on the clock, and its notification.
+pub struct Settled {
+    out_refund_no: String,
+    status: Status,
+    notification: Option<PayNotification>,
+}
+
 /// Settles every PROCESSING refund whose time has come (SUCCESS), with their notifications.
-pub fn settle_due(sim: &mut SimState) -> Vec<Due> {
+pub fn settle_due(sim: &mut SimState) -> Vec<Settled> {
     let now = sim.now();
     let mut settled = Vec::new();
     for refund in sim.refunds.refunds.values_mut() {
@@ -182,32 +191,38 @@ pub fn settle_due(sim: &mut SimState) -> Vec<Due> {
             settled.push(refund.clone());
         }
     }
-    settled.iter().filter_map(|r| due(sim, r)).collect()
+    settled
+        .iter()
+        .map(|r| Settled {
+            out_refund_no: r.out_refund_no.clone(),
+            status: r.status,
+            notification: notification(sim, r, "normal", 1),
+        })
+        .collect()
 }
 
-/// Sends notifications found due while answering an API call, without holding up the answer.
-pub fn notify_in_background(due: Vec<Due>) {
-    if !due.is_empty() {
-        tokio::spawn(async move {
-            for d in due {
-                d.deliver("normal", 1).await;
-            }
-        });
-    }
+/// While answering a call: settles what is due, its notifications sent (or held) without holding
+/// up the answer.
+pub fn settle_due_in_background(sim: &mut SimState) {
+    let settled = settle_due(sim);
+    let notifications = settled.into_iter().filter_map(|s| s.notification).collect();
+    send_in_background(sim, notifications);
 }
 
 /// After the clock moved: settles what is due and delivers the notifications, answering what
 /// each refund's notification got.
 pub async fn settle_after_clock_moved(state: &Shared) -> Vec<Value> {
-    let due = settle_due(&mut state.lock().unwrap());
-    let mut settled = Vec::new();
-    for d in due {
-        let deliveries = d.deliver("normal", 1).await;
-        let r = &d.refund;
-        settled
-            .push(json!({ "out_refund_no": r.out_refund_no, "status": r.status.as_str(), "deliveries": deliveries }));
+    let settled = settle_due(&mut state.lock().unwrap());
+    let mut answers = Vec::new();
+    for s in settled {
+        let deliveries = match s.notification {
+            Some(n) => send(state, n).await,
+            None => Vec::new(),
+        };
+        answers
+            .push(json!({ "out_refund_no": s.out_refund_no, "status": s.status.as_str(), "deliveries": deliveries }));
     }
-    settled
+    answers
 }
 
 /// A PARAM_ERROR unless `out_refund_no` is 1 to 64 of `[0-9A-Za-z_-|*@]`.
@@ -251,8 +266,7 @@ pub async fn apply(State(state): State<Shared>, request: Parts, body: Bytes) -> 
         Some(_) => return param_error("notify_url 须为不带参数的 URL"),
     };
     let mut sim = state.lock().unwrap();
-    let due = settle_due(&mut sim);
-    notify_in_background(due);
+    settle_due_in_background(&mut sim);
     if let Some(existing) = sim.refunds.refunds.get(&out_refund_no) {
         // The same out_refund_no refunds once: a retry answers the same refund.
         let same_order = existing.out_trade_no == out_trade_no || existing.transaction_id == transaction_id;
@@ -331,8 +345,7 @@ pub async fn query(State(state): State<Shared>, Path(out_refund_no): Path<String
         Err(response) => return response,
     };
     let mut sim = state.lock().unwrap();
-    let due = settle_due(&mut sim);
-    notify_in_background(due);
+    settle_due_in_background(&mut sim);
     match sim
         .refunds
         .refunds
@@ -384,11 +397,11 @@ pub async fn settle(State(state): State<Shared>, Json(body): Json<SettleBody>) -
             refund.success_time = (outcome == Status::Success).then_some(now);
         }
         let refund = refund.clone();
-        let pending = due(&sim, &refund);
+        let pending = notification(&sim, &refund, &mode, body.copies.unwrap_or(1));
         (refund, pending)
     };
     let deliveries = match pending {
-        Some(d) => d.deliver(&mode, body.copies.unwrap_or(1)).await,
+        Some(n) => send(&state, n).await,
         None => Vec::new(),
     };
     Json(json!({ "refund": refund_json(&refund), "deliveries": deliveries })).into_response()

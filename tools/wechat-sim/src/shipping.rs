@@ -249,8 +249,7 @@ pub async fn get_order(State(state): State<Shared>, Query(params): Params, body:
         return wx_error(47001, "data format error");
     };
     let mut sim = state.lock().unwrap();
-    let due = crate::refund::settle_due(&mut sim);
-    crate::refund::notify_in_background(due);
+    crate::refund::settle_due_in_background(&mut sim);
     let Some(order) = payment(&sim, &key) else {
         return wx_error(10060001, "支付单不存在");
     };

@@ -58,7 +58,7 @@ pub struct Fault {
     pub api: String,
     #[serde(default = "one")]
     pub count: u32,
-    /// Wait this long before answering (a slow or hung WeChat).
+    /// Wait this long before processing and answering (a slow or hung WeChat).
     #[serde(default)]
     pub delay_ms: u64,
     /// Answer HTTP 200 with this errcode (-1 busy, 45011 rate limit, ...).
@@ -70,6 +70,16 @@ pub struct Fault {
     /// WeChat Pay: answer normally but with a signature that does not match.
     #[serde(default)]
     pub bad_signature: bool,
+    /// WeChat Pay (APIv3): answer this signed error without processing the request.
+    #[serde(default)]
+    pub pay_error: Option<crate::pay_faults::PayError>,
+    /// WeChat Pay (APIv3): drop the connection without an answer, before or after processing.
+    #[serde(default)]
+    pub cut: Option<crate::pay_faults::Cut>,
+    /// WeChat Pay (APIv3): process the request, then wait this long before answering (a timeout
+    /// after the request landed).
+    #[serde(default)]
+    pub delay_after_ms: u64,
 }
 
 fn one() -> u32 {
@@ -96,6 +106,9 @@ pub struct SimState {
     pub log: Vec<LoggedRequest>,
     pub pay: crate::pay::PayState,
     pub refunds: crate::refund::RefundState,
+    pub transfers: crate::transfer::TransferState,
+    /// WeChat Pay notifications held for a test to deliver.
+    pub notifications: crate::notify::HoldState,
     pub shipping: crate::shipping::ShippingState,
     pub push: crate::push::PushState,
     pub subscribe: crate::messages::SubscribeState,
@@ -125,6 +138,8 @@ impl SimState {
             log: Vec::new(),
             pay: Default::default(),
             refunds: Default::default(),
+            transfers: Default::default(),
+            notifications: Default::default(),
             shipping: Default::default(),
             push: Default::default(),
             subscribe: Default::default(),

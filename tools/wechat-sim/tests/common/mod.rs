@@ -2,6 +2,8 @@
 // Each test file uses a part of this.
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};

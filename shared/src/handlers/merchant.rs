@@ -218,7 +218,6 @@ struct TransferCommand {
     /// `transfer_remark`, shown to the user.
     remark: String,
     /// `transfer_scene_report_infos`, as the scene requires.
-    #[serde(default)]
     report_infos: Vec<crate::store::transfers::ReportInfo>,
     /// The user's real name (required from 2,000 CNY): sealed for WeChat Pay, never kept or
     /// logged in the clear.
@@ -242,8 +241,10 @@ async fn create_transfer(state: &AppState, event: &Value) -> Outcome {
     if c.remark.trim().is_empty() || c.remark.chars().count() > 32 {
         return Err(invalid("remark must be 1 to 32 characters"));
     }
-    if c.report_infos.len() > 10 {
-        return Err(invalid("report_infos must have at most 10 items"));
+    if !(1..=10).contains(&c.report_infos.len()) {
+        return Err(invalid(
+            "report_infos must have 1 to 10 items [{info_type, info_content}], as the scene requires",
+        ));
     }
     for info in &c.report_infos {
         let bad = |s: &str, max| s.trim().is_empty() || s.chars().count() > max;

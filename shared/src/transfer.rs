@@ -120,6 +120,8 @@ async fn submit(pay: &Payments, merchant: &Merchant, app_id: &str, transfer: Tra
             tracing::info!(out_bill_no = %transfer.out_bill_no, state = %bill.state, "transfer created");
             return current(pay, &transfer.out_bill_no).await;
         }
+        // Nothing was sent (our configuration): not WeChat Pay's refusal.
+        Err(e @ PayError::NotConfigured(_)) => return Err(e.into()),
         Err(e) if outcome_unknown(&e) => {
             tracing::warn!(out_bill_no = %transfer.out_bill_no, error = %e, "transfer create without a certain answer: kept CREATING, asked about later");
             return Err(e.into());

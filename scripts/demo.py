@@ -243,6 +243,27 @@ def main():
     page = call("GET", "/pay/orders/{out_trade_no}", token=token, path=f"/pay/orders/{out_trade_no}")
     assert page["refunded_total"] == 30
 
+    step("15c2. A merchant transfer to the user's wallet: the back office creates it, the user confirms in the mini-program")
+    out_bill_no = f"B{int(time.time())}{OPENID[-4:]}"
+    bill = merchant("create_transfer", out_bill_no=out_bill_no, openid=OPENID, amount=500, scene_id="1000",
+                    remark="新会员开通有礼",
+                    report_infos=[{"info_type": "活动名称", "info_content": "新会员有礼"},
+                                  {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"}])
+    assert bill["state"] == "WAIT_USER_CONFIRM", bill
+    again = merchant("create_transfer", out_bill_no=out_bill_no, openid=OPENID, amount=500, scene_id="1000",
+                     remark="新会员开通有礼",
+                     report_infos=[{"info_type": "活动名称", "info_content": "新会员有礼"},
+                                   {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"}])
+    print(f"  the same command again is the same bill (idempotent): {again['transfer_bill_no'] == bill['transfer_bill_no']}")
+    confirm = call("POST", "/transfers/{out_bill_no}/confirm", token=token, path=f"/transfers/{out_bill_no}/confirm")
+    print(f"  wx.requestMerchantTransfer({json.dumps(confirm)})")
+    confirmed = sim("/__sim/pay/transfer/confirm", {"package": confirm["package"], "openid": OPENID})
+    print(f"  the user confirms; WeChat Pay notifies: {confirmed.get('deliveries')}")
+    bill = merchant("get_transfer", out_bill_no=out_bill_no)
+    assert bill["state"] == "SUCCESS", bill
+    call("POST", "/transfers/{out_bill_no}/confirm", token=token, path=f"/transfers/{out_bill_no}/confirm",
+         expect=409, code="transfer_already_confirmed")
+
     step("15d. WeChat settles the order and tells us by message push (safe mode: signed, encrypted)")
     order = merchant("get_order", out_trade_no=out_trade_no)
     event = {"FromUserName": "o_wechat_order_manager", "MsgType": "event",

@@ -13,7 +13,7 @@ cd "$root"
 : "${API_PORT:=9000}" "${SIM_PORT:=9100}" "${MOTO_PORT:=9200}"
 : "${LAMBDA_PORT:=$((API_PORT + 1))}"
 : "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
-: "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${REFUNDS_TABLE:=wxa-refunds}" "${MESSAGES_TABLE:=wxa-messages}" "${TOKENS_TABLE:=wxa-tokens}" "${PAY_API:=v3}"
+: "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${REFUNDS_TABLE:=wxa-refunds}" "${TRANSFERS_TABLE:=wxa-transfers}" "${MESSAGES_TABLE:=wxa-messages}" "${TOKENS_TABLE:=wxa-tokens}" "${PAY_API:=v3}"
 : "${APP_SECRET_ID:=wxa/app}" "${PAY_SECRET_ID:=wxa/pay}"
 : "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
 # The message push's Token and EncodingAESKey, set in the simulator's "console" and the app secret
@@ -69,7 +69,7 @@ pids+=($!); wait_for_port sim "$SIM_PORT" "$!"
 
 python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
   --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" --refunds-table "$REFUNDS_TABLE" \
-  --messages-table "$MESSAGES_TABLE" --tokens-table "$TOKENS_TABLE" \
+  --transfers-table "$TRANSFERS_TABLE" --messages-table "$MESSAGES_TABLE" --tokens-table "$TOKENS_TABLE" \
   --app-secret-id "$APP_SECRET_ID" --app-secret "$APP_SECRET" \
   --push-token "$PUSH_TOKEN" --push-aes-key "$([ "$PUSH_MODE" = plain ] || echo "$PUSH_AES_KEY")" \
   --pay-secret-id "$PAY_SECRET_ID" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
@@ -81,6 +81,7 @@ APP_ID=$APP_ID
 SESSIONS_TABLE=$SESSIONS_TABLE
 ORDERS_TABLE=$ORDERS_TABLE
 REFUNDS_TABLE=$REFUNDS_TABLE
+TRANSFERS_TABLE=$TRANSFERS_TABLE
 MESSAGES_TABLE=$MESSAGES_TABLE
 TOKENS_TABLE=$TOKENS_TABLE
 PAY_API=$PAY_API

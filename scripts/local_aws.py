@@ -3,6 +3,7 @@
 
     local_aws.py --endpoint http://127.0.0.1:9200 setup \
         --sessions-table wxa-sessions --orders-table wxa-orders --refunds-table wxa-refunds \
+        [--transfers-table wxa-transfers] \
         --messages-table wxa-messages --tokens-table wxa-tokens \
         --app-secret-id wxa/app --app-secret S \
         [--pay-secret-id wxa/pay --pay-sim http://127.0.0.1:9100 --pay-dir .dev]
@@ -10,7 +11,7 @@
         --out-trade-no T1 --openid o_x --description "A cup of tea" --amount-total 1
 
 The tables' key schemas, attribute definitions, indexes and TTL attributes are read from the
-SessionsTable, OrdersTable, RefundsTable, MessagesTable and TokensTable resources of template.yaml, so local runs and tests cannot drift
+SessionsTable, OrdersTable, RefundsTable, TransfersTable, MessagesTable and TokensTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
 Two secrets, as deployed: the app secret {"app_secret": ..., "push_token"?, "push_aes_key"?} and, with --pay-sim, the pay secret:
@@ -150,6 +151,7 @@ def main():
     setup.add_argument("--sessions-table", required=True)
     setup.add_argument("--orders-table", required=True)
     setup.add_argument("--refunds-table", required=True)
+    setup.add_argument("--transfers-table", help="the merchant transfers table (made when given)")
     setup.add_argument("--messages-table", required=True)
     setup.add_argument("--tokens-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
@@ -175,6 +177,8 @@ def main():
         create_table(dynamodb, args.sessions_table, table_definition(args.template, "SessionsTable"))
         create_table(dynamodb, args.orders_table, table_definition(args.template, "OrdersTable"))
         create_table(dynamodb, args.refunds_table, table_definition(args.template, "RefundsTable"))
+        if args.transfers_table:
+            create_table(dynamodb, args.transfers_table, table_definition(args.template, "TransfersTable"))
         create_table(dynamodb, args.messages_table, table_definition(args.template, "MessagesTable"))
         create_table(dynamodb, args.tokens_table, table_definition(args.template, "TokensTable"))
         secretsmanager = client("secretsmanager", args.endpoint)

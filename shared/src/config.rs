@@ -44,6 +44,8 @@ pub struct Parts {
     pub pay_orders: bool,
     /// The refunds table (`REFUNDS_TABLE`).
     pub refunds: bool,
+    /// The merchant transfers table (`TRANSFERS_TABLE`).
+    pub transfers: bool,
     /// The messages table (`MESSAGES_TABLE`): pushes handled, subscriptions, media checks.
     pub messages: bool,
     /// The message push's token and EncodingAESKey, kept in the app secret (`APP_SECRET_ID`);
@@ -63,6 +65,7 @@ impl Parts {
         pay: false,
         pay_orders: false,
         refunds: false,
+        transfers: false,
         messages: false,
         push: false,
     };
@@ -79,6 +82,7 @@ impl Parts {
         pay: true,
         pay_orders: true,
         refunds: true,
+        transfers: true,
         messages: true,
         push: true,
     };
@@ -121,6 +125,7 @@ impl Parts {
             ],
         );
         add(self.refunds, &[("REFUNDS_TABLE", true)]);
+        add(self.transfers, &[("TRANSFERS_TABLE", true)]);
         add(self.messages, &[("MESSAGES_TABLE", true)]);
         add(
             self.pay_orders,
@@ -205,6 +210,8 @@ pub struct Config {
     pub pay_orders: Option<PayOrderSettings>,
     /// DynamoDB table of refunds (`REFUNDS_TABLE`; part `refunds`).
     pub refunds_table: Option<String>,
+    /// DynamoDB table of merchant transfers (`TRANSFERS_TABLE`; part `transfers`).
+    pub transfers_table: Option<String>,
     /// DynamoDB table of pushes, subscriptions and media checks (`MESSAGES_TABLE`).
     pub messages_table: Option<String>,
     /// DynamoDB table of the fleet's shared access token and card ticket (`TOKENS_TABLE`; part
@@ -260,6 +267,7 @@ impl Config {
         let orders_table = required(parts.orders, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
         let refunds_table = required(parts.refunds, "REFUNDS_TABLE");
+        let transfers_table = required(parts.transfers, "TRANSFERS_TABLE");
         let messages_table = required(parts.messages, "MESSAGES_TABLE");
         let tokens_table = required(parts.access_token, "TOKENS_TABLE");
         if parts.access_token && !parts.wechat {
@@ -409,6 +417,7 @@ impl Config {
                 v2_sign_type,
             }),
             refunds_table,
+            transfers_table,
             messages_table,
             tokens_table,
             token_lease: DEFAULT_TOKEN_LEASE,
@@ -445,6 +454,7 @@ mod tests {
         ("ORDERS_TABLE", "orders"),
         ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),
         ("REFUNDS_TABLE", "refunds"),
+        ("TRANSFERS_TABLE", "transfers"),
         ("MESSAGES_TABLE", "messages"),
         ("TOKENS_TABLE", "tokens"),
     ];

@@ -25,6 +25,7 @@ pub mod shop;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod transfer;
 pub mod wechat;
 
 pub use api::ApiError;

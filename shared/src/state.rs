@@ -19,6 +19,7 @@ use crate::store::orders::OrderStore;
 use crate::store::refunds::RefundStore;
 use crate::store::sessions::{Session, SessionStore};
 use crate::store::tokens::TokenStore;
+use crate::store::transfers::TransferStore;
 use crate::token::{AccessTokenCache, TokenError};
 use crate::wechat::WechatClient;
 
@@ -77,6 +78,8 @@ pub struct Payments {
     pub client: Option<(PayClient, PayOrderSettings)>,
     /// Refunds (only where refunds are applied for or recorded).
     pub refunds: Option<RefundStore>,
+    /// Merchant transfers (only where they are made, confirmed or recorded).
+    pub transfers: Option<TransferStore>,
 }
 
 impl Payments {
@@ -90,6 +93,10 @@ impl Payments {
 
     pub fn refunds(&self) -> Result<&RefundStore, ApiError> {
         self.refunds.as_ref().ok_or_else(|| undeclared("refunds"))
+    }
+
+    pub fn transfers(&self) -> Result<&TransferStore, ApiError> {
+        self.transfers.as_ref().ok_or_else(|| undeclared("transfers"))
     }
 }
 
@@ -187,6 +194,10 @@ impl AppState {
                     .refunds_table
                     .as_deref()
                     .map(|table| RefundStore::new(dynamodb.clone(), table, orders.table())),
+                transfers: config
+                    .transfers_table
+                    .as_deref()
+                    .map(|table| TransferStore::new(dynamodb.clone(), table)),
                 orders,
                 client: config.pay_orders.as_ref().map(|orders| {
                     (
@@ -232,6 +243,7 @@ impl AppState {
             &c.tokens_table,
             &c.messages_table,
             &c.refunds_table,
+            &c.transfers_table,
         ]
         .into_iter()
         .find_map(|table| table.as_deref())

@@ -671,6 +671,9 @@ const COMMAND_REFUSALS: &[&str] = &[
     "refund_conflict",
     "refund_exceeds_paid",
     "no_subscription_left",
+    "transfer_not_found",
+    "transfer_conflict",
+    "transfer_not_cancellable",
 ];
 
 #[tokio::test]
@@ -685,6 +688,10 @@ async fn every_merchant_op_refuses_malformed_commands_with_a_clear_error() {
         json!({"op": "close_order", "out_trade_no": "T20261126000001"}),
         json!({"op": "refund", "out_trade_no": "T20261126000001", "out_refund_no": "R1", "amount": 1}),
         json!({"op": "get_refund", "out_refund_no": "R1"}),
+        json!({"op": "create_transfer", "out_bill_no": "B20261126000001", "openid": "o_alice", "amount": 100,
+               "scene_id": "1000", "remark": "tea", "report_infos": [{"info_type": "活动名称", "info_content": "tea"}]}),
+        json!({"op": "get_transfer", "out_bill_no": "B20261126000001"}),
+        json!({"op": "cancel_transfer", "out_bill_no": "B20261126000001"}),
         json!({"op": "upload_shipping", "out_trade_no": "T20261126000001", "logistics_type": 1, "delivery_mode": 1,
                "shipping_list": [{"tracking_no": "SF1", "express_company": "SF", "item_desc": "tea"}]}),
         json!({"op": "get_shipping_state", "out_trade_no": "T20261126000001"}),

@@ -275,6 +275,46 @@ async fn every_route_answers_as_documented() {
             .await,
     ));
 
+    // A merchant transfer to o_alice: the confirm route's package; then unknown (another
+    // number) and already confirmed.
+    let transfer = json!({"op": "create_transfer", "out_bill_no": "B20261126000001", "openid": "o_alice",
+                          "amount": 500, "scene_id": "1000", "remark": "新会员开通有礼",
+                          "report_infos": [{"info_type": "活动名称", "info_content": "新会员有礼"}]});
+    stack.merchant(transfer).await.expect("transfer created");
+    let confirm = |no: &str| {
+        let text = std::fs::read_to_string(testkit::workspace_root().join("events/transfer-confirm.json")).unwrap();
+        let mut request = lambda_http::request::from_str(&text.replace("B20261126000001", no)).unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let path = "/transfers/{out_bill_no}/confirm";
+    let response = pay_sign::FUNCTION
+        .handle(&stack.state, confirm("B20261126000001"))
+        .await;
+    ok("transfer confirm", &response);
+    records.push(record(path, "POST", &response));
+    let package = read(&response).1["package"].as_str().unwrap().to_owned();
+    records.push(record(
+        path,
+        "POST",
+        &pay_sign::FUNCTION
+            .handle(&stack.state, confirm("B20261126999999"))
+            .await,
+    ));
+    stack
+        .sim_post(
+            "/__sim/pay/transfer/confirm",
+            json!({"package": package, "openid": "o_alice"}),
+        )
+        .await;
+    let response = pay_sign::FUNCTION
+        .handle(&stack.state, confirm("B20261126000001"))
+        .await;
+    assert_eq!(response.status(), 409);
+    records.push(record(path, "POST", &response));
+
     let response = session::FUNCTION
         .handle(&stack.state, authed_event("logout.json", &token, None))
         .await;

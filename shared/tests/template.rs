@@ -134,6 +134,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "SessionsTable" => parts.sessions,
                 "OrdersTable" => parts.orders,
                 "RefundsTable" => parts.refunds,
+                "TransfersTable" => parts.transfers,
                 "MessagesTable" => parts.messages,
                 "TokensTable" => parts.access_token,
                 "AppSecretArn" | "PaySecretArn" => true,

@@ -4,7 +4,8 @@
 //! `{"error": {"code", "message", "request_id"}}`.
 //!
 //! Ops: `create_order`, `get_order`, `close_order`, `refund`, `get_refund`, `upload_shipping`,
-//! `get_shipping_state`, `notify_confirm_receive` (orders); `send_subscribe_message`,
+//! `get_shipping_state`, `notify_confirm_receive` (orders); `create_transfer`, `get_transfer`,
+//! `cancel_transfer` (merchant transfers to a user's wallet, `crate::transfer`); `send_subscribe_message`,
 //! `get_subscription`, `generate_url_link`, `generate_scheme`, `generate_short_link`, `user_risk_rank` (messages and
 //! links). Every change of state is a conditional write
 //! (see `store::orders`, `store::refunds`); the rules are `shop`'s, shared with the notifications,
@@ -35,6 +36,7 @@ pub const FUNCTION: Function = Function {
         pay: true,
         pay_orders: true,
         refunds: true,
+        transfers: true,
         messages: true,
         ..Parts::NONE
     },
@@ -46,6 +48,9 @@ pub const FUNCTION: Function = Function {
         op!(close_order),
         op!(refund),
         op!(get_refund),
+        op!(create_transfer),
+        op!(get_transfer),
+        op!(cancel_transfer),
         op!(upload_shipping),
         op!(get_shipping_state),
         op!(notify_confirm_receive),
@@ -190,6 +195,127 @@ async fn get_refund(state: &AppState, event: &Value) -> Outcome {
         .await?
         .ok_or_else(shop::refund_not_found)?;
     Ok(json!(shop::refresh_refund(pay, refund).await?))
+}
+
+/// WeChat Pay's out_bill_no: 5 to 32 of `[0-9A-Za-z]`.
+fn checked_out_bill_no(no: &str) -> Result<(), ApiError> {
+    if (5..=32).contains(&no.len()) && no.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(invalid("out_bill_no must be 5 to 32 of [0-9A-Za-z]"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferCommand {
+    out_bill_no: String,
+    openid: String,
+    /// Fen.
+    amount: u64,
+    /// WeChat Pay's `transfer_scene_id` (1000 cash marketing, 1005 commission...).
+    scene_id: String,
+    /// `transfer_remark`, shown to the user.
+    remark: String,
+    /// `transfer_scene_report_infos`, as the scene requires.
+    report_infos: Vec<crate::store::transfers::ReportInfo>,
+    /// The user's real name (required from 2,000 CNY): sealed for WeChat Pay, never kept or
+    /// logged in the clear.
+    #[serde(default)]
+    user_name: Option<crate::redacted::Secret>,
+}
+
+/// Pays a user from the merchant's balance: recorded first, then created at WeChat Pay; the
+/// user confirms in the mini-program (`POST /transfers/{out_bill_no}/confirm`). A retry with the
+/// same out_bill_no and fields answers the same bill (see `crate::transfer`).
+async fn create_transfer(state: &AppState, event: &Value) -> Outcome {
+    let c: TransferCommand = command(event)?;
+    checked_out_bill_no(&c.out_bill_no)?;
+    check_openid(&c.openid)?;
+    if !(1..=MAX_AMOUNT).contains(&c.amount) {
+        return Err(invalid(format!("amount must be 1 to {MAX_AMOUNT} fen")));
+    }
+    if c.scene_id.is_empty() || c.scene_id.len() > 36 || !c.scene_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("scene_id must be WeChat Pay's transfer_scene_id, such as 1000"));
+    }
+    if c.remark.trim().is_empty() || c.remark.chars().count() > 32 {
+        return Err(invalid("remark must be 1 to 32 characters"));
+    }
+    if !(1..=10).contains(&c.report_infos.len()) {
+        return Err(invalid(
+            "report_infos must have 1 to 10 items [{info_type, info_content}], as the scene requires",
+        ));
+    }
+    for info in &c.report_infos {
+        let bad = |s: &str, max| s.trim().is_empty() || s.chars().count() > max;
+        if bad(&info.info_type, 15) || bad(&info.info_content, 32) {
+            return Err(invalid(
+                "each report_infos item needs info_type (1 to 15 characters) and info_content (1 to 32)",
+            ));
+        }
+    }
+    let user_name = c
+        .user_name
+        .as_ref()
+        .map(|n| n.expose().trim())
+        .filter(|n| !n.is_empty());
+    if c.user_name.is_some() && user_name.is_none_or(|n| n.chars().count() > 64) {
+        return Err(invalid("user_name must be 1 to 64 characters"));
+    }
+    if c.amount >= crate::transfer::USER_NAME_REQUIRED_FROM && user_name.is_none() {
+        return Err(invalid(format!(
+            "user_name is required from {} fen (2,000 CNY)",
+            crate::transfer::USER_NAME_REQUIRED_FROM
+        )));
+    }
+    let new = crate::store::transfers::NewTransfer {
+        out_bill_no: c.out_bill_no,
+        openid: c.openid,
+        amount: c.amount,
+        scene_id: c.scene_id,
+        remark: c.remark,
+        report_infos: c.report_infos,
+        user_name: None,
+    };
+    let pay = state.pay()?;
+    let transfer = crate::transfer::create_transfer(pay, &state.config.app_id, new, user_name).await?;
+    Ok(json!(transfer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByBill {
+    out_bill_no: String,
+}
+
+async fn bill(state: &AppState, event: &Value) -> Result<crate::store::transfers::Transfer, ApiError> {
+    let ByBill { out_bill_no } = command(event)?;
+    checked_out_bill_no(&out_bill_no)?;
+    state
+        .pay()?
+        .transfers()?
+        .get(&out_bill_no)
+        .await?
+        .ok_or_else(crate::transfer::transfer_not_found)
+}
+
+/// The bill, brought up to date from WeChat Pay when it is not final (and sent again when it
+/// is still CREATING and WeChat Pay does not know it).
+async fn get_transfer(state: &AppState, event: &Value) -> Outcome {
+    let transfer = bill(state, event).await?;
+    let pay = state.pay()?;
+    Ok(json!(
+        crate::transfer::refresh_transfer(pay, &state.config.app_id, transfer).await?
+    ))
+}
+
+/// Cancels a bill the user has not confirmed (→ CANCELING, then CANCELLED).
+async fn cancel_transfer(state: &AppState, event: &Value) -> Outcome {
+    let transfer = bill(state, event).await?;
+    let pay = state.pay()?;
+    Ok(json!(
+        crate::transfer::cancel_transfer(pay, &state.config.app_id, transfer).await?
+    ))
 }
 
 #[derive(Deserialize, serde::Serialize)]

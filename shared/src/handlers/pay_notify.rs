@@ -13,7 +13,10 @@
 //! the detail goes to the log. APIv2 (XML): the same with the v2 sign, of the configured sign
 //! type only, and the XML reply. Refund notifications (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
 //! `REFUND.CLOSED`) are verified and decrypted the same way and recorded with the refund's
-//! conditional write: a hundred copies change it once.
+//! conditional write: a hundred copies change it once. Merchant transfer notifications
+//! (`MCHTRANSFER.BILL.FINISHED`, resource `mch_payment`) are verified and decrypted the same way
+//! (signature first, over the raw bytes) and recorded with the bill's conditional write
+//! (`crate::transfer::record_notification`).
 
 use crate::at_init::AtInit;
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -37,6 +40,7 @@ pub const FUNCTION: Function = Function {
         orders: true,
         pay: true,
         refunds: true,
+        transfers: true,
         ..Parts::NONE
     },
     // Every notification is verified with the merchant's keys.
@@ -152,7 +156,8 @@ async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8])
         .map_err(|e| fail(StatusCode::UNAUTHORIZED, "the signature does not verify", e))?;
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| refused(format!("not a notification: {e}")))?;
     let refund = envelope.event_type.starts_with("REFUND.");
-    if envelope.event_type != "TRANSACTION.SUCCESS" && !refund {
+    let transfer = envelope.event_type == "MCHTRANSFER.BILL.FINISHED";
+    if envelope.event_type != "TRANSACTION.SUCCESS" && !refund && !transfer {
         tracing::info!(event_type = %envelope.event_type, "notification acknowledged without action");
         return Ok(());
     }
@@ -171,6 +176,9 @@ async fn notify_v3(state: &AppState, pay: &Payments, req: &Request, body: &[u8])
         .ok_or_else(|| refused("the resource does not decrypt with the APIv3 key"))?;
     if refund {
         return record_refund(pay, &merchant, &plain).await;
+    }
+    if transfer {
+        return record_transfer(pay, &merchant, &plain).await;
     }
     let tx: Transaction = serde_json::from_slice(&plain)
         .map_err(|e| refused(format!("the transaction is not the expected JSON: {e}")))?;
@@ -235,6 +243,17 @@ async fn record_refund(pay: &Payments, merchant: &Merchant, plain: &[u8]) -> Res
         tracing::error!(out_refund_no, "REFUND NEEDS ATTENTION");
     }
     Ok(())
+}
+
+/// A transfer notification's resource: the bill's final state, recorded once.
+async fn record_transfer(pay: &Payments, merchant: &Merchant, plain: &[u8]) -> Result<(), Fail> {
+    let bill: crate::pay::transfer::TransferBill =
+        serde_json::from_slice(plain).map_err(|e| refused(format!("the transfer is not the expected JSON: {e}")))?;
+    match crate::transfer::record_notification(pay, merchant, &bill).await {
+        Ok(_) => Ok(()),
+        Err(crate::transfer::Refusal::NotOurs(why)) => Err(refused(why)),
+        Err(crate::transfer::Refusal::Unavailable(e)) => Err(unavailable(e)),
+    }
 }
 
 async fn notify_v2(state: &AppState, pay: &Payments, body: &[u8]) -> Result<(), Fail> {

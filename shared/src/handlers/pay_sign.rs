@@ -5,6 +5,10 @@
 //! it must be the caller's and unpaid. A prepay_id younger than [`PREPAY_REUSE_SECS`] is reused;
 //! otherwise the order is placed with WeChat Pay (APIv3 by default, APIv2 with `PAY_API=v2`) and
 //! the prepay_id stored with a conditional write, so concurrent calls agree on one.
+//!
+//! `POST /transfers/{out_bill_no}/confirm` → what `wx.requestMerchantTransfer` takes,
+//! `{mchId, appId, package}`, for a merchant transfer to the caller that waits for them to
+//! confirm (`crate::transfer::confirm_package`).
 
 use crate::at_init::AtInit;
 use std::collections::BTreeMap;
@@ -33,6 +37,7 @@ pub const FUNCTION: Function = Function {
         orders: true,
         pay: true,
         pay_orders: true,
+        transfers: true,
         ..Parts::NONE
     },
     // Placing an order signs with the merchant's keys and calls WeChat Pay.
@@ -45,6 +50,7 @@ pub const FUNCTION: Function = Function {
     entry: Entry::Routes(&[
         Route::post("/pay/sign", authed!(pay_sign)),
         Route::get("/pay/orders/{out_trade_no}", authed!(order_state)),
+        Route::post("/transfers/{out_bill_no}/confirm", authed!(confirm_transfer)),
     ]),
 };
 
@@ -107,6 +113,50 @@ async fn order_state(state: &AppState, session: &Session, req: &Request) -> Answ
 
 /// A caller's `GET /pay/orders/{no}` asks WeChat Pay about one order at most this often.
 pub const ORDER_QUERY_INTERVAL_SECS: u64 = 5;
+
+/// What `wx.requestMerchantTransfer` takes (with the user's openId, which the page has).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestMerchantTransfer<'a> {
+    mch_id: &'a str,
+    app_id: &'a str,
+    package: &'a str,
+}
+
+/// `POST /transfers/{out_bill_no}/confirm`: the caller's own bill waiting for their
+/// confirmation. Another user's bill and an unknown one are answered alike (404); one in any
+/// other state is a 409 naming why (`transfer_not_ready`, `transfer_already_confirmed`,
+/// `transfer_cancelled`, `transfer_failed`).
+async fn confirm_transfer(state: &AppState, session: &Session, req: &Request) -> Answer {
+    // From API Gateway's pathParameters, else the segment before `/confirm`.
+    let out_bill_no = req
+        .path_parameters_ref()
+        .and_then(|p| p.first("out_bill_no"))
+        .or_else(|| {
+            let path = req.uri().path().trim_end_matches('/');
+            path.strip_suffix("/confirm")?.rsplit('/').next()
+        })
+        .unwrap_or_default()
+        .to_owned();
+    if !((5..=32).contains(&out_bill_no.len()) && out_bill_no.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "out_bill_no must be 5 to 32 of [0-9A-Za-z]",
+        ));
+    }
+    let pay = state.pay()?;
+    let app_id = &state.config.app_id;
+    let (_, package) = crate::transfer::confirm_package(pay, app_id, &session.openid, &out_bill_no).await?;
+    let merchant = pay.merchant.get().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &RequestMerchantTransfer {
+            mch_id: &merchant.mchid,
+            app_id,
+            package: &package,
+        },
+    ))
+}
 
 /// APIv2 `body` is at most 128 bytes (APIv3 `description` 127 characters).
 const V2_BODY_MAX_BYTES: usize = 128;

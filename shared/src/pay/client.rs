@@ -91,12 +91,12 @@ const JSAPI_PATH: &str = "/v3/pay/transactions/jsapi";
 const REFUNDS_PATH: &str = "/v3/refund/domestic/refunds";
 
 /// A verified APIv3 answer.
-struct V3Answer {
+pub(super) struct V3Answer {
     bytes: Vec<u8>,
 }
 
 impl V3Answer {
-    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayError> {
+    pub(super) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayError> {
         serde_json::from_slice(&self.bytes)
             .map_err(|e| PayError::BadAnswer(format!("an answer that is not the expected JSON: {e}")))
     }
@@ -210,10 +210,26 @@ impl PayClient {
         path: String,
         body: Option<&serde_json::Value>,
     ) -> Result<V3Answer, PayError> {
-        match self.v3_call(merchant, method.clone(), &path, body).await {
+        self.v3_retried_as(merchant, method, path, body, None).await
+    }
+
+    /// [`Self::v3_retried`] with `Wechatpay-Serial: <wechatpay_serial>` when given: the id of the
+    /// WeChat Pay key a sensitive field of `body` is encrypted with (see `pay::transfer`).
+    pub(super) async fn v3_retried_as(
+        &self,
+        merchant: &Merchant,
+        method: Method,
+        path: String,
+        body: Option<&serde_json::Value>,
+        wechatpay_serial: Option<&str>,
+    ) -> Result<V3Answer, PayError> {
+        match self
+            .v3_call(merchant, method.clone(), &path, body, wechatpay_serial)
+            .await
+        {
             Err(e) if e.is_transient() && crate::deadline::allows(RETRY_PAUSE, Duration::from_secs(1)) => {
                 tokio::time::sleep(RETRY_PAUSE).await;
-                self.v3_call(merchant, method, &path, body).await
+                self.v3_call(merchant, method, &path, body, wechatpay_serial).await
             }
             other => other,
         }
@@ -228,6 +244,7 @@ impl PayClient {
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
+        wechatpay_serial: Option<&str>,
     ) -> Result<V3Answer, PayError> {
         let missing = |what: &str| PayError::NotConfigured(format!("the pay secret has no {what}"));
         let key = merchant
@@ -257,6 +274,9 @@ impl PayClient {
             .header("User-Agent", "wxa-serverless");
         if !body.is_empty() {
             request = request.header("Content-Type", "application/json").body(body);
+        }
+        if let Some(serial) = wechatpay_serial {
+            request = request.header("Wechatpay-Serial", serial);
         }
         self.call(request, |response| async move {
             let status = response.status();

@@ -71,6 +71,21 @@ impl VerifyingKey {
     }
 }
 
+impl VerifyingKey {
+    /// base64(RSA-OAEP(SHA-1, MGF1-SHA-1)(plaintext)) under this key: how WeChat Pay wants a
+    /// sensitive field (a transfer's `user_name`) sent. `None` when the key is not an RSA key or
+    /// the text too long for it.
+    pub fn encrypt_sensitive(&self, plaintext: &str) -> Option<String> {
+        use aws_lc_rs::rsa::{OAEP_SHA1_MGF1SHA1, OaepPublicEncryptingKey, PublicEncryptingKey};
+        let key = OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&self.0).ok()?).ok()?;
+        let mut out = vec![0; key.ciphertext_size()];
+        let sealed = key
+            .encrypt(&OAEP_SHA1_MGF1SHA1, plaintext.as_bytes(), &mut out, None)
+            .ok()?;
+        Some(STANDARD.encode(sealed))
+    }
+}
+
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "VerifyingKey({} bytes)", self.0.len())
@@ -119,6 +134,41 @@ mod tests {
         let other = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
         let other_public: PublicKeyX509Der = other.public_key().as_der().unwrap();
         assert!(!VerifyingKey::from_spki_der(other_public.as_ref().to_vec()).verify(message, &signature));
+    }
+
+    #[test]
+    fn sensitive_fields_are_sealed_with_oaep_sha1_for_the_private_key_alone() {
+        use aws_lc_rs::rsa::{
+            OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+        };
+        let key = include_str!("../../../tools/wechat-sim/src/platform_key.pem");
+        let cert = include_str!("../../../tools/wechat-sim/src/platform_cert.pem");
+        let sealed = VerifyingKey::from_pem(cert)
+            .unwrap()
+            .encrypt_sensitive("张三")
+            .expect("sealed");
+        let again = VerifyingKey::from_pem(cert).unwrap().encrypt_sensitive("张三").unwrap();
+        assert_ne!(sealed, again, "OAEP is randomised");
+        let der = PrivatePkcs8KeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let private =
+            OaepPrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(der.secret_pkcs8_der()).unwrap()).unwrap();
+        let bytes = STANDARD.decode(&sealed).unwrap();
+        assert_eq!(bytes.len(), 256, "a 2048-bit key's block");
+        let mut out = vec![0; 256];
+        let plain = private.decrypt(&OAEP_SHA1_MGF1SHA1, &bytes, &mut out, None).unwrap();
+        assert_eq!(plain, "张三".as_bytes());
+        let mut out = vec![0; 256];
+        assert!(
+            private
+                .decrypt(&OAEP_SHA256_MGF1SHA256, &bytes, &mut out, None)
+                .is_err(),
+            "SHA-1 OAEP, not SHA-256"
+        );
+        assert!(
+            VerifyingKey::from_spki_der(vec![0x30, 0x00])
+                .encrypt_sensitive("x")
+                .is_none()
+        );
     }
 
     #[test]

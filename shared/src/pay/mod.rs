@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod keys;
+pub mod transfer;
 pub mod v2;
 pub mod v3;
 
@@ -108,5 +109,14 @@ impl Merchant {
 
     pub fn platform_keys(&self) -> impl Iterator<Item = (&str, &VerifyingKey)> {
         self.platform_keys.iter().map(|(id, key)| (id.as_str(), key))
+    }
+
+    /// The key a sensitive field is sealed with, and its id (sent as `Wechatpay-Serial`): the
+    /// WeChat Pay public key (`PUB_KEY_ID_…`) when configured, else the first platform
+    /// certificate. During a switch both are configured and the public key is the one to use.
+    pub fn encryption_key(&self) -> Option<(&str, &VerifyingKey)> {
+        self.platform_keys()
+            .find(|(id, _)| id.starts_with("PUB_KEY_ID_"))
+            .or_else(|| self.platform_keys().next())
     }
 }

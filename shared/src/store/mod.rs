@@ -6,6 +6,7 @@ pub mod orders;
 pub mod refunds;
 pub mod sessions;
 pub mod tokens;
+pub mod transfers;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub enum Table {
     Sessions,
     Orders,
     Refunds,
+    Transfers,
     Messages,
     Tokens,
 }
@@ -28,7 +30,7 @@ impl Table {
     fn unavailable_code(self) -> &'static str {
         match self {
             Self::Sessions => "session_store_unavailable",
-            Self::Orders | Self::Refunds => "order_store_unavailable",
+            Self::Orders | Self::Refunds | Self::Transfers => "order_store_unavailable",
             Self::Messages => "message_store_unavailable",
             Self::Tokens => "token_store_unavailable",
         }

@@ -478,6 +478,7 @@ async fn main() {
         ("SESSIONS_TABLE", "bench-sessions".into()),
         ("ORDERS_TABLE", "bench-orders".into()),
         ("REFUNDS_TABLE", "bench-orders-refunds".into()),
+        ("TRANSFERS_TABLE", "bench-orders-transfers".into()),
         ("MESSAGES_TABLE", "bench-orders-messages".into()),
         ("TOKENS_TABLE", "bench-orders-tokens".into()),
         ("APP_SECRET_ID", "bench/app".into()),

@@ -196,6 +196,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
         .args(["--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY])
         .args(["--refunds-table", &format!("{orders_table}-refunds")])
+        .args(["--transfers-table", &format!("{orders_table}-transfers")])
         .args(["--messages-table", &format!("{orders_table}-messages")])
         .args(["--tokens-table", &format!("{orders_table}-tokens")])
         .output()
@@ -467,6 +468,7 @@ impl Stack {
             ("SESSIONS_TABLE", table.clone()),
             ("ORDERS_TABLE", orders_table.clone()),
             ("REFUNDS_TABLE", format!("{orders_table}-refunds")),
+            ("TRANSFERS_TABLE", format!("{orders_table}-transfers")),
             ("MESSAGES_TABLE", format!("{orders_table}-messages")),
             ("TOKENS_TABLE", format!("{orders_table}-tokens")),
             ("APP_SECRET_ID", secret_id.clone()),

@@ -26,7 +26,7 @@ const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// An operator's machine may be far from the region: more than the functions' 1 s to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Drive orders, refunds, shipping, subscribe messages and links through the merchant function
+/// Drive orders, refunds, transfers, shipping, subscribe messages and links through the merchant function
 /// (Lambda Invoke).
 ///
 /// Sends {"op": ..., ...} built from the flags and prints the answer's "ok" value. An {"error"}
@@ -75,6 +75,13 @@ enum Op {
     Refund(Refund),
     /// The refund, asked of WeChat Pay while it is processing.
     GetRefund(ByRefund),
+    /// Pay a user from the merchant's balance (商家转账); the user confirms it in the
+    /// mini-program. The same --out-bill-no with the same fields again is the same transfer.
+    CreateTransfer(CreateTransfer),
+    /// The transfer, asked of WeChat Pay while it is not final.
+    GetTransfer(ByBill),
+    /// Cancel a transfer the user has not confirmed yet.
+    CancelTransfer(ByBill),
     /// Record a paid order's shipping with WeChat (upload_shipping_info).
     UploadShipping(UploadShipping),
     /// A paid order's shipping state as WeChat has it.
@@ -232,6 +239,39 @@ struct Refund {
     #[arg(long, value_name = "TEXT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+}
+
+#[derive(Args, Serialize)]
+struct CreateTransfer {
+    /// the transfer's own number: 5 to 32 of [0-9A-Za-z]
+    #[arg(long, value_name = "NO")]
+    out_bill_no: String,
+    /// the user's openid
+    #[arg(long, value_name = "OPENID")]
+    openid: String,
+    /// the amount, in fen
+    #[arg(long, value_name = "FEN", value_parser = whole_number)]
+    amount: u64,
+    /// WeChat Pay's transfer_scene_id (1000 cash marketing, 1005 commission, ...)
+    #[arg(long, value_name = "ID")]
+    scene_id: String,
+    /// what the user sees (at most 32 characters)
+    #[arg(long, value_name = "TEXT")]
+    remark: String,
+    /// the scene's report, [{"info_type": "...", "info_content": "..."}], or @FILE holding it
+    #[arg(long, value_name = "JSON|@FILE", value_parser = json_array)]
+    report_infos: Value,
+    /// the user's real name (required from 200000 fen); sealed for WeChat Pay by the function
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<String>,
+}
+
+#[derive(Args, Serialize)]
+struct ByBill {
+    /// the transfer's number
+    #[arg(long, value_name = "NO")]
+    out_bill_no: String,
 }
 
 #[derive(Args, Serialize)]
@@ -600,6 +640,36 @@ mod tests {
             command(&["get-refund", "--out-refund-no", "R1"]),
             json!({"op": "get_refund", "out_refund_no": "R1"})
         );
+        let infos = r#"[{"info_type": "活动名称", "info_content": "新会员有礼"}]"#;
+        let transfer = [
+            "create-transfer",
+            "--out-bill-no",
+            "B100001",
+            "--openid",
+            "o_x",
+            "--amount",
+            "500",
+            "--scene-id",
+            "1000",
+            "--remark",
+            "新会员开通有礼",
+            "--report-infos",
+            infos,
+        ];
+        assert_eq!(
+            command(&transfer),
+            json!({"op": "create_transfer", "out_bill_no": "B100001", "openid": "o_x", "amount": 500,
+                   "scene_id": "1000", "remark": "新会员开通有礼",
+                   "report_infos": [{"info_type": "活动名称", "info_content": "新会员有礼"}]})
+        );
+        let named = command(&[&transfer[..], &["--user-name", "张三"]].concat());
+        assert_eq!(named["user_name"], "张三");
+        for op in ["get-transfer", "cancel-transfer"] {
+            assert_eq!(
+                command(&[op, "--out-bill-no", "B100001"]),
+                json!({"op": op.replace('-', "_"), "out_bill_no": "B100001"})
+            );
+        }
         let list = r#"[{"tracking_no": "SF1", "express_company": "SF", "item_desc": "Tea"}]"#;
         let shipping = [
             "upload-shipping",

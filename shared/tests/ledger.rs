@@ -1,6 +1,7 @@
 //! The ledger's proof (issue 22): random schedules of a shop's operations — orders created,
 //! placed, paid and closed; partial and full refunds applied for, retried, asked about and
-//! settled; the reconciler — run against the simulator while a fault is injected at WeChat Pay
+//! settled; merchant transfers created, confirmed by their user, cancelled, failed and asked
+//! about; the reconciler — run against the simulator while a fault is injected at WeChat Pay
 //! calls (the request lost before it landed, the answer lost after it landed, a timeout after
 //! it landed, 429, 500, business refusals, an answer whose signature does not verify), the
 //! function crashes between two of its DynamoDB writes, and WeChat Pay's notifications are
@@ -12,6 +13,8 @@
 //! - every refund WeChat Pay has is here in the same state, and one it does not have is FAILED;
 //!   no refund WeChat Pay paid is FAILED or CLOSED here;
 //! - an order's `refunded_total` is the sum of its refunds that are not CLOSED at WeChat Pay;
+//! - every merchant transfer (商家转账) WeChat Pay has is here in the same state and amount, and
+//!   one it does not have is FAIL;
 //! - nothing is pending, and nothing is flagged for attention.
 //!
 //! Seeded and reproducible: `LEDGER_SCHEDULES` (2,000 by default; `make bench` runs 50,000),
@@ -109,6 +112,9 @@ impl Fault {
     }
 }
 
+/// The buyers (and payees) of every schedule.
+const USERS: [&str; 2] = ["o_ledger_a", "o_ledger_b"];
+
 /// One schedule's operations.
 #[derive(Debug, Clone)]
 enum Op {
@@ -117,9 +123,22 @@ enum Op {
     Pay(usize),
     Close(usize),
     GetOrder(usize),
-    Refund { order: usize, refund: usize },
+    Refund {
+        order: usize,
+        refund: usize,
+    },
     GetRefund(usize),
-    SettleRefund { refund: usize, outcome: &'static str },
+    SettleRefund {
+        refund: usize,
+        outcome: &'static str,
+    },
+    CreateTransfer(usize),
+    /// The user taps through `wx.requestMerchantTransfer` with the package the confirm route gave.
+    ConfirmTransfer(usize),
+    CancelTransfer(usize),
+    GetTransfer(usize),
+    /// WeChat Pay fails the transfer (the user's wallet cannot take it).
+    FailTransfer(usize),
     Deliver,
     Reconcile,
 }
@@ -132,7 +151,18 @@ impl Op {
             Self::Close(_) => &["pay_close", "pay_query"],
             Self::GetOrder(_) => &["pay_query"],
             Self::Refund { .. } | Self::GetRefund(_) => &["refund", "refund_query"],
-            Self::Reconcile => &["pay_query", "pay_close", "refund", "refund_query"],
+            Self::CreateTransfer(_) | Self::GetTransfer(_) | Self::ConfirmTransfer(_) => {
+                &["transfer_create", "transfer_query"]
+            }
+            Self::CancelTransfer(_) => &["transfer_cancel", "transfer_query", "transfer_create"],
+            Self::Reconcile => &[
+                "pay_query",
+                "pay_close",
+                "refund",
+                "refund_query",
+                "transfer_create",
+                "transfer_query",
+            ],
             _ => &[],
         }
     }
@@ -146,6 +176,13 @@ struct ModelOrder {
     /// What the schedule tried already (its outcome is the ledger's to know).
     created: bool,
     paid: bool,
+}
+
+struct ModelTransfer {
+    out_bill_no: String,
+    user: usize,
+    amount: u64,
+    created: bool,
 }
 
 struct ModelRefund {
@@ -224,7 +261,7 @@ impl World {
         stack
             .sim_post("/__sim/pay/notifications/hold", json!({"hold": true}))
             .await;
-        let tokens = [stack.log_in("o_ledger_a").await, stack.log_in("o_ledger_b").await];
+        let tokens = [stack.log_in(USERS[0]).await, stack.log_in(USERS[1]).await];
         Self {
             stack,
             calm,
@@ -332,6 +369,36 @@ impl World {
         }
     }
 
+    /// `POST /transfers/{out_bill_no}/confirm` by the bill's user: the package for
+    /// `wx.requestMerchantTransfer`, or why not.
+    async fn confirm_route(&self, transfer: &ModelTransfer) -> Result<(u16, Value), String> {
+        let text = std::fs::read_to_string(testkit::workspace_root().join("events/transfer-confirm.json"))
+            .expect("the event file is there");
+        let mut request = lambda_http::request::from_str(&text.replace("B20261126000001", &transfer.out_bill_no))
+            .expect("the event parses");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.tokens[transfer.user])
+                .parse()
+                .expect("a header value"),
+        );
+        let state = self.state.clone();
+        match tokio::spawn(async move { pay_sign::FUNCTION.handle(&state, request).await }).await {
+            Ok(response) => {
+                let (status, params) = read(&response);
+                if trace() {
+                    eprintln!("    confirm: {status} {params}");
+                }
+                check_error(&params["error"])?;
+                Ok((status, params))
+            }
+            Err(e) => match self.crashed(e) {
+                true => Ok((0, Value::Null)),
+                false => Err("the confirm route panicked".into()),
+            },
+        }
+    }
+
     async fn merchant(&self, command: Value) -> Result<Value, String> {
         let state = self.state.clone();
         let answer = tokio::spawn(async move {
@@ -352,6 +419,18 @@ impl World {
                 false => Err("the merchant function panicked".into()),
             },
         }
+    }
+
+    async fn item(&self, table: &str, key: &str, value: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.reader
+            .get_item()
+            .table_name(table)
+            .key(key, AttributeValue::S(value.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("the table is there")
+            .item
     }
 
     async fn order_item(&self, out_trade_no: &str) -> Option<HashMap<String, AttributeValue>> {
@@ -418,6 +497,8 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
 #[derive(Default)]
 struct Tally {
     ops: u64,
+    /// Operations by kind.
+    by_kind: BTreeMap<String, u64>,
     faults: u64,
     notifications_delivered: u64,
     notifications_dropped: u64,
@@ -437,50 +518,36 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
         })
         .collect();
     let mut orders = orders;
+    let mut transfers: Vec<ModelTransfer> = (0..rng.below(3))
+        .map(|i| ModelTransfer {
+            out_bill_no: format!("B{seed:016x}T{i}"),
+            user: rng.below(2) as usize,
+            amount: 10 + rng.below(5000),
+            created: false,
+        })
+        .collect();
     let mut refunds: Vec<ModelRefund> = Vec::new();
     let mut pool: Vec<Notification> = Vec::new();
     let steps = 4 + rng.below(9);
     for _ in 0..steps {
-        let order = rng.below(orders.len() as u64) as usize;
-        // Mostly the order's next step in a shop's life, else anything at all.
-        let natural = rng.chance(55);
-        let op = match rng.below(100) {
-            _ if natural && !orders[order].created => Op::Create(order),
-            _ if natural && orders[order].prepay_id.is_none() => Op::Sign(order),
-            _ if natural && !orders[order].paid => Op::Pay(order),
-            0..12 => Op::Create(order),
-            12..24 => Op::Sign(order),
-            24..38 => Op::Pay(order),
-            38..44 => Op::Close(order),
-            44..50 => Op::GetOrder(order),
-            50..70 => {
-                // A new refund, or a retry of one (same number, same amount).
-                let retry = !refunds.is_empty() && rng.chance(30);
-                let refund = if retry {
-                    rng.below(refunds.len() as u64) as usize
-                } else {
-                    let amount = 1 + rng.below(orders[order].amount);
-                    refunds.push(ModelRefund {
-                        out_refund_no: format!("R{seed:016x}N{}", refunds.len()),
-                        order,
-                        amount,
-                    });
-                    refunds.len() - 1
-                };
-                Op::Refund {
-                    order: refunds[refund].order,
-                    refund,
-                }
+        // A quarter of the steps are about the transfers, the rest about orders and refunds.
+        let op = if !transfers.is_empty() && rng.chance(25) {
+            let i = rng.below(transfers.len() as u64) as usize;
+            match rng.below(10) {
+                _ if !transfers[i].created => Op::CreateTransfer(i),
+                0..=1 => Op::CreateTransfer(i),
+                2..=5 => Op::ConfirmTransfer(i),
+                6 => Op::CancelTransfer(i),
+                7 => Op::GetTransfer(i),
+                _ => Op::FailTransfer(i),
             }
-            70..76 if !refunds.is_empty() => Op::GetRefund(rng.below(refunds.len() as u64) as usize),
-            76..84 if !refunds.is_empty() => Op::SettleRefund {
-                refund: rng.below(refunds.len() as u64) as usize,
-                outcome: *rng.pick(&["SUCCESS", "SUCCESS", "SUCCESS", "CLOSED", "ABNORMAL"]),
-            },
-            84..94 => Op::Deliver,
-            _ => Op::Reconcile,
+        } else {
+            order_op(&mut rng, seed, &orders, &mut refunds)
         };
         tally.ops += 1;
+        let kind = format!("{op:?}");
+        let kind = kind.split([' ', '(']).next().unwrap_or_default().to_owned();
+        *tally.by_kind.entry(kind).or_default() += 1;
         // Faults at the WeChat Pay calls this operation makes.
         let apis = op.apis();
         if !apis.is_empty() && rng.chance(70) {
@@ -497,7 +564,17 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
         if trace() {
             eprintln!("[{seed}] {op:?}");
         }
-        run(world, &op, &mut orders, &refunds, &mut pool, &mut rng, tally).await?;
+        run(
+            world,
+            &op,
+            &mut orders,
+            &refunds,
+            &mut transfers,
+            &mut pool,
+            &mut rng,
+            tally,
+        )
+        .await?;
         // A crash armed and not reached ends with the operation.
         world.crash.disarm();
         world.clear_faults().await;
@@ -534,10 +611,65 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
                 world.sim_try("/__sim/pay/refund/settle", body).await;
             }
         }
+        // Bills nobody confirmed: WeChat Pay ends them (as it would after 24 hours).
+        for transfer in &transfers {
+            let waiting = ledger["transfers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["out_bill_no"] == transfer.out_bill_no.as_str() && b["state"] == "WAIT_USER_CONFIRM");
+            if waiting {
+                let body = json!({"out_bill_no": transfer.out_bill_no, "reason": "TRANSFER_TIMEOUT"});
+                world.sim_try("/__sim/pay/transfer/fail", body).await;
+            }
+        }
         pool.extend(world.take_notifications().await);
         drain(world, &mut pool, &mut rng, tally).await?;
     }
-    check(world, &orders, &refunds).await
+    check(world, &orders, &refunds, &transfers).await
+}
+
+/// An operation on the schedule's orders and refunds: mostly an order's next step in a shop's
+/// life, else anything at all.
+fn order_op(rng: &mut Rng, seed: u64, orders: &[ModelOrder], refunds: &mut Vec<ModelRefund>) -> Op {
+    let order = rng.below(orders.len() as u64) as usize;
+    let natural = rng.chance(55);
+    match rng.below(100) {
+        _ if natural && !orders[order].created => Op::Create(order),
+        _ if natural && orders[order].prepay_id.is_none() => Op::Sign(order),
+        _ if natural && !orders[order].paid => Op::Pay(order),
+        0..12 => Op::Create(order),
+        12..24 => Op::Sign(order),
+        24..38 => Op::Pay(order),
+        38..44 => Op::Close(order),
+        44..50 => Op::GetOrder(order),
+        50..70 => {
+            // A new refund, or a retry of one (same number, same amount).
+            let retry = !refunds.is_empty() && rng.chance(30);
+            let refund = if retry {
+                rng.below(refunds.len() as u64) as usize
+            } else {
+                let amount = 1 + rng.below(orders[order].amount);
+                refunds.push(ModelRefund {
+                    out_refund_no: format!("R{seed:016x}N{}", refunds.len()),
+                    order,
+                    amount,
+                });
+                refunds.len() - 1
+            };
+            Op::Refund {
+                order: refunds[refund].order,
+                refund,
+            }
+        }
+        70..76 if !refunds.is_empty() => Op::GetRefund(rng.below(refunds.len() as u64) as usize),
+        76..84 if !refunds.is_empty() => Op::SettleRefund {
+            refund: rng.below(refunds.len() as u64) as usize,
+            outcome: *rng.pick(&["SUCCESS", "SUCCESS", "SUCCESS", "CLOSED", "ABNORMAL"]),
+        },
+        84..92 => Op::Deliver,
+        _ => Op::Reconcile,
+    }
 }
 
 /// Delivers every notification of the pool, shuffled, some twice, until each is acknowledged.
@@ -575,11 +707,13 @@ fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     world: &World,
     op: &Op,
     orders: &mut [ModelOrder],
     refunds: &[ModelRefund],
+    transfers: &mut [ModelTransfer],
     pool: &mut Vec<Notification>,
     rng: &mut Rng,
     tally: &mut Tally,
@@ -588,7 +722,7 @@ async fn run(
         Op::Create(o) => {
             orders[o].created = true;
             let order = &orders[o];
-            let openid = ["o_ledger_a", "o_ledger_b"][order.user];
+            let openid = USERS[order.user];
             world
                 .merchant(
                     json!({"op": "create_order", "out_trade_no": order.out_trade_no, "openid": openid,
@@ -658,6 +792,42 @@ async fn run(
             let body = json!({"out_refund_no": refunds[refund].out_refund_no, "status": outcome});
             world.sim_try("/__sim/pay/refund/settle", body).await;
         }
+        Op::CreateTransfer(i) => {
+            transfers[i].created = true;
+            let transfer = &transfers[i];
+            world
+                .merchant(json!({"op": "create_transfer", "out_bill_no": transfer.out_bill_no,
+                                 "openid": USERS[transfer.user], "amount": transfer.amount,
+                                 "scene_id": "1000", "remark": "新会员开通有礼",
+                                 "report_infos": [{"info_type": "活动名称", "info_content": "新会员有礼"},
+                                                  {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"}]}))
+                .await?;
+        }
+        Op::ConfirmTransfer(i) => {
+            let transfer = &transfers[i];
+            let (status, params) = world.confirm_route(transfer).await?;
+            if status == 200 {
+                let body = json!({"package": params["package"], "openid": USERS[transfer.user]});
+                let confirmed = world.sim_try("/__sim/pay/transfer/confirm", body).await;
+                if trace() {
+                    eprintln!("    confirmed: {confirmed:?}");
+                }
+            }
+        }
+        Op::CancelTransfer(i) => {
+            world
+                .merchant(json!({"op": "cancel_transfer", "out_bill_no": transfers[i].out_bill_no}))
+                .await?;
+        }
+        Op::GetTransfer(i) => {
+            world
+                .merchant(json!({"op": "get_transfer", "out_bill_no": transfers[i].out_bill_no}))
+                .await?;
+        }
+        Op::FailTransfer(i) => {
+            let body = json!({"out_bill_no": transfers[i].out_bill_no, "reason": "PAYEE_ACCOUNT_ABNORMAL"});
+            world.sim_try("/__sim/pay/transfer/fail", body).await;
+        }
         Op::Deliver => {
             // Some of what is owed arrives now, in any order, some twice; the rest later.
             shuffle(pool, rng);
@@ -694,7 +864,12 @@ async fn run(
 }
 
 /// The invariants: our ledger equals WeChat Pay's.
-async fn check(world: &World, orders: &[ModelOrder], refunds: &[ModelRefund]) -> Result<(), String> {
+async fn check(
+    world: &World,
+    orders: &[ModelOrder],
+    refunds: &[ModelRefund],
+    transfers: &[ModelTransfer],
+) -> Result<(), String> {
     let ledger = world.sim_get("/__sim/pay/ledger").await;
     let find = |list: &str, key: &str, value: &str| {
         ledger[list]
@@ -770,12 +945,36 @@ async fn check(world: &World, orders: &[ModelOrder], refunds: &[ModelRefund]) ->
             problems.push(format!("refund {no}: flagged for attention"));
         }
     }
+    for transfer in transfers {
+        let no = &transfer.out_bill_no;
+        let local = world
+            .item(&format!("{}-transfers", world.stack.orders_table), "out_bill_no", no)
+            .await;
+        let wechat = find("transfers", "out_bill_no", no);
+        let local_state = local.as_ref().and_then(|item| text(item, "state"));
+        let wechat_state = wechat.as_ref().and_then(|w| w["state"].as_str().map(str::to_owned));
+        match (local_state.as_deref(), wechat_state.as_deref()) {
+            // FAIL without a bill at WeChat Pay: refused, and asked about (404).
+            (None, None) | (Some("FAIL"), None) => {}
+            (Some(here), Some(there)) if here == there => {
+                let amount = wechat.as_ref().and_then(|w| w["transfer_amount"].as_u64());
+                if amount != Some(transfer.amount) {
+                    problems.push(format!(
+                        "transfer {no}: {amount:?} fen at WeChat Pay, {} ordered",
+                        transfer.amount
+                    ));
+                }
+            }
+            (here, there) => problems.push(format!("transfer {no}: {here:?} here, {there:?} at WeChat Pay")),
+        }
+    }
     let orders_table = world.stack.orders_table.clone();
     let pending_orders = world.pending(&orders_table, "order").await;
     let pending_refunds = world.pending(&format!("{orders_table}-refunds"), "refund").await;
-    if !pending_orders.is_empty() || !pending_refunds.is_empty() {
+    let pending_transfers = world.pending(&format!("{orders_table}-transfers"), "transfer").await;
+    if !pending_orders.is_empty() || !pending_refunds.is_empty() || !pending_transfers.is_empty() {
         problems.push(format!(
-            "pending after two reconciler runs: orders {pending_orders:?}, refunds {pending_refunds:?}"
+            "pending after two reconciler runs: orders {pending_orders:?}, refunds {pending_refunds:?}, transfers {pending_transfers:?}"
         ));
     }
     if problems.is_empty() {
@@ -834,6 +1033,9 @@ async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
         let (t, c, f) = done.expect("a worker ran");
         crashes += c;
         tally.ops += t.ops;
+        for (kind, n) in t.by_kind {
+            *tally.by_kind.entry(kind).or_default() += n;
+        }
         tally.faults += t.faults;
         tally.notifications_delivered += t.notifications_delivered;
         tally.notifications_dropped += t.notifications_dropped;
@@ -843,7 +1045,7 @@ async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
     let ran = next.load(std::sync::atomic::Ordering::SeqCst).min(schedules);
     let report = json!({
         "schedules": ran, "workers": workers, "seconds": elapsed, "schedules_per_second": ran as f64 / elapsed,
-        "operations": tally.ops, "faults_injected": tally.faults, "crashes": crashes,
+        "operations": tally.ops, "operations_by_kind": tally.by_kind, "faults_injected": tally.faults, "crashes": crashes,
         "notifications_delivered": tally.notifications_delivered, "notifications_dropped": tally.notifications_dropped,
     });
     println!("ledger model: {report}");

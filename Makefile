@@ -1,5 +1,5 @@
 # wxa-serverless: the commands README.md documents. Each installs what it needs.
-.PHONY: dev demo test lint fuzz build bench bench-profiles login-latency venv
+.PHONY: dev demo test lint fuzz build bench soak bench-profiles login-latency venv
 
 venv:
 	@bash scripts/venv.sh
@@ -57,7 +57,16 @@ bench: venv build
 	bash scripts/bench_jitter.sh
 	FLEET_INSTANCES=$${FLEET_INSTANCES:-1000} FLEET_REPORT=$(CURDIR)/target/bench/fleet.json \
 		cargo test --release -p wxa-shared --test fleet -- --nocapture
+	$(MAKE) soak
 	python3 scripts/bench_report.py
+
+## make soak: the ledger's model-based fault test at LEDGER_SCHEDULES (50,000) random schedules, release build,
+## LEDGER_WORKERS (8) side by side; schedules/s in target/bench/ledger.json (BENCHMARKS.md at the next `make bench`)
+soak: venv
+	mkdir -p target/bench
+	LEDGER_SCHEDULES=$${LEDGER_SCHEDULES:-50000} LEDGER_WORKERS=$${LEDGER_WORKERS:-8} \
+		LEDGER_REPORT=$(CURDIR)/target/bench/ledger.json \
+		cargo test --release -p wxa-shared --test ledger -- --nocapture
 
 ## make bench-profiles: the release-profile size study (one arm64 build of login per variant,
 ## ~10 min each); its table joins BENCHMARKS.md at the next `make bench`

@@ -160,6 +160,7 @@ pub async fn record(pay: &Payments, transfer: &Transfer, bill: &TransferBill) ->
     let amount_differs = bill.transfer_amount.is_some_and(|a| a != transfer.amount);
     let openid_differs = bill.openid.as_deref().is_some_and(|o| o != transfer.openid);
     if amount_differs || openid_differs {
+        crate::metrics::count(crate::metrics::Metric::PaymentAnomalies);
         tracing::error!(
             out_bill_no = %bill.out_bill_no,
             amount = transfer.amount,

@@ -159,6 +159,36 @@ async fn the_mini_programs_order_page_settles_a_lost_payment_and_shows_only_its_
     );
 }
 
+/// A user polling their unpaid order cannot spend the merchant's query quota: WeChat Pay is
+/// asked about one order at most once per `ORDER_QUERY_INTERVAL_SECS`, whatever the container.
+#[tokio::test]
+async fn polling_the_order_page_asks_wechat_pay_at_most_once_per_interval() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    stack.merchant(create(ORDER, 100)).await.unwrap();
+    let alice = stack.log_in("o_alice").await;
+    let body = json!({"out_trade_no": ORDER});
+    let (status, _) = read(
+        &pay_sign::FUNCTION
+            .handle(&stack.state, authed_event("pay-sign.json", &alice, Some(&body)))
+            .await,
+    );
+    assert_eq!(status, 200);
+    // Twenty polls from two containers (states) at once.
+    let other = std::sync::Arc::new(stack.state_for(&pay_sign::FUNCTION));
+    let mut polls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let state = if i % 2 == 0 { stack.state.clone() } else { other.clone() };
+        let request = order_page(&alice, ORDER);
+        polls.spawn(async move { read(&pay_sign::FUNCTION.handle(&state, request).await) });
+    }
+    while let Some(answer) = polls.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!((status, body["status"].as_str()), (200, Some("UNPAID")), "{body}");
+    }
+    assert_eq!(stack.sim_calls("pay_query").await, 1);
+}
+
 #[tokio::test]
 async fn an_unpaid_order_is_closed_at_wechat_pay_and_can_no_longer_be_paid() {
     let stack = Stack::start().await;

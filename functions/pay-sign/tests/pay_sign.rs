@@ -282,3 +282,32 @@ async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F:
     .await;
     results.into_iter().map(|r| r.expect("all ready")).collect()
 }
+
+/// During WeChat Pay's switch from platform certificates to its public key, answers arrive
+/// signed under either id; the merchant configures both, and each answer is verified by the key
+/// its `Wechatpay-Serial` names. A serial the merchant has not configured is refused: nothing of
+/// that answer is used or stored.
+#[tokio::test]
+async fn answers_signed_under_either_key_of_a_switch_are_verified_by_the_serial_they_name() {
+    let (stack, _, token) = ready(PayApi::V3, SignType::HmacSha256).await;
+    for (i, serial) in ["certificate", "public_key"].into_iter().enumerate() {
+        let signer = stack.sim_post("/__sim/pay/signer", json!({"serial": serial})).await;
+        let no = format!("T_SWITCH_{i:05}");
+        stack.put_order(&no, "o_alice", 1).await;
+        let (status, params) = sign(&stack, &token, Some(json!({"out_trade_no": no}))).await;
+        assert_eq!(status, 200, "{signer}: {params}");
+        assert!(stack.order(&no).await.contains_key("prepay_id"), "{signer}");
+    }
+    // A key this merchant does not have (a new certificate not yet in the pay secret).
+    stack
+        .sim_post("/__sim/pay/signer", json!({"serial": "alternate"}))
+        .await;
+    stack.put_order("T_SWITCH_00009", "o_alice", 1).await;
+    let (status, answer) = sign(&stack, &token, Some(json!({"out_trade_no": "T_SWITCH_00009"}))).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (502, Some("wechatpay_signature_invalid")),
+        "{answer}"
+    );
+    assert!(!stack.order("T_SWITCH_00009").await.contains_key("prepay_id"));
+}

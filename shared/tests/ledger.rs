@@ -205,7 +205,7 @@ struct World {
     stack: Stack,
     /// The functions' state once the faults stop: WeChat Pay's usual timeout, so that a machine
     /// slowed down by the other workers is not taken for a fault.
-    calm: AppState,
+    calm: Arc<AppState>,
     /// The test's own reads of the tables.
     reader: aws_sdk_dynamodb::Client,
     state: Arc<AppState>,
@@ -257,7 +257,12 @@ impl World {
             secretsmanager.clone(),
             &testkit::test_tls(),
         ));
-        let calm = AppState::from_clients(config(), dynamodb, secretsmanager, &testkit::test_tls());
+        let calm = Arc::new(AppState::from_clients(
+            config(),
+            dynamodb,
+            secretsmanager,
+            &testkit::test_tls(),
+        ));
         stack
             .sim_post("/__sim/pay/notifications/hold", json!({"hold": true}))
             .await;
@@ -372,6 +377,11 @@ impl World {
     /// `POST /transfers/{out_bill_no}/confirm` by the bill's user: the package for
     /// `wx.requestMerchantTransfer`, or why not.
     async fn confirm_route(&self, transfer: &ModelTransfer) -> Result<(u16, Value), String> {
+        self.confirm_route_with(self.state.clone(), transfer).await
+    }
+
+    /// [`World::confirm_route`] answered by `state` (the calm one once the faults stop).
+    async fn confirm_route_with(&self, state: Arc<AppState>, transfer: &ModelTransfer) -> Result<(u16, Value), String> {
         let text = std::fs::read_to_string(testkit::workspace_root().join("events/transfer-confirm.json"))
             .expect("the event file is there");
         let mut request = lambda_http::request::from_str(&text.replace("B20261126000001", &transfer.out_bill_no))
@@ -382,7 +392,6 @@ impl World {
                 .parse()
                 .expect("a header value"),
         );
-        let state = self.state.clone();
         match tokio::spawn(async move { pay_sign::FUNCTION.handle(&state, request).await }).await {
             Ok(response) => {
                 let (status, params) = read(&response);
@@ -611,7 +620,8 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
                 world.sim_try("/__sim/pay/refund/settle", body).await;
             }
         }
-        // Bills nobody confirmed: WeChat Pay ends them (as it would after 24 hours).
+        // Bills waiting at WeChat Pay: their user confirms them now, with the package our route
+        // hands out. A bill our ledger will not hand out stays waiting, and the check says so.
         for transfer in &transfers {
             let waiting = ledger["transfers"]
                 .as_array()
@@ -619,8 +629,11 @@ async fn schedule(world: &World, seed: u64, tally: &mut Tally) -> Result<(), Str
                 .flatten()
                 .any(|b| b["out_bill_no"] == transfer.out_bill_no.as_str() && b["state"] == "WAIT_USER_CONFIRM");
             if waiting {
-                let body = json!({"out_bill_no": transfer.out_bill_no, "reason": "TRANSFER_TIMEOUT"});
-                world.sim_try("/__sim/pay/transfer/fail", body).await;
+                let (status, params) = world.confirm_route_with(world.calm.clone(), transfer).await?;
+                if status == 200 {
+                    let body = json!({"package": params["package"], "openid": USERS[transfer.user]});
+                    world.sim_try("/__sim/pay/transfer/confirm", body).await;
+                }
             }
         }
         pool.extend(world.take_notifications().await);

@@ -66,6 +66,7 @@ impl World {
             ("WECHATPAY_API_BASE", wechat.https_endpoint()),
             ("SESSIONS_TABLE", table),
             ("TOKENS_TABLE", format!("{orders}-tokens")),
+            ("TRANSFERS_TABLE", format!("{orders}-transfers")),
             ("APP_SECRET_ID", secret_id),
             ("WECHAT_API_BASE", wechat.https_endpoint()),
         ];

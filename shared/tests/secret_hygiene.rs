@@ -1,5 +1,6 @@
 //! Secret hygiene: every log line written during a full journey — login, session check and
-//! reset, open data, phone, code image, card, payment and its notification, content checks,
+//! reset, open data, phone, code image, card, payment and its notification, a merchant transfer
+//! with the payee's name, content checks,
 //! message pushes, and failures — at
 //! DEBUG level for every crate (AWS SDK and HTTP clients included), holds no session_key, app
 //! secret, pay key, private key or login token.
@@ -8,6 +9,10 @@ use serde_json::json;
 use testkit::logs::LogCapture;
 use testkit::{APIV2_KEY, APIV3_KEY, APP_SECRET, Stack, authed_event, event_with_body, read};
 use wxa_shared::handlers::*;
+
+/// A merchant transfer's payee: WeChat Pay wants the real name from 2,000 CNY; it is sealed for
+/// WeChat Pay and never written anywhere in the clear.
+const PAYEE_NAME: &str = "张三丰";
 
 /// The routes a journey walked, by the `routeKey` of their events.
 #[derive(Default)]
@@ -162,6 +167,36 @@ async fn no_secret_reaches_a_log_line() {
             json!({"prepay_id": prepay_id, "mode": "wrong_key"}),
         )
         .await;
+    // A merchant transfer with the payee's real name (sealed for WeChat Pay), confirmed by its
+    // user through the route, finished by WeChat Pay's notification.
+    let transfer = json!({"op": "create_transfer", "out_bill_no": "B20261206000001", "openid": "o_alice",
+                          "amount": 300_000, "scene_id": "1000", "remark": "新会员开通有礼",
+                          "user_name": PAYEE_NAME,
+                          "report_infos": [{"info_type": "活动名称", "info_content": "新会员有礼"},
+                                           {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"}]});
+    let created = stack.merchant(transfer).await;
+    assert_eq!(
+        created.as_ref().map(|t| t["state"].clone()),
+        Ok(json!("WAIT_USER_CONFIRM")),
+        "{created:?}"
+    );
+    let confirm = {
+        let text = std::fs::read_to_string(testkit::workspace_root().join("events/transfer-confirm.json")).unwrap();
+        let mut request = lambda_http::request::from_str(&text.replace("B20261126000001", "B20261206000001")).unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        walked.mark(request)
+    };
+    let (status, package) = read(&pay_sign::FUNCTION.handle(&stack.state, confirm).await);
+    assert_eq!(status, 200, "{package}");
+    let confirmed = stack
+        .sim_post(
+            "/__sim/pay/transfer/confirm",
+            json!({"package": package["package"], "openid": "o_alice"}),
+        )
+        .await;
+    assert_eq!(confirmed["deliveries"][0]["status"], 204, "{confirmed}");
     // Failures log too: a stale key, a reused code, a rotated secret.
     stack.mint_code("o_alice").await;
     let (data, iv) = stack.seal("o_alice", json!({"openGId": "G1"})).await;
@@ -283,6 +318,7 @@ async fn no_secret_reaches_a_log_line() {
         ("push token", testkit::PUSH_TOKEN),
         ("push EncodingAESKey", testkit::PUSH_AES_KEY),
         ("third login token", third.as_str()),
+        ("payee's name", PAYEE_NAME),
     ] {
         assert!(!logs.contains(secret), "the {name} appears in the logs");
     }

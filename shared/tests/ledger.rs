@@ -2,8 +2,9 @@
 //! placed, paid and closed; partial and full refunds applied for, retried, asked about and
 //! settled; merchant transfers created, confirmed by their user, cancelled, failed and asked
 //! about; the reconciler — run against the simulator while a fault is injected at WeChat Pay
-//! calls (the request lost before it landed, the answer lost after it landed, a timeout after
-//! it landed, 429, 500, business refusals, an answer whose signature does not verify), the
+//! calls (the request lost before it landed, a timeout before it landed, the answer lost after
+//! it landed, a timeout after it landed, 429, 500, business refusals, an answer whose signature
+//! does not verify), the
 //! function crashes between two of its DynamoDB writes, and WeChat Pay's notifications are
 //! dropped, duplicated, delayed and reordered. After each schedule the faults stop, the
 //! reconciler runs twice and the notifications drain; then our ledger must equal WeChat Pay's
@@ -18,7 +19,7 @@
 //! - nothing is pending, and nothing is flagged for attention.
 //!
 //! Seeded and reproducible: `LEDGER_SCHEDULES` (2,000 by default; `make bench` runs 50,000),
-//! `LEDGER_WORKERS` (schedules run side by side on stacks of their own, 4), `LEDGER_SEED` (the
+//! `LEDGER_WORKERS` (schedules run side by side on stacks of their own, 6), `LEDGER_SEED` (the
 //! first seed; a failure prints the seed that replays it alone with `LEDGER_SCHEDULES=1`),
 //! `LEDGER_REPORT` (a JSON file for the figures).
 
@@ -66,6 +67,8 @@ impl Rng {
 enum Fault {
     /// The request never reaches WeChat Pay.
     CutBefore,
+    /// The request hangs until the client gives up, and never reaches WeChat Pay.
+    TimeoutBefore,
     /// WeChat Pay carries the request out; its answer is lost.
     CutAfter,
     /// WeChat Pay carries it out and answers after the client gave up.
@@ -79,8 +82,9 @@ enum Fault {
     BadSignature,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 10] = [
     Fault::CutBefore,
+    Fault::TimeoutBefore,
     Fault::CutAfter,
     Fault::TimeoutAfter,
     Fault::TooManyRequests,
@@ -100,6 +104,7 @@ impl Fault {
         let error = |status: u16, code: &str| json!({"api": api, "pay_error": {"status": status, "code": code, "message": "injected"}});
         match self {
             Self::CutBefore => json!({"api": api, "cut": "before"}),
+            Self::TimeoutBefore => json!({"api": api, "delay_ms": LATE_ANSWER_MS, "cut": "before"}),
             Self::CutAfter => json!({"api": api, "cut": "after"}),
             Self::TimeoutAfter => json!({"api": api, "delay_after_ms": LATE_ANSWER_MS}),
             Self::TooManyRequests => error(429, "FREQUENCY_LIMITED"),
@@ -1013,7 +1018,7 @@ fn setting(name: &str, default: u64) -> u64 {
 async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
     Crash::quiet_panics();
     let schedules = setting("LEDGER_SCHEDULES", 2000);
-    let workers = setting("LEDGER_WORKERS", 4).clamp(1, 32);
+    let workers = setting("LEDGER_WORKERS", 6).clamp(1, 32);
     let first = setting("LEDGER_SEED", 1);
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -928,8 +928,7 @@ async fn check(
             // the close's answer lost. No prepay_id is held here, so it is not pending and the
             // reconciler never looks; nobody can pay it (a pay-sign hears ORDER_CLOSED). The fix
             // is to make an order pending when its placement is first attempted.
-            (Some("UNPAID"), Some("CLOSED"))
-                if local.as_ref().is_some_and(|item| !item.contains_key("prepay_id")) => {}
+            (Some("UNPAID"), Some("CLOSED")) if local.as_ref().is_some_and(|item| !item.contains_key("prepay_id")) => {}
             (local, wechat) => problems.push(format!("{no}: {local:?} here, {wechat:?} at WeChat Pay")),
         }
         if let Some(item) = &local {

@@ -61,10 +61,11 @@ bench: venv build
 	python3 scripts/bench_report.py
 
 ## make soak: the ledger's model-based fault test at LEDGER_SCHEDULES (50,000) random schedules, release build,
-## LEDGER_WORKERS (8) side by side; schedules/s in target/bench/ledger.json (BENCHMARKS.md at the next `make bench`)
+## LEDGER_WORKERS (16) side by side on LEDGER_MOTOS (3) moto servers; schedules/s in target/bench/ledger.json
+## (BENCHMARKS.md at the next `make bench`)
 soak: venv
 	mkdir -p target/bench
-	LEDGER_SCHEDULES=$${LEDGER_SCHEDULES:-50000} LEDGER_WORKERS=$${LEDGER_WORKERS:-8} \
+	LEDGER_SCHEDULES=$${LEDGER_SCHEDULES:-50000} LEDGER_WORKERS=$${LEDGER_WORKERS:-16} LEDGER_MOTOS=$${LEDGER_MOTOS:-3} \
 		LEDGER_REPORT=$(CURDIR)/target/bench/ledger.json \
 		cargo test --release -p wxa-shared --test ledger -- --nocapture
 

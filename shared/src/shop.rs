@@ -136,9 +136,12 @@ pub async fn refresh_order(state: &AppState, pay: &Payments, order: Order) -> Re
     pay.orders.get(&order.out_trade_no).await?.ok_or_else(order_not_found)
 }
 
-/// Whether WeChat Pay may know more of this order than we do: unpaid, with an APIv3 prepay_id.
+/// Whether WeChat Pay may know more of this order than we do: unpaid, and placed through APIv3
+/// (a prepay_id stored, or a placement attempted whose answer may have been lost).
 pub fn needs_refresh(order: &Order) -> bool {
-    order.status == UNPAID && order.prepay_id.is_some() && order.pay_api.as_deref() == Some(PayApi::V3.as_str())
+    let placed_v3 = order.placed_at.is_some()
+        || (order.prepay_id.is_some() && order.pay_api.as_deref() == Some(PayApi::V3.as_str()));
+    order.status == UNPAID && placed_v3
 }
 
 /// Closes an unpaid order: at WeChat Pay first (so it can no longer be paid), then here. A
@@ -200,8 +203,10 @@ fn apiv2_unsupported(what: &str) -> ApiError {
 
 /// Whether an order past its `time_expire` (or its prepay_id's lifetime) should be closed.
 pub fn is_abandoned(order: &Order, now: u64) -> bool {
+    // A placement whose answer was lost left no prepay_id, but WeChat Pay's would expire alike.
     let prepay_expired = order
         .prepay_created_at
+        .or(order.placed_at)
         .is_some_and(|at| at.saturating_add(PREPAY_LIFETIME_SECS) < now);
     let time_expired = order
         .time_expire

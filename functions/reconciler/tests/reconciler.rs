@@ -224,3 +224,140 @@ async fn an_apiv2_order_past_its_time_ends_expired_and_a_late_payment_still_sett
         .await;
     assert_eq!(stack.order(ORDER).await["status"].as_s().unwrap(), "PAID");
 }
+
+/// Signs `ORDER` for `o_alice` through pay-sign: the answer's status and body.
+async fn pay_sign(stack: &Stack) -> (u16, serde_json::Value) {
+    let token = stack.log_in("o_alice").await;
+    let body = json!({"out_trade_no": ORDER});
+    let answer = wxa_shared::handlers::pay_sign::FUNCTION
+        .handle(
+            &stack.state,
+            testkit::authed_event("pay-sign.json", &token, Some(&body)),
+        )
+        .await;
+    testkit::read(&answer)
+}
+
+/// Seed 1497 of the ledger model: the order was placed at WeChat Pay but the answer was lost
+/// (no prepay_id here), then closed at WeChat Pay with that answer lost too. It must not stay
+/// UNPAID here while CLOSED there: pending from the first placement attempt, it is asked about.
+#[tokio::test]
+async fn an_order_whose_placement_answer_was_lost_is_still_reconciled() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    stack
+        .merchant(json!({"op": "create_order", "out_trade_no": ORDER, "openid": "o_alice", "description": "tea", "amount_total": 100}))
+        .await
+        .unwrap();
+    stack
+        .sim_post("/__sim/faults", json!({"api": "pay_jsapi", "cut": "after", "count": 2}))
+        .await;
+    let (status, answer) = pay_sign(&stack).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("wechatpay_unavailable")),
+        "{answer}"
+    );
+    assert_eq!(
+        stack.sim_calls("pay_jsapi").await,
+        2,
+        "the placement landed (and its one retry)"
+    );
+    let order = stack.order(ORDER).await;
+    assert!(!order.contains_key("prepay_id"), "{order:?}");
+    assert_eq!(order["pending"].as_s().unwrap(), "order", "pending before the call");
+    assert!(order.contains_key("placed_at"), "{order:?}");
+
+    // The back office closes it: closed at WeChat Pay, the answer lost.
+    stack
+        .sim_post("/__sim/faults", json!({"api": "pay_close", "cut": "after", "count": 2}))
+        .await;
+    let closing = stack
+        .merchant(json!({"op": "close_order", "out_trade_no": ORDER}))
+        .await;
+    assert!(closing.is_err(), "{closing:?}");
+    assert_eq!(stack.order(ORDER).await["status"].as_s().unwrap(), "UNPAID");
+
+    // The reconciler asks WeChat Pay and records what it says.
+    let report = reconcile_at(&stack.state, now_unix() + GRACE_SECS + 1).await.unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    let order = stack.order(ORDER).await;
+    assert_eq!(order["status"].as_s().unwrap(), "CLOSED", "{report}");
+    assert!(!order.contains_key("pending"));
+}
+
+/// A placement whose answer was lost, never closed: the order is closed at WeChat Pay and here
+/// once abandoned, as one with a prepay_id is.
+#[tokio::test]
+async fn an_abandoned_order_whose_placement_answer_was_lost_is_closed_on_both_sides() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    stack
+        .merchant(json!({"op": "create_order", "out_trade_no": ORDER, "openid": "o_alice", "description": "tea", "amount_total": 100}))
+        .await
+        .unwrap();
+    stack
+        .sim_post("/__sim/faults", json!({"api": "pay_jsapi", "cut": "after", "count": 2}))
+        .await;
+    assert_eq!(pay_sign(&stack).await.0, 503);
+    // Not yet abandoned: asked about (NOTPAY), left pending.
+    let report = reconcile_at(&stack.state, now_unix() + GRACE_SECS + 1).await.unwrap();
+    assert_eq!(
+        (report["orders_checked"].as_u64(), report["errors"].as_u64()),
+        (Some(1), Some(0)),
+        "{report}"
+    );
+    assert_eq!(stack.order(ORDER).await["status"].as_s().unwrap(), "UNPAID");
+    let later = now_unix() + wxa_shared::shop::PREPAY_LIFETIME_SECS + 60;
+    let report = reconcile_at(&stack.state, later).await.unwrap();
+    assert_eq!(report["orders_closed"], 1, "{report}");
+    assert_eq!(stack.order(ORDER).await["status"].as_s().unwrap(), "CLOSED");
+    let url = format!("{}/__sim/pay/ledger", stack.sim.base_url());
+    let ledger: serde_json::Value = stack.http.get(url).send().await.unwrap().json().await.unwrap();
+    let there = ledger["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["out_trade_no"] == ORDER)
+        .cloned();
+    assert_eq!(there.map(|o| o["trade_state"].clone()), Some(json!("CLOSED")));
+}
+
+/// A bill waiting for its user is asked about less and less often, not at every run.
+#[tokio::test]
+async fn a_transfer_waiting_for_its_user_is_backed_off() {
+    let stack = Stack::start().await;
+    stack.enable_pay().await;
+    let bill = stack
+        .merchant(
+            json!({"op": "create_transfer", "out_bill_no": "B20261206000001", "openid": "o_alice", "amount": 500,
+                         "scene_id": "1000", "remark": "新会员开通有礼",
+                         "report_infos": [{"info_type": "活动名称", "info_content": "新会员有礼"},
+                                          {"info_type": "奖励说明", "info_content": "注册会员抽奖一等奖"}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bill["state"], "WAIT_USER_CONFIRM", "{bill}");
+    let now = now_unix() + GRACE_SECS + 1;
+    let queries = stack.sim_calls("transfer_query").await;
+    let report = reconcile_at(&stack.state, now).await.unwrap();
+    assert_eq!(
+        (
+            report["transfers_checked"].as_u64(),
+            report["transfers_waiting"].as_u64(),
+            report["errors"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{report}"
+    );
+    assert_eq!(stack.sim_calls("transfer_query").await, queries + 1);
+    // The runs of the next minute leave it alone; the one after asks again.
+    for at in [now + 1, now + 59] {
+        let report = reconcile_at(&stack.state, at).await.unwrap();
+        assert_eq!(report["transfers_checked"], 0, "{report}");
+    }
+    assert_eq!(stack.sim_calls("transfer_query").await, queries + 1);
+    let report = reconcile_at(&stack.state, now + 61).await.unwrap();
+    assert_eq!(report["transfers_waiting"], 1, "{report}");
+    assert_eq!(stack.sim_calls("transfer_query").await, queries + 2);
+}

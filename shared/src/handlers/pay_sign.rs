@@ -288,6 +288,11 @@ async fn place_order(
     let api = pay.settings.api;
     let prepay_id = match api {
         PayApi::V3 => {
+            // Pending before the call: if its answer is lost, the reconciler still finds the
+            // order (WeChat Pay may have it) and closes it there once it is abandoned.
+            if order.placed_at.is_none() && !pay.orders.mark_placed(&order.out_trade_no, now_unix()).await? {
+                return Err(order_changed());
+            }
             let body = serde_json::json!({
                 "appid": app_id,
                 "mchid": merchant.mchid,
@@ -344,13 +349,15 @@ async fn place_order(
         .filter(|o| o.status == UNPAID)
         .and_then(|o| fresh_prepay_id(o, api))
         .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "order_changed",
-                "the order changed meanwhile: try again",
-            )
-        })
+        .ok_or_else(order_changed)
+}
+
+fn order_changed() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "order_changed",
+        "the order changed meanwhile: try again",
+    )
 }
 
 /// The payer's IP as API Gateway saw the connection (`requestContext.http.sourceIp`), never a

@@ -21,7 +21,7 @@ use crate::function::{Entry, Function, Outcome};
 use crate::state::Payments;
 use crate::store::orders::PAID;
 use crate::store::refunds::RefundStore;
-use crate::store::transfers::TransferStore;
+use crate::store::transfers::{TransferStore, WAIT_USER_CONFIRM};
 use crate::{ApiError, AppState, shop};
 
 pub const FUNCTION: Function = Function {
@@ -94,6 +94,7 @@ pub async fn reconcile_at(state: &AppState, now: u64) -> Outcome {
         "refunds_settled",
         "transfers_checked",
         "transfers_settled",
+        "transfers_waiting",
         "errors",
         "deferred",
     ] {
@@ -252,6 +253,15 @@ async fn reconcile_transfer(
     };
     match crate::transfer::refresh_transfer(pay, &state.config.app_id, transfer.clone()).await {
         Ok(transfer) if !transfer.is_pending() => report.bump("transfers_settled"),
+        // The user has up to 24 hours to confirm and the notification says when they did:
+        // asking WeChat Pay every run would spend its quota on bills that cannot change, so a
+        // waiting bill is looked at less and less often (as a failing one is, at most hourly).
+        Ok(waiting) if waiting.state == WAIT_USER_CONFIRM => {
+            let next = now + backoff_secs(waiting.reconcile_attempts + 1);
+            if let Ok(true) = transfers.defer(&waiting, next, GRACE_SECS).await {
+                report.bump("transfers_waiting");
+            }
+        }
         Ok(_) => {}
         Err(e) => {
             report.bump("errors");

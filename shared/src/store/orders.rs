@@ -3,7 +3,8 @@
 //! never comes from the mini-program. Every change of state is a conditional write, so duplicates
 //! and races change an order once: UNPAID → (prepay_id attached) → PAID or CLOSED; refunds reserve
 //! part of a paid order's amount (`refunded_total`, see `store::refunds`); shipping is recorded on
-//! a paid order. An unpaid order with a prepay_id is *pending*: it carries `pending` and
+//! a paid order. An unpaid order placed with WeChat Pay (first attempt recorded before the call,
+//! `placed_at`, or a prepay_id stored) is *pending*: it carries `pending` and
 //! `pending_since`, the keys of the sparse index the reconciler reads instead of scanning.
 
 use std::collections::HashMap;
@@ -22,6 +23,9 @@ pub mod attr {
     pub const STATUS: &str = "status";
     pub const PREPAY_ID: &str = "prepay_id";
     pub const PREPAY_CREATED_AT: &str = "prepay_created_at";
+    /// When an APIv3 placement (`jsapi`) was first attempted: from then on WeChat Pay may know
+    /// the order even if no prepay_id came back, so it is pending.
+    pub const PLACED_AT: &str = "placed_at";
     pub const PAY_API: &str = "pay_api";
     pub const TRANSACTION_ID: &str = "transaction_id";
     pub const PAID_AT: &str = "paid_at";
@@ -99,6 +103,8 @@ pub struct Order {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepay_created_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub placed_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pay_api: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
@@ -141,6 +147,7 @@ impl Order {
             created_at: Some(now),
             prepay_id: None,
             prepay_created_at: None,
+            placed_at: None,
             pay_api: None,
             transaction_id: None,
             paid_at: None,
@@ -463,6 +470,33 @@ impl OrderStore {
         )
     }
 
+    /// Records, before an APIv3 order is first placed with WeChat Pay, that it may be known there:
+    /// it becomes pending, so that if the answer is lost the reconciler asks WeChat Pay about it
+    /// (and closes it there when it is abandoned). `false`: the order is no longer unpaid.
+    pub async fn mark_placed(&self, out_trade_no: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
+            .update_expression(
+                "SET #placed = if_not_exists(#placed, :now), #pending = :order, #since = if_not_exists(#since, :now)",
+            )
+            .condition_expression("#s = :unpaid")
+            .expression_attribute_names("#placed", attr::PLACED_AT)
+            .expression_attribute_names("#pending", attr::PENDING)
+            .expression_attribute_names("#since", attr::PENDING_SINCE)
+            .expression_attribute_names("#s", attr::STATUS)
+            .expression_attribute_values(":order", AttributeValue::S(PENDING_ORDER.to_owned()))
+            .expression_attribute_values(":unpaid", AttributeValue::S(UNPAID.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        applied(
+            Table::Orders,
+            &self.table,
+            send(Table::Orders, &self.table, request.send()).await?,
+        )
+    }
+
     /// Stores `prepay_id` if the order is still unpaid and its prepay_id is still `previous`
     /// (none, or the expired one this call replaces). `false`: another call got there first.
     pub async fn save_prepay(
@@ -631,6 +665,7 @@ fn order_from_item(item: &HashMap<String, AttributeValue>) -> Result<Order, Stor
         created_at: n(attr::CREATED_AT),
         prepay_id: s(attr::PREPAY_ID),
         prepay_created_at: n(attr::PREPAY_CREATED_AT),
+        placed_at: n(attr::PLACED_AT),
         pay_api: s(attr::PAY_API),
         transaction_id: s(attr::TRANSACTION_ID),
         paid_at: n(attr::PAID_AT),

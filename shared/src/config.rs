@@ -13,6 +13,9 @@ pub const DEFAULT_WECHAT_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_WATERMARK_MAX_AGE_SECS: u64 = 300;
 pub const DEFAULT_QRCODE_CACHE_TTL_SECS: u64 = 600;
 pub const DEFAULT_WECHATPAY_API_BASE: &str = "https://api.mch.weixin.qq.com";
+/// A caller's budget on a route that spends app-wide quotas (see `store::budgets`).
+pub const DEFAULT_CALLER_BUDGET_PER_MINUTE: u64 = 10;
+pub const DEFAULT_CALLER_BUDGET_BURST: u64 = 5;
 
 /// Longest accepted settings: beyond these a value is a typo, and adding it to a clock would
 /// overflow.
@@ -51,6 +54,12 @@ pub struct Parts {
     /// The message push's token and EncodingAESKey, kept in the app secret (`APP_SECRET_ID`);
     /// no WeChat API call.
     pub push: bool,
+    /// Per-caller budgets on the routes that spend app-wide quotas or money for a caller
+    /// (`CALLER_BUDGET_PER_MINUTE`, `CALLER_BUDGET_BURST`), kept in the sessions table; needs
+    /// `sessions`.
+    pub budget: bool,
+    /// Asynchronous media checks, of URLs on the hosts the operator lists (`MEDIA_URL_HOSTS`).
+    pub media_check: bool,
 }
 
 impl Parts {
@@ -68,6 +77,8 @@ impl Parts {
         transfers: false,
         messages: false,
         push: false,
+        budget: false,
+        media_check: false,
     };
 
     /// Every part (tests build one state that serves every function).
@@ -85,6 +96,8 @@ impl Parts {
         transfers: true,
         messages: true,
         push: true,
+        budget: true,
+        media_check: true,
     };
 
     /// Every setting these parts read: `(name, required)`.
@@ -111,7 +124,14 @@ impl Parts {
             ],
         );
         add(self.access_token, &[("TOKENS_TABLE", true)]);
-        add(self.push, &[("APP_SECRET_ID", true), ("SECRET_CACHE_TTL_SECS", false)]);
+        add(
+            self.push,
+            &[
+                ("APP_SECRET_ID", true),
+                ("SECRET_CACHE_TTL_SECS", false),
+                ("PUSH_PLAIN_EFFECTS", false),
+            ],
+        );
         add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
         add(self.qrcode_cache, &[("QRCODE_CACHE_TTL_SECS", false)]);
         add(self.orders, &[("ORDERS_TABLE", true)]);
@@ -127,6 +147,11 @@ impl Parts {
         add(self.refunds, &[("REFUNDS_TABLE", true)]);
         add(self.transfers, &[("TRANSFERS_TABLE", true)]);
         add(self.messages, &[("MESSAGES_TABLE", true)]);
+        add(
+            self.budget,
+            &[("CALLER_BUDGET_PER_MINUTE", false), ("CALLER_BUDGET_BURST", false)],
+        );
+        add(self.media_check, &[("MEDIA_URL_HOSTS", false)]);
         add(
             self.pay_orders,
             &[
@@ -220,6 +245,15 @@ pub struct Config {
     /// How long a container may take to refresh a shared credential before another may take
     /// over (a container that dies mid-refresh blocks the others at most this long).
     pub token_lease: Duration,
+    /// Each caller's budget on this function's quota-spending routes (part `budget`).
+    pub caller_budget: Option<crate::store::budgets::Budget>,
+    /// Hosts whose media may be sent to WeChat's media check (`MEDIA_URL_HOSTS`, comma-separated,
+    /// lower case; `*.example.com` covers its subdomains). Empty: no media check is sent.
+    pub media_url_hosts: Vec<String>,
+    /// Whether a plain-mode push (no body signature) may change state: media-check verdicts,
+    /// order settlement and shipping reminders, subscription grants (`PUSH_PLAIN_EFFECTS`,
+    /// `false` by default: only safe mode's signed bodies may).
+    pub push_plain_effects: bool,
 }
 
 /// [`Config::token_lease`]: above a WeChat call's timeout with its retries' pauses, short enough
@@ -272,6 +306,9 @@ impl Config {
         let tokens_table = required(parts.access_token, "TOKENS_TABLE");
         if parts.access_token && !parts.wechat {
             problems.push("the part access_token needs the part wechat".into());
+        }
+        if parts.budget && !parts.sessions {
+            problems.push("the part budget needs the part sessions".into());
         }
 
         let mut number = |on: bool, name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
@@ -326,6 +363,37 @@ impl Config {
             DEFAULT_QRCODE_CACHE_TTL_SECS,
             0..=MAX_TTL_SECS,
         ));
+        let caller_budget = parts.budget.then(|| crate::store::budgets::Budget {
+            per_minute: number(
+                true,
+                "CALLER_BUDGET_PER_MINUTE",
+                DEFAULT_CALLER_BUDGET_PER_MINUTE,
+                1..=60_000,
+            ),
+            burst: number(true, "CALLER_BUDGET_BURST", DEFAULT_CALLER_BUDGET_BURST, 1..=10_000),
+        });
+        let media_url_hosts: Vec<String> = if parts.media_check {
+            lookup("MEDIA_URL_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|host| host.trim().to_ascii_lowercase())
+                .filter(|host| !host.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for host in &media_url_hosts {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                problems.push(format!(
+                    "MEDIA_URL_HOSTS must list host names (example.com, *.example.com) separated by commas, got {host:?}"
+                ));
+            }
+        }
 
         let mut url = |on: bool, name: &str, default: &str| {
             if !on {
@@ -385,6 +453,15 @@ impl Config {
                 true
             }
         };
+        let push_plain_effects = parts.push
+            && match lookup("PUSH_PLAIN_EFFECTS").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    problems.push(format!("PUSH_PLAIN_EFFECTS must be true or false, got {v:?}"));
+                    false
+                }
+            };
         if parts.pay && !parts.orders {
             problems.push("the pay part needs the orders part (a programming error)".to_owned());
         }
@@ -421,6 +498,9 @@ impl Config {
             messages_table,
             tokens_table,
             token_lease: DEFAULT_TOKEN_LEASE,
+            caller_budget,
+            media_url_hosts,
+            push_plain_effects,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),

@@ -39,10 +39,12 @@ pub enum Metric {
     Refunds,
     /// A payment kept for the merchant's attention (amount, payer or transaction mismatch).
     PaymentAnomalies,
+    /// A call refused because its caller spent their budget on the route (`429`).
+    CallersThrottled,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::Logins,
         Metric::WechatErrors,
         Metric::OpenDataFailures,
@@ -51,6 +53,7 @@ impl Metric {
         Metric::NotificationsRejected,
         Metric::Refunds,
         Metric::PaymentAnomalies,
+        Metric::CallersThrottled,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Metric {
             Metric::NotificationsRejected => "NotificationsRejected",
             Metric::Refunds => "Refunds",
             Metric::PaymentAnomalies => "PaymentAnomalies",
+            Metric::CallersThrottled => "CallersThrottled",
         }
     }
 }
@@ -276,7 +280,8 @@ mod tests {
                 "PaymentsSettled",
                 "NotificationsRejected",
                 "Refunds",
-                "PaymentAnomalies"
+                "PaymentAnomalies",
+                "CallersThrottled"
             ]
         );
     }

@@ -14,6 +14,7 @@ use crate::pay::Merchant;
 use crate::pay::client::PayClient;
 use crate::redacted::Secret;
 use crate::secret_store::{AppSecrets, SecretCache};
+use crate::store::budgets::{Budget, BudgetStore, Spent};
 use crate::store::messages::MessageStore;
 use crate::store::orders::OrderStore;
 use crate::store::refunds::RefundStore;
@@ -107,6 +108,8 @@ pub struct AppState {
     sessions: Option<SessionStore>,
     orders: Option<OrderStore>,
     messages: Option<MessageStore>,
+    /// Per-caller budgets (part `budget`).
+    budgets: Option<(BudgetStore, Budget)>,
     wechat: Option<Wechat>,
     /// The app secret, for the message push's token and EncodingAESKey (part `push`).
     push: Option<Arc<SecretCache<AppSecrets>>>,
@@ -150,6 +153,11 @@ impl AppState {
             .sessions_table
             .as_deref()
             .map(|table| SessionStore::new(dynamodb.clone(), table));
+        let budgets = config
+            .sessions_table
+            .as_deref()
+            .zip(config.caller_budget)
+            .map(|(table, budget)| (BudgetStore::new(dynamodb.clone(), table), budget));
         let app_secrets = config.app_secret_id.as_deref().map(|secret_id| {
             Arc::new(SecretCache::new(
                 secretsmanager.clone(),
@@ -214,6 +222,7 @@ impl AppState {
             sessions,
             orders,
             messages,
+            budgets,
             wechat,
             push,
             pay,
@@ -273,6 +282,24 @@ impl AppState {
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {
         self.pay.as_ref().ok_or_else(|| undeclared("pay"))
+    }
+
+    /// Spends one call of `openid`'s budget on `route` (a route that spends app-wide WeChat
+    /// quotas or money for its caller), before that call: `429 too_many_requests` with
+    /// `Retry-After` when it is spent.
+    pub async fn spend_budget(&self, route: &str, openid: &str) -> Result<(), ApiError> {
+        let (store, budget) = self.budgets.as_ref().ok_or_else(|| undeclared("budget"))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match store.spend(route, openid, *budget, now_ms).await? {
+            Spent::Allowed => Ok(()),
+            Spent::RetryAfter(secs) => {
+                crate::metrics::count(crate::metrics::Metric::CallersThrottled);
+                tracing::warn!(route, retry_after = secs, "a caller spent their budget");
+                Err(ApiError::too_many_requests(secs))
+            }
+        }
     }
 
     /// The session of the request's `Authorization: Bearer` token: one DynamoDB read.

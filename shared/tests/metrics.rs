@@ -164,6 +164,21 @@ async fn a_journey_emits_each_metric_as_valid_emf_and_nothing_secret() {
             .await,
     );
     assert_eq!(status, 200, "{body}");
+    // Asking again in a container whose budget is one a minute: the second is throttled.
+    let strict = stack.state_with(
+        &decrypt_phone::FUNCTION,
+        &[("CALLER_BUDGET_PER_MINUTE", "1"), ("CALLER_BUDGET_BURST", "1")],
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let phone = stack
+            .sim_post("/__sim/phone-code", json!({"phoneNumber": "13800138000"}))
+            .await;
+        let phone_body = json!({"code": phone["code"]});
+        let request = authed_event("decrypt-phone.json", &token, Some(&phone_body));
+        statuses.push(decrypt_phone::FUNCTION.handle(&strict, request).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429]);
     let (status, body) = tampered_werun(&stack, "o_alice", &token).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -272,6 +287,7 @@ async fn a_journey_emits_each_metric_as_valid_emf_and_nothing_secret() {
     assert_eq!(count(Metric::NotificationsRejected, "pay-notify", None), 1);
     assert_eq!(count(Metric::NotificationsRejected, "wechat-push", None), 1);
     assert_eq!(all(Metric::Refunds), 1, "a retry is not another refund: {summary}");
+    assert_eq!(count(Metric::CallersThrottled, "decrypt-phone", None), 1, "{summary}");
     assert_eq!(count(Metric::Refunds, "merchant", None), 1);
     assert_eq!(count(Metric::WechatErrors, "session", Some("45011")), 1, "{summary}");
     assert_eq!(

@@ -44,12 +44,14 @@ async fn a_button_code_gives_the_number_once() {
     stack.aws_calls.take();
     let expected = json!({"phoneNumber": "13800138000", "purePhoneNumber": "13800138000", "countryCode": "86"});
     assert_eq!(ask(&stack, &token, json!({"code": code})).await, (200, expected));
-    // The session read, the secret still cached from login; the fleet's first token: the shared
-    // item read (missing), its refresh lease taken, one fetch, the token published.
+    // The session read, the caller's budget spent (one conditional update), the secret still
+    // cached from login; the fleet's first token: the shared item read (missing), its refresh
+    // lease taken, one fetch, the token published.
     assert_eq!(
         stack.aws_calls.take(),
         [
             "DynamoDB.GetItem",
+            "DynamoDB.UpdateItem",
             "DynamoDB.GetItem",
             "DynamoDB.UpdateItem",
             "DynamoDB.PutItem"
@@ -71,8 +73,8 @@ async fn a_button_code_gives_the_number_once() {
             .contains("tap the button again")
     );
 
-    // Warm: the session read only; the token comes from memory.
-    assert_eq!(stack.aws_calls.take(), ["DynamoDB.GetItem"]);
+    // Warm: the session read and the budget spent; the token comes from memory.
+    assert_eq!(stack.aws_calls.take(), ["DynamoDB.GetItem", "DynamoDB.UpdateItem"]);
 
     let foreign = stack
         .sim_post(
@@ -202,4 +204,41 @@ async fn the_open_data_contract_holds() {
         |data, iv, _| json!({"encryptedData": data, "iv": iv}),
     )
     .await;
+}
+
+/// WeChat bills the app for each phone number by code: a user asking in a loop is refused with
+/// 429 and `Retry-After` before WeChat is asked (the code stays unused).
+#[tokio::test]
+async fn a_user_asking_for_numbers_in_a_loop_is_refused_before_wechat_is_asked() {
+    use wxa_shared::store::budgets::Budget;
+    let stack = Stack::start_with(|c| {
+        c.caller_budget = Some(Budget {
+            per_minute: 1,
+            burst: 2,
+        })
+    })
+    .await;
+    let token = stack.log_in("o_alice").await;
+    for _ in 0..2 {
+        let code = phone_code(&stack, "13800138000").await;
+        assert_eq!(ask(&stack, &token, json!({"code": code})).await.0, 200);
+    }
+    let code = phone_code(&stack, "13800138000").await;
+    let answer = decrypt_phone::FUNCTION
+        .handle(
+            &stack.state,
+            authed_event("decrypt-phone.json", &token, Some(&json!({"code": code}))),
+        )
+        .await;
+    assert!(answer.headers().contains_key("retry-after"));
+    let (status, body) = read(&answer);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("too_many_requests")),
+        "{body}"
+    );
+    assert_eq!(stack.sim_calls("getuserphonenumber").await, 2);
+    // A malformed code is refused as such, without spending anything.
+    let (status, body) = ask(&stack, &token, json!({"code": " "})).await;
+    assert_eq!(status, 400, "{body}");
 }

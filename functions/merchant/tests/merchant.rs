@@ -189,6 +189,46 @@ async fn polling_the_order_page_asks_wechat_pay_at_most_once_per_interval() {
     assert_eq!(stack.sim_calls("pay_query").await, 1);
 }
 
+/// A user with many unpaid orders cannot spend the quota either: each question asked for them
+/// spends their budget; past it, 429 with `Retry-After` and WeChat Pay is not asked.
+#[tokio::test]
+async fn a_user_polling_many_orders_spends_their_own_budget() {
+    use wxa_shared::store::budgets::Budget;
+    let stack = Stack::start_with(|c| {
+        c.caller_budget = Some(Budget {
+            per_minute: 1,
+            burst: 2,
+        })
+    })
+    .await;
+    stack.enable_pay().await;
+    let alice = stack.log_in("o_alice").await;
+    let orders = ["T20261206000001", "T20261206000002", "T20261206000003"];
+    for no in orders {
+        stack.merchant(create(no, 100)).await.unwrap();
+        let body = json!({"out_trade_no": no});
+        let signed = pay_sign::FUNCTION
+            .handle(&stack.state, authed_event("pay-sign.json", &alice, Some(&body)))
+            .await;
+        assert_eq!(signed.status(), 200);
+    }
+    for no in &orders[..2] {
+        let (status, body) = read(&pay_sign::FUNCTION.handle(&stack.state, order_page(&alice, no)).await);
+        assert_eq!((status, body["status"].as_str()), (200, Some("UNPAID")), "{body}");
+    }
+    let refused = pay_sign::FUNCTION
+        .handle(&stack.state, order_page(&alice, orders[2]))
+        .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let (status, body) = read(&refused);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("too_many_requests")),
+        "{body}"
+    );
+    assert_eq!(stack.sim_calls("pay_query").await, 2);
+}
+
 #[tokio::test]
 async fn an_unpaid_order_is_closed_at_wechat_pay_and_can_no_longer_be_paid() {
     let stack = Stack::start().await;

@@ -62,7 +62,13 @@ async fn a_popup_is_recorded_in_every_mode_and_format() {
         ("plain", "json"),
     ] {
         let stack = Stack::start().await;
-        stack.enable_push(mode, format).await;
+        // Plain mode changes state only when the operator opts in (see the test below).
+        let opt_in: &[(&str, &str)] = if mode == "plain" {
+            &[("PUSH_PLAIN_EFFECTS", "true")]
+        } else {
+            &[]
+        };
+        stack.enable_push_with(mode, format, opt_in).await;
         stack.log_in("o_alice").await;
         let pushed = popup(&stack, "o_alice", true).await;
         let delivered = deliveries(&pushed["push"]);
@@ -309,6 +315,52 @@ async fn forged_stale_and_replayed_pushes_change_nothing_and_all_read_alike() {
             Some(("accept".to_owned(), 1))
         );
     }
+}
+
+/// Plain mode signs no body. Unless the operator opts in, a plain push that would change state
+/// is refused; and a captured (timestamp, nonce, signature) never carries another body, even
+/// with the opt-in.
+#[tokio::test]
+async fn plain_pushes_change_nothing_unless_opted_in_and_a_signature_carries_one_body() {
+    let stack = Stack::start().await;
+    stack.enable_push("plain", "xml").await;
+    stack.log_in("o_alice").await;
+    let pushed = popup(&stack, "o_alice", true).await;
+    let delivered = deliveries(&pushed["push"]);
+    let body: Value = serde_json::from_str(delivered[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (delivered[0]["status"].as_u64(), body["error"]["code"].as_str()),
+        (Some(403), Some("push_mode_insecure")),
+        "{pushed}"
+    );
+    assert_eq!(remaining(&stack, "o_alice", TEMPLATE).await, None);
+    // A push with nothing to change is still taken.
+    let now = wxa_shared::clock::now_unix();
+    let entered =
+        json!({"MsgType": "event", "Event": "user_enter_tempsession", "FromUserName": "o_alice", "CreateTime": now});
+    let genuine = stack.sim_post("/__sim/push/send", json!({"message": entered})).await;
+    assert_eq!(deliveries(&genuine)[0]["body"], "success", "{genuine}");
+
+    // With the opt-in, the captured signature of that harmless push carrying a grant is refused
+    // like a forgery; the same push again is a duplicate.
+    let stack = Stack::start().await;
+    stack
+        .enable_push_with("plain", "xml", &[("PUSH_PLAIN_EFFECTS", "true")])
+        .await;
+    let genuine = stack.sim_post("/__sim/push/send", json!({"message": entered})).await;
+    assert_eq!(deliveries(&genuine)[0]["body"], "success", "{genuine}");
+    let swapped = stack
+        .sim_post(
+            "/__sim/push/send",
+            json!({"replay_of": genuine["push_id"], "message": popup_event("o_mallory", now)}),
+        )
+        .await;
+    assert_eq!(deliveries(&swapped)[0]["status"], 401, "{swapped}");
+    assert_eq!(remaining(&stack, "o_mallory", TEMPLATE).await, None);
+    let replayed = stack
+        .sim_post("/__sim/push/send", json!({"replay_of": genuine["push_id"]}))
+        .await;
+    assert_eq!(deliveries(&replayed)[0]["body"], "success", "{replayed}");
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ pub struct ApiError {
     detail: Option<String>,
     /// The methods of the route, for a 405's `Allow` header.
     allow: Option<String>,
+    /// Seconds for a 429's or 503's `Retry-After` (1 when not given).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,7 +27,20 @@ impl ApiError {
             message: message.into(),
             detail: None,
             allow: None,
+            retry_after: None,
         }
+    }
+
+    /// 429: the caller spent their budget on this route (see `store::budgets`); `Retry-After`
+    /// says when the next call is allowed.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!("too many requests from this user: try again in {retry_after_secs} s"),
+        );
+        error.retry_after = Some(retry_after_secs);
+        error
     }
 
     /// What the operator needs to know (logged with the request id, never answered).
@@ -83,7 +98,7 @@ impl ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
         }
         if let Some(allow) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
             headers.insert(header::ALLOW, allow);

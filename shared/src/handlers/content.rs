@@ -26,6 +26,8 @@ pub const FUNCTION: Function = Function {
         wechat: true,
         access_token: true,
         messages: true,
+        budget: true,
+        media_check: true,
         ..Parts::NONE
     },
     at_init: AtInit {
@@ -74,6 +76,8 @@ async fn check_text(state: &AppState, session: &Session, req: &Request) -> Answe
             format!("content must be 1 to {MAX_CONTENT_CHARS} characters"),
         ));
     }
+    // Every check spends the app's msg_sec_check quota: each user gets a share.
+    state.spend_budget("content", &session.openid).await?;
     let request = json!({ "content": body.content, "version": 2, "openid": session.openid, "scene": scene });
     let answer = call(state, "/wxa/msg_sec_check", &request).await?;
     let result = &answer["result"];
@@ -104,14 +108,29 @@ async fn check_media(state: &AppState, session: &Session, req: &Request) -> Answ
         ));
     }
     let url = body.media_url.as_str();
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let parsed = reqwest::Url::parse(url).ok();
     // URLs are ASCII: anything else is percent-encoded.
-    if !rest.is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic())) || url.len() > 1024 {
+    let well_formed = url.len() <= 1024
+        && url.bytes().all(|b| b.is_ascii_graphic())
+        && parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme(), "https" | "http") && u.username().is_empty() && u.password().is_none()
+        });
+    let host = parsed.as_ref().and_then(|u| u.host_str()).filter(|_| well_formed);
+    let Some(host) = host else {
         return Err(ApiError::bad_request(
             "invalid_request",
             "media_url must be an http(s) URL of at most 1024 printable ASCII characters (percent-encode anything else)",
         ));
+    };
+    // WeChat fetches the URL on our behalf: only from hosts the operator serves media from.
+    if !host_allowed(host, &state.config.media_url_hosts) {
+        return Err(ApiError::bad_request(
+            "media_host_not_allowed",
+            "media_url must be on a host this server checks media from",
+        )
+        .with_detail(format_args!("{host} is not in MEDIA_URL_HOSTS")));
     }
+    state.spend_budget("content", &session.openid).await?;
     let request = json!({ "media_url": url, "media_type": body.media_type, "version": 2, "openid": session.openid, "scene": scene });
     let answer = call(state, "/wxa/media_check_async", &request).await?;
     let trace_id = answer["trace_id"]
@@ -123,6 +142,17 @@ async fn check_media(state: &AppState, session: &Session, req: &Request) -> Answ
         .record_media_check(trace_id, &session.openid, now_unix())
         .await?;
     Ok(json_response(StatusCode::OK, &json!({ "trace_id": trace_id })))
+}
+
+/// Whether `host` is one of `allowed` (`example.com`), or below one given as `*.example.com`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    allowed.iter().any(|entry| match entry.strip_prefix("*.") {
+        Some(parent) => host
+            .strip_suffix(parent)
+            .is_some_and(|below| below.len() > 1 && below.ends_with('.')),
+        None => host == *entry,
+    })
 }
 
 async fn media_verdict(state: &AppState, session: &Session, req: &Request) -> Answer {
@@ -173,4 +203,33 @@ async fn call(state: &AppState, path: &str, body: &serde_json::Value) -> Result<
         ),
         other => other.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_listed_hosts_and_their_subdomains_when_starred() {
+        let allowed = ["cdn.example.com".to_owned(), "*.img.example.net".to_owned()];
+        for host in [
+            "cdn.example.com",
+            "CDN.example.com",
+            "a.img.example.net",
+            "b.a.img.example.net",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in [
+            "example.com",
+            "cdn.example.com.evil",
+            "evilcdn.example.com",
+            "img.example.net",
+            "ximg.example.net",
+            "169.254.169.254",
+        ] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+        assert!(!host_allowed("cdn.example.com", &[]));
+    }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::open_sealed;
 use crate::api::request::{one_time_code, parse_json_body, present};
 use crate::api::response::json_response;
+use crate::config::Parts;
 use crate::function::{Answer, Entry, Function, Route};
 use crate::redacted::Secret;
 use crate::store::sessions::Session;
@@ -19,7 +20,11 @@ use crate::{ApiError, AppState, authed};
 
 pub const FUNCTION: Function = Function {
     name: "decrypt-phone",
-    parts: super::OPEN_DATA,
+    // A phone number by code is billed to the app by WeChat: each user gets a budget.
+    parts: Parts {
+        budget: true,
+        ..super::OPEN_DATA
+    },
     // The current button's `{code}` needs the access token and WeChat (the legacy
     // `{encryptedData, iv}` only the session).
     at_init: AtInit {
@@ -45,7 +50,11 @@ struct PhoneRequest {
 pub async fn phone(state: &AppState, session: &Session, req: &Request) -> Answer {
     let body: PhoneRequest = parse_json_body(req)?;
     let phone = match (body.code, body.encrypted_data, body.iv) {
-        (Some(code), None, None) => by_code(state, &code).await?,
+        (Some(code), None, None) => {
+            let code = one_time_code(&code, "the getPhoneNumber event")?;
+            state.spend_budget("phone", &session.openid).await?;
+            by_code(state, code).await?
+        }
         (None, Some(encrypted_data), Some(iv)) => {
             open_sealed::<PhoneInfo>(state, session, &encrypted_data, &iv).await?
         }
@@ -60,7 +69,6 @@ pub async fn phone(state: &AppState, session: &Session, req: &Request) -> Answer
 }
 
 async fn by_code(state: &AppState, code: &str) -> Result<PhoneInfo, ApiError> {
-    let code = one_time_code(code, "the getPhoneNumber event")?;
     let wechat = state.wechat()?;
     let result = wechat
         .tokens()?

@@ -38,6 +38,7 @@ pub const FUNCTION: Function = Function {
         pay: true,
         pay_orders: true,
         transfers: true,
+        budget: true,
         ..Parts::NONE
     },
     // Placing an order signs with the merchant's keys and calls WeChat Pay.
@@ -93,6 +94,8 @@ async fn order_state(state: &AppState, session: &Session, req: &Request) -> Answ
             .claim_query(&order.out_trade_no, now_unix(), ORDER_QUERY_INTERVAL_SECS)
             .await?;
     let order = if due {
+        // Each question spends the merchant's query quota: each user gets a share.
+        state.spend_budget("order-refresh", &session.openid).await?;
         crate::shop::refresh_order(state, pay, order).await?
     } else {
         order

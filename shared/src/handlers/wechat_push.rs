@@ -6,7 +6,9 @@
 //! - `POST`: a message or event, plain, compat or safe mode, XML or JSON. Encrypted pushes are
 //!   checked by `msg_signature` over the exact `Encrypt` before anything is decrypted; plain ones
 //!   by `signature`, and only while no EncodingAESKey is configured (with one, plain mode would
-//!   let a captured push's unsigned body be swapped). A timestamp more than
+//!   let a captured push's unsigned body be swapped). In plain mode a `(timestamp, nonce,
+//!   signature)` is taken with one body only, and an event that changes state is refused `403
+//!   push_mode_insecure` unless `PUSH_PLAIN_EFFECTS=true`. A timestamp more than
 //!   [`REPLAY_WINDOW_SECS`] from now is refused. Every such failure gets one answer, `401
 //!   invalid_push`; the reason goes to the log.
 //! - Each push is handled once: claimed by a conditional write keyed by its `MsgId` (or sender,
@@ -197,6 +199,30 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
     }
     let message = PushMessage::parse(&message).map_err(malformed)?;
     let key = dedupe_key(&message);
+    if keys.is_none() {
+        // Plain mode signs no body: a signature seen with one push is never taken with another,
+        // and a push that would change state is refused unless the operator opted in.
+        let signature = query(req, "signature").unwrap_or_default();
+        let signature_key = hex::encode(Sha256::digest(format!("{timestamp}\n{nonce}\n{signature}").as_bytes()));
+        if !state
+            .messages()?
+            .bind_push_signature(&signature_key, &key, now_unix())
+            .await?
+        {
+            return Err(invalid_push("a plain push's signature seen before with another body"));
+        }
+        if changes_state(&message) && !state.config.push_plain_effects {
+            tracing::warn!(
+                event = message.get("Event"),
+                "a plain-mode push that would change state refused: configure safe mode (push_aes_key) or set PUSH_PLAIN_EFFECTS=true"
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "push_mode_insecure",
+                "this event changes state and plain-mode pushes carry no body signature: use safe mode",
+            ));
+        }
+    }
     let claim_id = crate::random::nonce();
     let messages = state.messages()?;
     match messages.claim_push(&key, &claim_id, now_unix()).await? {
@@ -223,6 +249,18 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
     }
     messages.finish_push(&key, &claim_id).await?;
     Ok(success())
+}
+
+/// Whether applying the push changes what this server holds (see [`apply`]).
+fn changes_state(message: &PushMessage) -> bool {
+    matches!(
+        message.get("Event").unwrap_or_default(),
+        "subscribe_msg_popup_event"
+            | "subscribe_msg_change_event"
+            | "wxa_media_check"
+            | "trade_manage_order_settlement"
+            | "trade_manage_remind_shipping"
+    )
 }
 
 /// What tells one push from another: its `MsgId`; an event has none, so its sender, time, event

@@ -25,6 +25,8 @@ pub mod attr {
     pub const UPDATED_AT: &str = "updated_at";
     pub const CLAIM_ID: &str = "claim_id";
     pub const CLAIMED_AT: &str = "claimed_at";
+    /// The push a plain-mode signature was first seen with (see `bind_push_signature`).
+    pub const PUSH_KEY: &str = "push_key";
 }
 
 /// A push's claim: being handled, then handled.
@@ -138,6 +140,30 @@ impl MessageStore {
             Some(DONE) => Claim::Done,
             _ => Claim::Busy,
         })
+    }
+
+    /// Binds a plain-mode push's `(timestamp, nonce, signature)`, hashed to `signature_key`, to
+    /// the one push (`push_key`) it first came with. Plain mode signs no body, so a captured
+    /// signature could carry any other body within the replay window: `false` when this
+    /// signature came with another push before. A repeat of the same push (WeChat's retry) is
+    /// `true`, and dealt with by the push's own claim.
+    pub async fn bind_push_signature(&self, signature_key: &str, push_key: &str, now: u64) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::PK, s(&format!("pushsig#{signature_key}")))
+            .item(attr::PUSH_KEY, s(push_key))
+            .item(attr::EXPIRES_AT, n(now + PUSH_MEMORY.as_secs()))
+            .condition_expression("attribute_not_exists(#pk) OR #push = :push")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#push", attr::PUSH_KEY)
+            .expression_attribute_values(":push", s(push_key));
+        applied(
+            Table::Messages,
+            &self.table,
+            send(Table::Messages, &self.table, request.send()).await?,
+        )
     }
 
     /// The push's effect is recorded: its duplicates are answered as handled from now on.

@@ -1,6 +1,7 @@
 //! The DynamoDB tables: one module per table, each with its own rules (keys, conditional writes,
 //! TTL), and the one way their failures are classified and answered.
 
+pub mod budgets;
 pub mod messages;
 pub mod orders;
 pub mod refunds;

@@ -476,6 +476,11 @@ impl Stack {
             ("WECHAT_API_BASE", sim.base_url()),
             ("WECHATPAY_API_BASE", sim.base_url()),
             ("PAY_NOTIFY_URL", notify_url.clone()),
+            ("MEDIA_URL_HOSTS", "cdn.example.com".to_owned()),
+            // Budgets out of the way of tests that call a route often for one user; the budget
+            // tests set their own.
+            ("CALLER_BUDGET_PER_MINUTE", "60000".to_owned()),
+            ("CALLER_BUDGET_BURST", "10000".to_owned()),
         ]
         .into_iter()
         .chain(tls_endpoint.map(|_| ("TLS_ROOTS", "system".to_owned())))

@@ -366,7 +366,9 @@ pub struct SendBody {
     /// Signs with a timestamp this far from now (a stale or future push).
     #[serde(default)]
     timestamp_offset_secs: i64,
-    /// Sends again, byte for byte, what an earlier push sent (a captured request replayed).
+    /// Sends again, byte for byte, what an earlier push sent (a captured request replayed);
+    /// with `message` too, the earlier request's URL (its timestamp, nonce and signature) with
+    /// this message as the body: plain mode's signature covers no body.
     #[serde(default)]
     replay_of: Option<String>,
 }
@@ -388,8 +390,17 @@ pub async fn send(State(state): State<Shared>, Json(body): Json<SendBody>) -> Re
                 )
             })
         };
-        let Some((message, requests)) = earlier else {
+        let Some((message, mut requests)) = earlier else {
             return admin_error(StatusCode::NOT_FOUND, "no push with that push_id");
+        };
+        let message = match body.message {
+            Some(swapped) if prepared.config.mode == Mode::Plain => {
+                let swapped = prepared.complete(swapped);
+                requests[0].body = render(prepared.config.format, &swapped);
+                swapped
+            }
+            Some(_) => return admin_error(StatusCode::BAD_REQUEST, "a swapped body needs plain mode"),
+            None => message,
         };
         return Json(dispatch(&state, &message, requests, false).await).into_response();
     }

@@ -45,6 +45,7 @@ EVERYTHING = {
     **MINIMAL,
     **DOMAIN,
     "PaySecretArn": "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:wxa/pay-AbCdEf",
+    "PushSecretArn": "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:wxa/push-AbCdEf",
     "PayNotifyUrl": "https://api.example.com/v1/pay/notify",
     "HostedZoneId": "Z0123456789ABCDEFGHIJ",
     "BasePath": "v1",

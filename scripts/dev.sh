@@ -14,7 +14,7 @@ cd "$root"
 : "${LAMBDA_PORT:=$((API_PORT + 1))}"
 : "${APP_ID:=wx0123456789abcdef}" "${APP_SECRET:=local-dev-app-secret}"
 : "${SESSIONS_TABLE:=wxa-sessions}" "${ORDERS_TABLE:=wxa-orders}" "${REFUNDS_TABLE:=wxa-refunds}" "${TRANSFERS_TABLE:=wxa-transfers}" "${MESSAGES_TABLE:=wxa-messages}" "${TOKENS_TABLE:=wxa-tokens}" "${PAY_API:=v3}"
-: "${APP_SECRET_ID:=wxa/app}" "${PAY_SECRET_ID:=wxa/pay}"
+: "${APP_SECRET_ID:=wxa/app}" "${PUSH_SECRET_ID:=wxa/push}" "${PAY_SECRET_ID:=wxa/pay}"
 : "${SESSION_TTL_SECS:=604800}" "${RUST_LOG:=info}"
 # The message push's Token and EncodingAESKey, set in the simulator's "console" and the app secret
 # (in plain mode without the key: with one, the receiver refuses plain pushes).
@@ -71,7 +71,7 @@ python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
   --sessions-table "$SESSIONS_TABLE" --orders-table "$ORDERS_TABLE" --refunds-table "$REFUNDS_TABLE" \
   --transfers-table "$TRANSFERS_TABLE" --messages-table "$MESSAGES_TABLE" --tokens-table "$TOKENS_TABLE" \
   --app-secret-id "$APP_SECRET_ID" --app-secret "$APP_SECRET" \
-  --push-token "$PUSH_TOKEN" --push-aes-key "$([ "$PUSH_MODE" = plain ] || echo "$PUSH_AES_KEY")" \
+  --push-secret-id "$PUSH_SECRET_ID" --push-token "$PUSH_TOKEN" --push-aes-key "$([ "$PUSH_MODE" = plain ] || echo "$PUSH_AES_KEY")" \
   --pay-secret-id "$PAY_SECRET_ID" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
 echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), app secret $APP_SECRET_ID,"
 echo "    pay secret $PAY_SECRET_ID with a local merchant's keys"
@@ -88,6 +88,7 @@ PAY_API=$PAY_API
 WECHATPAY_API_BASE=http://127.0.0.1:$SIM_PORT
 PAY_NOTIFY_URL=http://127.0.0.1:$API_PORT/pay/notify
 APP_SECRET_ID=$APP_SECRET_ID
+PUSH_SECRET_ID=$PUSH_SECRET_ID
 PAY_SECRET_ID=$PAY_SECRET_ID
 SESSION_TTL_SECS=$SESSION_TTL_SECS
 WECHAT_API_BASE=http://127.0.0.1:$SIM_PORT

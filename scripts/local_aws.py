@@ -14,7 +14,8 @@ The tables' key schemas, attribute definitions, indexes and TTL attributes are r
 SessionsTable, OrdersTable, RefundsTable, TransfersTable, MessagesTable and TokensTable resources of template.yaml, so local runs and tests cannot drift
 from what is deployed. Idempotent: existing tables are kept, an existing secret gets the new value.
 
-Two secrets, as deployed: the app secret {"app_secret": ..., "push_token"?, "push_aes_key"?} and, with --pay-sim, the pay secret:
+The secrets, as deployed: the app secret {"app_secret": ...}, with --push-secret-id the push secret
+{"push_token", "push_aes_key"?} and, with --pay-sim, the pay secret:
 a merchant key pair is made (kept in --pay-dir) and registered with the WeChat simulator, and the
 pay secret holds the merchant's keys and the simulator's platform public key and certificate.
 """
@@ -156,7 +157,8 @@ def main():
     setup.add_argument("--tokens-table", required=True)
     setup.add_argument("--app-secret-id", required=True)
     setup.add_argument("--app-secret", required=True)
-    setup.add_argument("--push-token", help="the message push's Token (kept in the app secret)")
+    setup.add_argument("--push-secret-id", help="the push secret's name (with --push-token)")
+    setup.add_argument("--push-token", help="the message push's Token (kept in the push secret)")
     setup.add_argument("--push-aes-key", help="the message push's EncodingAESKey (43 characters)")
     setup.add_argument("--pay-secret-id", help="the pay secret's name (with --pay-sim)")
     setup.add_argument("--pay-sim", help="WeChat simulator URL: register a local merchant, write its keys")
@@ -182,12 +184,14 @@ def main():
         create_table(dynamodb, args.messages_table, table_definition(args.template, "MessagesTable"))
         create_table(dynamodb, args.tokens_table, table_definition(args.template, "TokensTable"))
         secretsmanager = client("secretsmanager", args.endpoint)
-        app = {"app_secret": args.app_secret}
+        put_secret(secretsmanager, args.app_secret_id, {"app_secret": args.app_secret})
         if args.push_token:
-            app["push_token"] = args.push_token
-        if args.push_aes_key:
-            app["push_aes_key"] = args.push_aes_key
-        put_secret(secretsmanager, args.app_secret_id, app)
+            if not args.push_secret_id:
+                sys.exit("--push-token needs --push-secret-id")
+            push = {"push_token": args.push_token}
+            if args.push_aes_key:
+                push["push_aes_key"] = args.push_aes_key
+            put_secret(secretsmanager, args.push_secret_id, push)
         if args.pay_sim:
             if not args.pay_secret_id:
                 sys.exit("--pay-sim needs --pay-secret-id")

@@ -24,6 +24,8 @@ pub struct AtInit {
     pub dynamodb: bool,
     /// Read the app secret (Secrets Manager).
     pub app_secret: bool,
+    /// Read the push secret (Secrets Manager).
+    pub push_secret: bool,
     /// Get the fleet's access token (the app secret, then the tokens table; the DynamoDB
     /// connection with it).
     pub access_token: bool,
@@ -39,6 +41,7 @@ impl AtInit {
     pub const NOTHING: Self = Self {
         dynamodb: false,
         app_secret: false,
+        push_secret: false,
         access_token: false,
         wechat: false,
         merchant_keys: false,
@@ -81,15 +84,17 @@ pub async fn prepare(state: &'static AppState, at_init: AtInit, budget: Duration
             "access_token",
             Box::pin(async move { logged("access_token", tokens.get().await) }),
         );
-    } else if at_init.app_secret {
-        // The WeChat part's reader, or the message push's (the same secret).
-        let secrets = wechat.map(|w| &*w.secrets).or(state.push_secrets().ok());
-        if let Some(secrets) = secrets {
-            start(
-                "app_secret",
-                Box::pin(async move { logged("app_secret", secrets.get().await) }),
-            );
-        }
+    } else if let Some(secrets) = wechat.map(|w| &*w.secrets).filter(|_| at_init.app_secret) {
+        start(
+            "app_secret",
+            Box::pin(async move { logged("app_secret", secrets.get().await) }),
+        );
+    }
+    if let Some(secrets) = state.push_secrets().ok().filter(|_| at_init.push_secret) {
+        start(
+            "push_secret",
+            Box::pin(async move { logged("push_secret", secrets.get().await) }),
+        );
     }
     // The token's read opens the DynamoDB connection already.
     if at_init.dynamodb

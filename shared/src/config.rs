@@ -51,8 +51,8 @@ pub struct Parts {
     pub transfers: bool,
     /// The messages table (`MESSAGES_TABLE`): pushes handled, subscriptions, media checks.
     pub messages: bool,
-    /// The message push's token and EncodingAESKey, kept in the app secret (`APP_SECRET_ID`);
-    /// no WeChat API call.
+    /// The message push's token and EncodingAESKey, kept in a secret of their own
+    /// (`PUSH_SECRET_ID`); no WeChat API call.
     pub push: bool,
     /// Per-caller budgets on the routes that spend app-wide quotas or money for a caller
     /// (`CALLER_BUDGET_PER_MINUTE`, `CALLER_BUDGET_BURST`), kept in the sessions table; needs
@@ -127,7 +127,7 @@ impl Parts {
         add(
             self.push,
             &[
-                ("APP_SECRET_ID", true),
+                ("PUSH_SECRET_ID", true),
                 ("SECRET_CACHE_TTL_SECS", false),
                 ("PUSH_PLAIN_EFFECTS", false),
             ],
@@ -217,8 +217,10 @@ pub struct Config {
     pub sessions_table: Option<String>,
     /// How long a login token stays valid.
     pub session_ttl: Duration,
-    /// Secrets Manager id/ARN of the app secret (`APP_SECRET_ID`; parts `wechat` and `push`).
+    /// Secrets Manager id/ARN of the app secret (`APP_SECRET_ID`; part `wechat`).
     pub app_secret_id: Option<String>,
+    /// Secrets Manager id/ARN of the push secret (`PUSH_SECRET_ID`; part `push`).
+    pub push_secret_id: Option<String>,
     /// WeChat API base URL without a trailing slash; the simulator's URL locally.
     pub wechat_api_base: String,
     /// Whole-request timeout of every WeChat and WeChat Pay call (cut further by the deadline).
@@ -296,7 +298,8 @@ impl Config {
         };
         let app_id = required(true, "APP_ID").unwrap_or_default();
         let sessions_table = required(parts.sessions, "SESSIONS_TABLE");
-        let app_secret_id = required(parts.wechat || parts.push, "APP_SECRET_ID");
+        let app_secret_id = required(parts.wechat, "APP_SECRET_ID");
+        let push_secret_id = required(parts.push, "PUSH_SECRET_ID");
         let pay_secret_id = required(parts.pay, "PAY_SECRET_ID");
         let orders_table = required(parts.orders, "ORDERS_TABLE");
         let notify_url = required(parts.pay_orders, "PAY_NOTIFY_URL");
@@ -482,6 +485,7 @@ impl Config {
             sessions_table,
             session_ttl,
             app_secret_id,
+            push_secret_id,
             wechat_api_base,
             wechat_timeout,
             secret_cache_ttl,
@@ -530,6 +534,7 @@ mod tests {
         ("APP_ID", "wx4f4bc4dec97d474b"),
         ("SESSIONS_TABLE", "sessions"),
         ("APP_SECRET_ID", "wxa/app"),
+        ("PUSH_SECRET_ID", "wxa/push"),
         ("PAY_SECRET_ID", "wxa/pay"),
         ("ORDERS_TABLE", "orders"),
         ("PAY_NOTIFY_URL", "https://api.example.com/pay/notify"),

@@ -3,6 +3,9 @@
 //! Two JSON secrets, each readable only by the functions that use it (IAM, per function):
 //! - the **app secret** ([`AppSecrets`], `APP_SECRET_ID`): `{"app_secret": "..."}`, what the
 //!   WeChat API needs (jscode2session, access tokens);
+//! - the **push secret** ([`PushSecrets`], `PUSH_SECRET_ID`): `{"push_token", "push_aes_key"?}`,
+//!   the message push's Token and EncodingAESKey, read only by `wechat-push` (which never reads
+//!   the AppSecret);
 //! - the **pay secret** ([`Merchant`](crate::pay::Merchant), `PAY_SECRET_ID`): the merchant's
 //!   WeChat Pay keys, read only by the functions that pay.
 //!
@@ -29,17 +32,41 @@ use crate::redacted::Secret;
 pub struct AppSecrets {
     /// The mini-program's AppSecret, used for jscode2session and access tokens.
     pub app_secret: Secret,
+    /// Where the message push's Token and EncodingAESKey were kept before they got a secret of
+    /// their own ([`PushSecrets`]): still accepted, so that an app secret written then parses,
+    /// and never used.
+    #[serde(default, rename = "push_token")]
+    pub legacy_push_token: Option<Secret>,
+    #[serde(default, rename = "push_aes_key")]
+    pub legacy_push_aes_key: Option<Secret>,
+}
+
+impl std::fmt::Debug for AppSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppSecrets { app_secret: *** }")
+    }
+}
+
+/// The push secret: the message push's Token and EncodingAESKey, read only by `wechat-push`.
+#[derive(Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PushSecrets {
     /// The message push's Token (WeChat console → development settings → message push).
-    #[serde(default)]
-    pub push_token: Option<Secret>,
+    pub push_token: Secret,
     /// The message push's EncodingAESKey (43 characters), for safe and compat modes.
     #[serde(default)]
     pub push_aes_key: Option<Secret>,
 }
 
-impl std::fmt::Debug for AppSecrets {
+impl std::fmt::Debug for PushSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppSecrets { app_secret: ***, push_token: ***, push_aes_key: *** }")
+        f.write_str("PushSecrets { push_token: ***, push_aes_key: *** }")
+    }
+}
+
+impl SecretDocument for PushSecrets {
+    fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| describe_json_error(&e))
     }
 }
 
@@ -186,10 +213,7 @@ mod tests {
     fn the_app_secret_holds_the_app_secret_and_nothing_else() {
         let ok = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value"}"#).unwrap();
         assert_eq!(ok.app_secret.expose(), "s3cr3t-value");
-        assert_eq!(
-            format!("{ok:?}"),
-            "AppSecrets { app_secret: ***, push_token: ***, push_aes_key: *** }"
-        );
+        assert_eq!(format!("{ok:?}"), "AppSecrets { app_secret: *** }");
         let err = AppSecrets::parse(r#"{"app_secret":"s3cr3t-value","wechatpay":{"mchid":"1"}}"#).unwrap_err();
         assert!(err.contains("unknown field `wechatpay`"), "{err}");
         let err = AppSecrets::parse(r#"{"app_secret":42}"#).unwrap_err();

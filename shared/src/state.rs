@@ -13,7 +13,7 @@ use crate::config::{Config, Parts, PayOrderSettings, PaySettings};
 use crate::pay::Merchant;
 use crate::pay::client::PayClient;
 use crate::redacted::Secret;
-use crate::secret_store::{AppSecrets, SecretCache};
+use crate::secret_store::{AppSecrets, PushSecrets, SecretCache};
 use crate::store::budgets::{Budget, BudgetStore, Spent};
 use crate::store::messages::MessageStore;
 use crate::store::orders::OrderStore;
@@ -111,8 +111,8 @@ pub struct AppState {
     /// Per-caller budgets (part `budget`).
     budgets: Option<(BudgetStore, Budget)>,
     wechat: Option<Wechat>,
-    /// The app secret, for the message push's token and EncodingAESKey (part `push`).
-    push: Option<Arc<SecretCache<AppSecrets>>>,
+    /// The push secret: the message push's token and EncodingAESKey (part `push`).
+    push: Option<SecretCache<PushSecrets>>,
     pay: Option<Payments>,
     /// Mini-program code images by request (empty unless `qrcode` uses it).
     pub qrcodes: ImageCache,
@@ -183,7 +183,10 @@ impl AppState {
                 secrets,
             }
         });
-        let push = app_secrets.filter(|_| config.parts.push);
+        let push = config
+            .push_secret_id
+            .as_deref()
+            .map(|secret_id| SecretCache::new(secretsmanager.clone(), secret_id, config.secret_cache_ttl));
         let messages = config
             .messages_table
             .as_deref()
@@ -275,9 +278,9 @@ impl AppState {
         self.messages.as_ref().ok_or_else(|| undeclared("messages"))
     }
 
-    /// The app secret as the message push reads it.
-    pub fn push_secrets(&self) -> Result<&SecretCache<AppSecrets>, ApiError> {
-        self.push.as_deref().ok_or_else(|| undeclared("push"))
+    /// The push secret (the message push's token and EncodingAESKey).
+    pub fn push_secrets(&self) -> Result<&SecretCache<PushSecrets>, ApiError> {
+        self.push.as_ref().ok_or_else(|| undeclared("push"))
     }
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {

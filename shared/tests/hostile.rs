@@ -618,6 +618,10 @@ async fn server_side_failures_name_no_arn_table_or_secret() {
             "PAY_SECRET_ID",
             "arn:aws-cn:secretsmanager:cn-north-1:210987654321:secret:wxa/pay-FeDcBa",
         ),
+        (
+            "PUSH_SECRET_ID",
+            "arn:aws-cn:secretsmanager:cn-north-1:210987654321:secret:wxa/push-AbCdEf",
+        ),
     ];
     let mut answered = 0;
     for target in targets() {

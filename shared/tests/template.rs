@@ -115,8 +115,11 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             .map(|(r, _)| r.as_str())
             .collect();
         let mut expected = BTreeSet::new();
-        if parts.wechat || parts.push {
+        if parts.wechat {
             expected.insert("AppSecretArn");
+        }
+        if parts.push {
+            expected.insert("PushSecretArn");
         }
         if parts.pay {
             expected.insert("PaySecretArn");
@@ -137,7 +140,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "TransfersTable" => parts.transfers,
                 "MessagesTable" => parts.messages,
                 "TokensTable" => parts.access_token,
-                "AppSecretArn" | "PaySecretArn" => true,
+                "AppSecretArn" | "PaySecretArn" | "PushSecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),
             };
             assert!(uses, "{name} may use {resource} without declaring the part");

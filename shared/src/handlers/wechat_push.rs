@@ -1,5 +1,6 @@
 //! `/wechat/push`: WeChat's message push (消息推送) to this server, set up in the console with
-//! the push token and EncodingAESKey kept in the app secret (`push_token`, `push_aes_key`).
+//! the push token and EncodingAESKey kept in the push secret (`PUSH_SECRET_ID`: `push_token`,
+//! `push_aes_key`), a secret of its own: this function never reads the AppSecret.
 //!
 //! - `GET`: the console's URL check: `echostr` back unchanged when `signature` is the sha1 of the
 //!   sorted token, timestamp and nonce (and the timestamp is fresh); anything else `401`.
@@ -44,10 +45,10 @@ pub const FUNCTION: Function = Function {
         orders: true,
         ..Parts::NONE
     },
-    // Every push is verified with the app secret's push token.
+    // Every push is verified with the push secret's token.
     at_init: AtInit {
         dynamodb: true,
-        app_secret: true,
+        push_secret: true,
         ..AtInit::NOTHING
     },
     entry: Entry::Routes(&[
@@ -83,15 +84,12 @@ fn query<'a>(req: &'a Request, name: &str) -> Option<std::borrow::Cow<'a, str>> 
 /// The push token and, when configured, the safe-mode keys.
 async fn push_keys(state: &AppState) -> Result<(Secret, Option<PushKeys>), ApiError> {
     let secrets = state.push_secrets()?.get().await?;
-    let token = secrets
-        .push_token
-        .clone()
-        .ok_or_else(|| ApiError::misconfigured("the app secret has no push_token: message push is not set up"))?;
+    let token = secrets.push_token.clone();
     let keys = match &secrets.push_aes_key {
         None => None,
         Some(aes_key) => Some(
             PushKeys::new(token.clone(), aes_key, state.config.app_id.clone())
-                .map_err(|e| ApiError::misconfigured(format!("the app secret's push_aes_key: {e}")))?,
+                .map_err(|e| ApiError::misconfigured(format!("the push secret's push_aes_key: {e}")))?,
         ),
     };
     Ok((token, keys))
@@ -183,7 +181,7 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
         }
         (None, true) => {
             return Err(ApiError::misconfigured(
-                "an encrypted push arrived but the app secret has no push_aes_key",
+                "an encrypted push arrived but the push secret has no push_aes_key",
             ));
         }
         (Some(_), false) => return Err(invalid_push("a plain push while safe mode is configured")),

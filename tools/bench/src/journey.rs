@@ -363,6 +363,7 @@ pub async fn run(state: &Shared, api: SocketAddr, moto_endpoint: &str, runs: usi
         ("SESSIONS_TABLE", "journey-sessions".into()),
         ("TOKENS_TABLE", "journey-orders-tokens".into()),
         ("APP_SECRET_ID", "journey/app".into()),
+        ("PUSH_SECRET_ID", "journey/push".into()),
         ("WECHAT_API_BASE", net.wechat.https_endpoint()),
         ("WECHATPAY_API_BASE", net.wechat_pay.https_endpoint()),
         ("AWS_ENDPOINT_URL_DYNAMODB", net.dynamodb.https_endpoint()),

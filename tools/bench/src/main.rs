@@ -482,6 +482,7 @@ async fn main() {
         ("MESSAGES_TABLE", "bench-orders-messages".into()),
         ("TOKENS_TABLE", "bench-orders-tokens".into()),
         ("APP_SECRET_ID", "bench/app".into()),
+        ("PUSH_SECRET_ID", "bench/push".into()),
         ("PAY_SECRET_ID", "bench/pay".into()),
         ("WECHAT_API_BASE", sim.base_url()),
         ("WECHATPAY_API_BASE", sim.base_url()),

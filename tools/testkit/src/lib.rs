@@ -194,6 +194,7 @@ pub fn setup_local_aws(endpoint: &str, table: &str, orders_table: &str, secret_i
             secret_id,
         ])
         .args(["--orders-table", orders_table, "--app-secret", app_secret])
+        .args(["--push-secret-id", &format!("{secret_id}-push")])
         .args(["--push-token", PUSH_TOKEN, "--push-aes-key", PUSH_AES_KEY])
         .args(["--refunds-table", &format!("{orders_table}-refunds")])
         .args(["--transfers-table", &format!("{orders_table}-transfers")])
@@ -472,6 +473,7 @@ impl Stack {
             ("MESSAGES_TABLE", format!("{orders_table}-messages")),
             ("TOKENS_TABLE", format!("{orders_table}-tokens")),
             ("APP_SECRET_ID", secret_id.clone()),
+            ("PUSH_SECRET_ID", format!("{secret_id}-push")),
             ("PAY_SECRET_ID", pay_secret_id.clone()),
             ("WECHAT_API_BASE", sim.base_url()),
             ("WECHATPAY_API_BASE", sim.base_url()),
@@ -634,8 +636,8 @@ impl Stack {
     pub async fn enable_push_with(&self, mode: &str, format: &str, overrides: &[(&str, &str)]) -> String {
         let function = &wxa_shared::handlers::wechat_push::FUNCTION;
         let state = if mode == "plain" {
-            let secret_id = format!("{}-plain", self.secret_id);
-            let secret = serde_json::json!({ "app_secret": APP_SECRET, "push_token": PUSH_TOKEN });
+            let secret_id = format!("{}-push-plain", self.secret_id);
+            let secret = serde_json::json!({ "push_token": PUSH_TOKEN });
             let created = self
                 .secretsmanager()
                 .create_secret()
@@ -650,10 +652,10 @@ impl Stack {
                     .secret_string(secret.to_string())
                     .send()
                     .await
-                    .expect("plain-mode app secret written");
+                    .expect("plain-mode push secret written");
             }
             let mut overrides = overrides.to_vec();
-            overrides.push(("APP_SECRET_ID", &secret_id));
+            overrides.push(("PUSH_SECRET_ID", &secret_id));
             self.state_with(function, &overrides)
         } else {
             self.state_with(function, overrides)

@@ -115,9 +115,9 @@ secrets! {
 file_secrets! {
     /// The mini-program's AppSecret (secrets init app).
     AppSecret: "app-secret", "WXA_APP_SECRET", "the app secret", true;
-    /// The message-push Token (secrets init app).
-    AppPushToken: "push-token", "WXA_PUSH_TOKEN", "the push Token", false;
-    /// The message-push EncodingAESKey (secrets init app).
+    /// The message-push Token (secrets init push).
+    AppPushToken: "push-token", "WXA_PUSH_TOKEN", "the push Token", true;
+    /// The message-push EncodingAESKey (secrets init push).
     AppPushAesKey: "push-aes-key", "WXA_PUSH_AES_KEY", "the EncodingAESKey", false;
     /// The merchant's APIv3 key (secrets init pay).
     PayApiv3Key: "apiv3-key", "WXA_APIV3_KEY", "the APIv3 key", false;

@@ -1,4 +1,4 @@
-//! `wxa secrets init app|pay`: writes the app secret or the pay secret to Secrets Manager in the
+//! `wxa secrets init app|push|pay`: writes the app, push or pay secret to Secrets Manager in the
 //! shape the functions read, from files and the environment (a value is never taken from the
 //! command line, where `ps` shows it), and never prints a value.
 //!
@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use wxa_shared::pay::Merchant;
 use wxa_shared::pay::keys::{SigningKey, VerifyingKey, pem_to_der, serial_of_certificate};
 use wxa_shared::push::AesKey;
-use wxa_shared::secret_store::{AppSecrets, SecretDocument};
+use wxa_shared::secret_store::{AppSecrets, PushSecrets, SecretDocument};
 
 use crate::Failure;
 use crate::merchant::causes;
@@ -45,8 +45,10 @@ pub enum Secrets {
 /// exit 1 when AWS refuses the call.
 #[derive(Subcommand)]
 pub enum Init {
-    /// The app secret (APP_SECRET_ID): {"app_secret", "push_token"?, "push_aes_key"?}.
+    /// The app secret (APP_SECRET_ID): {"app_secret"}.
     App(InitApp),
+    /// The push secret (PUSH_SECRET_ID): {"push_token", "push_aes_key"?}, read only by wechat-push.
+    Push(InitPush),
     /// The pay secret (PAY_SECRET_ID): the merchant's WeChat Pay keys.
     Pay(InitPay),
 }
@@ -75,6 +77,12 @@ pub struct InitApp {
     target: Target,
     #[command(flatten)]
     app_secret: SecretFile<AppSecret>,
+}
+
+#[derive(Args)]
+pub struct InitPush {
+    #[command(flatten)]
+    target: Target,
     #[command(flatten)]
     push_token: SecretFile<AppPushToken>,
     #[command(flatten)]
@@ -131,6 +139,10 @@ impl Secrets {
                 let document = init.document().map_err(Failure::Usage)?;
                 init.target.write(&document).await
             }
+            Secrets::Init(Init::Push(init)) => {
+                let document = init.document().map_err(Failure::Usage)?;
+                init.target.write(&document).await
+            }
             Secrets::Init(Init::Pay(init)) => {
                 let document = init.document().map_err(Failure::Usage)?;
                 init.target.write(&document).await
@@ -149,23 +161,25 @@ impl InitApp {
     fn document(&self) -> Result<String, String> {
         let mut document = Map::new();
         document.insert("app_secret".into(), self.app_secret.required()?.expose().into());
-        if let Some(token) = self.push_token.value()? {
-            document.insert("push_token".into(), token.expose().into());
-        }
+        let text = Value::Object(document).to_string();
+        <AppSecrets as SecretDocument>::parse(&text)?;
+        Ok(text)
+    }
+}
+
+impl InitPush {
+    /// The push secret's JSON, checked as wechat-push reads it.
+    fn document(&self) -> Result<String, String> {
+        let mut document = Map::new();
+        document.insert("push_token".into(), self.push_token.required()?.expose().into());
         if let Some(key) = self.push_aes_key.value()? {
             document.insert("push_aes_key".into(), key.expose().into());
         }
         let text = Value::Object(document).to_string();
-        let parsed = <AppSecrets as SecretDocument>::parse(&text)?;
+        let parsed = <PushSecrets as SecretDocument>::parse(&text)?;
         // wechat-push decodes the key only when a push arrives: check it now, as it will.
         if let Some(key) = &parsed.push_aes_key {
             AesKey::new(key).map_err(|e| format!("push_aes_key: {e}"))?;
-            if parsed.push_token.is_none() {
-                return Err(
-                    "push_aes_key without push_token: message push needs the Token (--push-token-file or WXA_PUSH_TOKEN)"
-                        .into(),
-                );
-            }
         }
         Ok(text)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wxa_shared::pay::Merchant;
 use wxa_shared::pay::keys::VerifyingKey;
-use wxa_shared::secret_store::{AppSecrets, SecretCache};
+use wxa_shared::secret_store::{AppSecrets, PushSecrets, SecretCache};
 
 /// Cleared for every run: an operator's exported secret or AWS set-up must not meet the test's.
 const CLEARED: [&str; 13] = [
@@ -138,12 +138,10 @@ fn expose(secret: Option<&wxa_shared::redacted::Secret>) -> Option<&str> {
 async fn init_app_from_the_environment_and_files_then_rotate() {
     let id = testkit::unique("wxa-init-app");
     let first_secret = "first-app-secret-0123456789abcdef";
-    let aes_key_file = scratch("push-aes-key", &format!("{PUSH_AES_KEY}\n"));
-    let push = ["--push-aes-key-file", &aes_key_file];
-    let env = [("WXA_APP_SECRET", first_secret), ("WXA_PUSH_TOKEN", PUSH_TOKEN)];
-    let run = init("app", &id, &push, &env);
+    let env = [("WXA_APP_SECRET", first_secret)];
+    let run = init("app", &id, &[], &env);
     let created = run.written();
-    run.shows_none_of(&[first_secret, PUSH_TOKEN, PUSH_AES_KEY]);
+    run.shows_none_of(&[first_secret]);
     assert_eq!(
         (&created["action"], &created["name"]),
         (&"created".into(), &id.as_str().into())
@@ -155,18 +153,11 @@ async fn init_app_from_the_environment_and_files_then_rotate() {
             .unwrap()
             .starts_with("arn:aws:secretsmanager:us-east-1:")
     );
-
     let app = read_back::<AppSecrets>(&id).await;
     assert_eq!(app.app_secret.expose(), first_secret);
-    assert_eq!(expose(app.push_token.as_ref()), Some(PUSH_TOKEN));
-    assert_eq!(
-        expose(app.push_aes_key.as_ref()),
-        Some(PUSH_AES_KEY),
-        "the file's newline dropped"
-    );
 
     // The same document again writes no new version.
-    let again = init("app", &id, &push, &env).written();
+    let again = init("app", &id, &[], &env).written();
     assert_eq!(
         (&again["action"], &again["version_id"]),
         (&"unchanged".into(), &first_version.as_str().into())
@@ -176,84 +167,94 @@ async fn init_app_from_the_environment_and_files_then_rotate() {
     let warm = SecretCache::<AppSecrets>::new(secretsmanager().await, &id, Duration::from_secs(300));
     let held = warm.get().await.unwrap();
 
-    // Rotation: the new app secret from a file saved on Windows, the push values kept.
+    // Rotation: the new app secret from a file saved on Windows.
     let second_secret = "second-app-secret-0123456789abcd";
     let secret_file = scratch("app-secret", &format!("{second_secret}\r\n"));
-    let run = init(
-        "app",
-        &id,
-        &[&push[..], &["--app-secret-file", &secret_file]].concat(),
-        &[("WXA_PUSH_TOKEN", PUSH_TOKEN)],
-    );
+    let run = init("app", &id, &["--app-secret-file", &secret_file], &[]);
     let updated = run.written();
-    run.shows_none_of(&[first_secret, second_secret, PUSH_TOKEN, PUSH_AES_KEY]);
+    run.shows_none_of(&[first_secret, second_secret]);
     assert_eq!(updated["action"], "updated");
     assert_eq!(updated["arn"], created["arn"]);
     assert_ne!(updated["version_id"].as_str(), Some(first_version.as_str()));
     assert_eq!(current_version(&id).await.as_deref(), updated["version_id"].as_str());
     let app = read_back::<AppSecrets>(&id).await;
     assert_eq!(app.app_secret.expose(), second_secret);
-    assert_eq!(expose(app.push_token.as_ref()), Some(PUSH_TOKEN));
     // The warm container still holds the first until its TTL, or at once when WeChat refuses it.
     assert_eq!(warm.get().await.unwrap().app_secret.expose(), first_secret);
     let fresh = warm.refresh_after_rejection(&held).await.unwrap().expect("rotated");
     assert_eq!(fresh.app_secret.expose(), second_secret);
+}
 
-    // The whole secret is replaced: push values left out are gone, and stderr says which.
-    let run = init("app", &id, &[], &[("WXA_APP_SECRET", second_secret)]);
+#[tokio::test]
+async fn init_push_writes_the_push_secret_wechat_push_reads() {
+    let id = testkit::unique("wxa-init-push");
+    let aes_key_file = scratch("push-aes-key", &format!("{PUSH_AES_KEY}\n"));
+    let run = init(
+        "push",
+        &id,
+        &["--push-aes-key-file", &aes_key_file],
+        &[("WXA_PUSH_TOKEN", PUSH_TOKEN)],
+    );
+    assert_eq!(run.written()["action"], "created");
+    run.shows_none_of(&[PUSH_TOKEN, PUSH_AES_KEY]);
+    let push = read_back::<PushSecrets>(&id).await;
+    assert_eq!(push.push_token.expose(), PUSH_TOKEN);
+    assert_eq!(
+        expose(push.push_aes_key.as_ref()),
+        Some(PUSH_AES_KEY),
+        "the file's newline dropped"
+    );
+    // The whole secret is replaced: a value left out is gone, and stderr says which.
+    let run = init("push", &id, &[], &[("WXA_PUSH_TOKEN", PUSH_TOKEN)]);
     assert_eq!(run.written()["action"], "updated");
     assert!(
-        run.stderr
-            .contains("also had push_aes_key, push_token, which this one does not"),
+        run.stderr.contains("also had push_aes_key, which this one does not"),
         "{}",
         run.stderr
     );
-    run.shows_none_of(&[second_secret, PUSH_TOKEN, PUSH_AES_KEY]);
-    let app = read_back::<AppSecrets>(&id).await;
-    assert!(app.push_token.is_none() && app.push_aes_key.is_none());
+    run.shows_none_of(&[PUSH_TOKEN, PUSH_AES_KEY]);
+    assert!(read_back::<PushSecrets>(&id).await.push_aes_key.is_none());
 }
 
 #[tokio::test]
 async fn wrong_shapes_are_refused_and_nothing_is_written() {
     let id = testkit::unique("wxa-init-refused");
     let secret = "refused-app-secret-0123456789abc";
-    let with_secret = [("WXA_APP_SECRET", secret), ("WXA_PUSH_TOKEN", PUSH_TOKEN)];
+    let with_token = [("WXA_PUSH_TOKEN", PUSH_TOKEN)];
     let short_key = &PUSH_AES_KEY[..42];
     let short_key_file = scratch("short-aes-key", short_key);
-    let run = init("app", &id, &["--push-aes-key-file", &short_key_file], &with_secret);
+    let run = init("push", &id, &["--push-aes-key-file", &short_key_file], &with_token);
     run.refused(
         2,
-        "wxa secrets init app: push_aes_key: the EncodingAESKey must be 43 characters, it is 42",
+        "wxa secrets init push: push_aes_key: the EncodingAESKey must be 43 characters, it is 42",
     );
-    run.shows_none_of(&[secret, PUSH_TOKEN, short_key]);
+    run.shows_none_of(&[PUSH_TOKEN, short_key]);
     assert_eq!(current_version(&id).await, None, "nothing written");
 
     let not_base64 = format!("{}!", &PUSH_AES_KEY[..42]);
     let run = init(
-        "app",
+        "push",
         &id,
         &[],
-        &[&with_secret[..], &[("WXA_PUSH_AES_KEY", &not_base64)]].concat(),
+        &[&with_token[..], &[("WXA_PUSH_AES_KEY", &not_base64)]].concat(),
     );
     run.refused(2, "push_aes_key: the EncodingAESKey is not base64");
-    run.shows_none_of(&[secret, &not_base64]);
+    run.shows_none_of(&[PUSH_TOKEN, &not_base64]);
+    let run = init("push", &id, &[], &[("WXA_PUSH_AES_KEY", PUSH_AES_KEY)]);
+    run.refused(
+        2,
+        "wxa secrets init push: --push-token-file PATH is required (or WXA_PUSH_TOKEN in the environment)",
+    );
 
-    let run = init("app", &id, &[], &[("WXA_PUSH_TOKEN", PUSH_TOKEN)]);
+    let run = init("app", &id, &[], &[]);
     run.refused(
         2,
         "wxa secrets init app: --app-secret-file PATH is required (or WXA_APP_SECRET in the environment)",
     );
-    let run = init(
-        "app",
-        &id,
-        &[],
-        &[("WXA_APP_SECRET", secret), ("WXA_PUSH_AES_KEY", PUSH_AES_KEY)],
-    );
-    run.refused(2, "push_aes_key without push_token");
     let empty = scratch("empty-app-secret", "\n");
     init("app", &id, &["--app-secret-file", &empty], &[]).refused(2, "the app secret from ");
     let file = scratch("app-secret-twice", secret);
-    let run = init("app", &id, &["--app-secret-file", &file], &with_secret);
+    let run = init("app", &id, &["--app-secret-file", &file], &[("WXA_APP_SECRET", secret)]);
     run.refused(
         2,
         "the app secret is given more than once (--app-secret-file, WXA_APP_SECRET): give exactly one",
@@ -268,8 +269,8 @@ async fn wrong_shapes_are_refused_and_nothing_is_written() {
     assert_eq!(current_version(&id).await, None, "nothing written");
 
     // An existing secret keeps its version when the new document is refused.
-    let version = init("app", &id, &[], &with_secret).written()["version_id"].clone();
-    init("app", &id, &["--push-aes-key-file", &short_key_file], &with_secret).refused(2, "push_aes_key");
+    let version = init("push", &id, &[], &with_token).written()["version_id"].clone();
+    init("push", &id, &["--push-aes-key-file", &short_key_file], &with_token).refused(2, "push_aes_key");
     assert_eq!(current_version(&id).await.as_deref(), version.as_str());
 
     // The pay secret: a private key that is not PEM, a short APIv3 key, a missing part.

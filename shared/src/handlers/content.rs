@@ -108,22 +108,22 @@ async fn check_media(state: &AppState, session: &Session, req: &Request) -> Answ
         ));
     }
     let url = body.media_url.as_str();
-    let parsed = reqwest::Url::parse(url).ok();
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     // URLs are ASCII: anything else is percent-encoded.
-    let well_formed = url.len() <= 1024
-        && url.bytes().all(|b| b.is_ascii_graphic())
-        && parsed.as_ref().is_some_and(|u| {
-            matches!(u.scheme(), "https" | "http") && u.username().is_empty() && u.password().is_none()
-        });
-    let host = parsed.as_ref().and_then(|u| u.host_str()).filter(|_| well_formed);
-    let Some(host) = host else {
+    if !rest.is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic())) || url.len() > 1024 {
         return Err(ApiError::bad_request(
             "invalid_request",
             "media_url must be an http(s) URL of at most 1024 printable ASCII characters (percent-encode anything else)",
         ));
-    };
+    }
+    // A URL whose host cannot be read, or that carries credentials, names no listed host.
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| u.username().is_empty() && u.password().is_none())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     // WeChat fetches the URL on our behalf: only from hosts the operator serves media from.
-    if !host_allowed(host, &state.config.media_url_hosts) {
+    if !host_allowed(&host, &state.config.media_url_hosts) {
         return Err(ApiError::bad_request(
             "media_host_not_allowed",
             "media_url must be on a host this server checks media from",

@@ -1034,9 +1034,11 @@ async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
     // `LEDGER_ROTATE` schedules, so that the rate stays the same over 50,000.
     let rotate = setting("LEDGER_ROTATE", 250).max(1);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let broken = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let next = next.clone();
+        let broken = broken.clone();
         let endpoint = endpoints[w as usize % endpoints.len()].clone();
         tasks.spawn(async move {
             let mut world = World::new(&endpoint).await;
@@ -1051,8 +1053,21 @@ async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
                 }
                 let seed = first + i;
                 ran_here += 1;
+                // Progress on long runs (`make soak`): every 1,000th schedule started, and each
+                // broken seed as soon as it is found.
+                if i > 0 && i % 1000 == 0 {
+                    let so_far = broken.load(std::sync::atomic::Ordering::Relaxed);
+                    eprintln!(
+                        "ledger model: {i} of {schedules} schedules started in {:.0} s, {so_far} broken",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 let failed = match schedule(&world, seed, &mut tally).await {
-                    Err(problem) => failures.insert(seed, problem).is_none(),
+                    Err(problem) => {
+                        broken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("ledger model: schedule {seed} broke the ledger: {problem}");
+                        failures.insert(seed, problem).is_none()
+                    }
                     Ok(()) => false,
                 };
                 // A fresh world after a failure (the next schedules must not inherit its

@@ -80,7 +80,7 @@ impl BudgetStore {
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":exp", n(expiry(now_ms + interval, budget)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let tat = match send(Table::Sessions, &self.table, fresh.send()).await? {
+        let tat = match send(&self.client, Table::Sessions, &self.table, fresh.send()).await? {
             Ok(_) => return Ok(Spent::Allowed),
             Err(e) if is_condition_failure(&e) => match tat_of_refusal(&e) {
                 Some(tat) => tat,
@@ -110,7 +110,7 @@ impl BudgetStore {
         if applied(
             Table::Sessions,
             &self.table,
-            send(Table::Sessions, &self.table, burst.send()).await?,
+            send(&self.client, Table::Sessions, &self.table, burst.send()).await?,
         )? {
             Ok(Spent::Allowed)
         } else {
@@ -127,7 +127,7 @@ impl BudgetStore {
             .table_name(&self.table)
             .key(attr::TOKEN_HASH, s(key))
             .consistent_read(true);
-        let output = send(Table::Sessions, &self.table, request.send())
+        let output = send(&self.client, Table::Sessions, &self.table, request.send())
             .await?
             .map_err(|e| store_error(Table::Sessions, &self.table, e))?;
         Ok(output.item().and_then(|item| number(item.get(TAT))))

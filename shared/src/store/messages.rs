@@ -117,7 +117,7 @@ impl MessageStore {
         if applied(
             Table::Messages,
             &self.table,
-            send(Table::Messages, &self.table, request.send()).await?,
+            send(&self.client, Table::Messages, &self.table, request.send()).await?,
         )? {
             return Ok(Claim::Mine);
         }
@@ -128,7 +128,7 @@ impl MessageStore {
             .table_name(&self.table)
             .key(attr::PK, s(&format!("push#{key}")))
             .consistent_read(true);
-        let output = send(Table::Messages, &self.table, request.send())
+        let output = send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         let status = output
@@ -162,7 +162,7 @@ impl MessageStore {
         applied(
             Table::Messages,
             &self.table,
-            send(Table::Messages, &self.table, request.send()).await?,
+            send(&self.client, Table::Messages, &self.table, request.send()).await?,
         )
     }
 
@@ -183,7 +183,7 @@ impl MessageStore {
         applied(
             Table::Messages,
             &self.table,
-            send(Table::Messages, &self.table, request.send()).await?,
+            send(&self.client, Table::Messages, &self.table, request.send()).await?,
         )?;
         Ok(())
     }
@@ -201,7 +201,7 @@ impl MessageStore {
         applied(
             Table::Messages,
             &self.table,
-            send(Table::Messages, &self.table, request.send()).await?,
+            send(&self.client, Table::Messages, &self.table, request.send()).await?,
         )?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl MessageStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(now + RECORD_LIFETIME.as_secs()))
             .expression_attribute_values(":grant", n(grant));
-        send(Table::Messages, &self.table, request.send())
+        send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())
@@ -254,7 +254,7 @@ impl MessageStore {
         applied(
             Table::Messages,
             &self.table,
-            send(Table::Messages, &self.table, request.send()).await?,
+            send(&self.client, Table::Messages, &self.table, request.send()).await?,
         )?;
         Ok(())
     }
@@ -290,7 +290,7 @@ impl MessageStore {
                 .expression_attribute_names("#rem", attr::REMAINING)
                 .expression_attribute_values(":zero", n(0));
         }
-        send(Table::Messages, &self.table, request.send())
+        send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())
@@ -312,7 +312,7 @@ impl MessageStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(now + RECORD_LIFETIME.as_secs()))
             .expression_attribute_values(":none", s("none"));
-        send(Table::Messages, &self.table, request.send())
+        send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())
@@ -325,7 +325,7 @@ impl MessageStore {
             .table_name(&self.table)
             .key(attr::PK, Self::subscription_key(openid, template_id))
             .consistent_read(true);
-        let output = send(Table::Messages, &self.table, request.send())
+        let output = send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(output.item.map(|item| Subscription {
@@ -362,7 +362,7 @@ impl MessageStore {
             .expression_attribute_values(":o", s(openid))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":exp", n(now + MEDIA_CHECK_LIFETIME.as_secs()));
-        send(Table::Messages, &self.table, request.send())
+        send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())
@@ -392,7 +392,7 @@ impl MessageStore {
             .expression_attribute_values(":lb", s(label))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(now + MEDIA_CHECK_LIFETIME.as_secs()));
-        send(Table::Messages, &self.table, request.send())
+        send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())
@@ -405,7 +405,7 @@ impl MessageStore {
             .table_name(&self.table)
             .key(attr::PK, Self::media_key(trace_id))
             .consistent_read(true);
-        let output = send(Table::Messages, &self.table, request.send())
+        let output = send(&self.client, Table::Messages, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(output.item.map(|item| {

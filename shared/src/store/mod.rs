@@ -72,16 +72,17 @@ pub(crate) fn n(value: u64) -> aws_sdk_dynamodb::types::AttributeValue {
     aws_sdk_dynamodb::types::AttributeValue::N(value.to_string())
 }
 
-/// The longest a DynamoDB call may take: the SDK's own operation timeout (see `net/aws.rs`).
-pub(crate) const CALL_TIMEOUT: Duration = crate::net::aws::OPERATION_TIMEOUT;
-
-/// Sends a DynamoDB request within the invocation's time budget.
+/// Sends a DynamoDB request of `client` within the invocation's time budget and the client's
+/// own operation timeout (`net/aws.rs` sets it; a client configured more patiently, as the
+/// ledger test's on a loaded moto, is waited for as long).
 pub(crate) async fn send<T, E, R>(
+    client: &aws_sdk_dynamodb::Client,
     table: Table,
     name: &str,
     call: impl Future<Output = Result<T, SdkError<E, R>>>,
 ) -> Result<Result<T, SdkError<E, R>>, StoreError> {
-    send_within(CALL_TIMEOUT, table, name, call).await
+    let timeout = crate::net::aws::operation_timeout(client.config().timeout_config());
+    send_within(timeout, table, name, call).await
 }
 
 /// [`send`] with the client's own operation timeout.
@@ -165,7 +166,7 @@ pub(crate) async fn pending_page(
         .expression_attribute_values(":cutoff", AttributeValue::N(cutoff.to_string()))
         .set_exclusive_start_key(start)
         .limit(limit);
-    let output = send(table, name, request.send())
+    let output = send(client, table, name, request.send())
         .await?
         .map_err(|e| store_error(table, name, e))?;
     let keys = output
@@ -207,7 +208,7 @@ pub(crate) async fn defer(
         .expression_attribute_values(":since", n(next_attempt_at.saturating_sub(grace)))
         .expression_attribute_values(":next", n(next_attempt_at))
         .expression_attribute_values(":attempts", n(attempts));
-    applied(table, name, send(table, name, request.send()).await?)
+    applied(table, name, send(client, table, name, request.send()).await?)
 }
 
 /// How many times in a row the reconciler failed on a pending item (0 when it never did).

@@ -249,7 +249,7 @@ impl OrderStore {
             .table_name(&self.table)
             .key(attr::OUT_TRADE_NO, AttributeValue::S(out_trade_no.to_owned()))
             .consistent_read(true);
-        let output = send(Table::Orders, &self.table, request.send())
+        let output = send(&self.client, Table::Orders, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         output.item.as_ref().map(order_from_item).transpose()
@@ -285,7 +285,7 @@ impl OrderStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", attr::OUT_TRADE_NO);
-        match send(Table::Orders, &self.table, request.send()).await? {
+        match send(&self.client, Table::Orders, &self.table, request.send()).await? {
             Ok(_) => return Ok(Created::New(Order::new(new, now))),
             Err(e) if is_condition_failure(&e) => {}
             Err(e) => return Err(self.failed(e)),
@@ -330,7 +330,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -353,7 +353,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -391,7 +391,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -441,7 +441,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -466,7 +466,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -493,7 +493,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -536,7 +536,7 @@ impl OrderStore {
         applied(
             Table::Orders,
             &self.table,
-            send(Table::Orders, &self.table, request.send()).await?,
+            send(&self.client, Table::Orders, &self.table, request.send()).await?,
         )
     }
 
@@ -582,7 +582,7 @@ impl OrderStore {
             .expression_attribute_names("#pending", attr::PENDING)
             .expression_attribute_names("#since", attr::PENDING_SINCE)
             .condition_expression(condition.join(" AND "));
-        match send(Table::Orders, &self.table, request.send()).await? {
+        match send(&self.client, Table::Orders, &self.table, request.send()).await? {
             Ok(_) => return Ok(Settled::Changed),
             Err(e) if is_condition_failure(&e) => {}
             Err(e) => return Err(self.failed(e)),
@@ -629,7 +629,7 @@ impl OrderStore {
             .expression_attribute_values(":tx", AttributeValue::Ss(vec![transaction_id.to_owned()]))
             // The item as it was (moto answers UPDATED_OLD only for values that changed).
             .return_values(ReturnValue::AllOld);
-        let output = send(Table::Orders, &self.table, request.send())
+        let output = send(&self.client, Table::Orders, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         let kept_before = output

@@ -137,7 +137,7 @@ impl RefundStore {
             .table_name(&self.table)
             .key(attr::OUT_REFUND_NO, AttributeValue::S(out_refund_no.to_owned()))
             .consistent_read(true);
-        let output = send(Table::Refunds, &self.table, request.send())
+        let output = send(&self.client, Table::Refunds, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         output.item.as_ref().map(refund_from_item).transpose()
@@ -210,7 +210,7 @@ impl RefundStore {
             attention_reason: None,
             reconcile_attempts: 0,
         };
-        let failed = match send(Table::Refunds, &self.table, request.send()).await? {
+        let failed = match send(&self.client, Table::Refunds, &self.table, request.send()).await? {
             Ok(_) => return Ok(Requested::New(refund)),
             Err(e) => e,
         };
@@ -320,7 +320,7 @@ impl RefundStore {
             .update_expression(update)
             .expression_attribute_values(":abnormal", s(ABNORMAL))
             .condition_expression("(#s = :requested OR #s = :processing OR #s = :abnormal) AND #s <> :new");
-        match send(Table::Refunds, &self.table, request.send()).await? {
+        match send(&self.client, Table::Refunds, &self.table, request.send()).await? {
             Ok(_) => return Ok(Change::Changed),
             Err(e) if is_condition_failure(&e) => {}
             Err(e) => return Err(self.failed(e)),
@@ -405,7 +405,7 @@ impl RefundStore {
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(take).build())
                 .transact_items(TransactWriteItem::builder().update(reserve).build());
-            match send(Table::Refunds, &self.table, request.send()).await? {
+            match send(&self.client, Table::Refunds, &self.table, request.send()).await? {
                 Ok(_) => {
                     tracing::warn!(
                         out_refund_no = %current.out_refund_no,
@@ -448,7 +448,7 @@ impl RefundStore {
             .expression_attribute_values(":why", s(reason))
             .expression_attribute_values(":rep", s(reported))
             .expression_attribute_values(":now", n(now));
-        match send(Table::Refunds, &self.table, request.send()).await? {
+        match send(&self.client, Table::Refunds, &self.table, request.send()).await? {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(self.failed(e)),
@@ -504,7 +504,7 @@ impl RefundStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(end).build())
             .transact_items(TransactWriteItem::builder().update(give_back).build());
-        match send(Table::Refunds, &self.table, request.send()).await? {
+        match send(&self.client, Table::Refunds, &self.table, request.send()).await? {
             Ok(_) => Ok(Change::Changed),
             Err(e) if cancelled_conditions(&e).is_some() => Ok(Change::Unchanged),
             Err(e) => Err(self.failed(e)),

@@ -136,7 +136,7 @@ impl SessionStore {
             // lost (a timeout or throttling answer, retried by the SDK).
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", attr::TOKEN_HASH);
-        match send(Table::Sessions, &self.table, request.send()).await? {
+        match send(&self.client, Table::Sessions, &self.table, request.send()).await? {
             Ok(_) => Ok(IssuedToken { token, expires_at }),
             Err(e) if is_condition_failure(&e) => Ok(IssuedToken { token, expires_at }),
             Err(e) => Err(self.failed(e)),
@@ -156,7 +156,7 @@ impl SessionStore {
             .key(attr::TOKEN_HASH, AttributeValue::S(token_hash(token)))
             // A token used right after login must be found.
             .consistent_read(true);
-        let output = send(Table::Sessions, &self.table, request.send())
+        let output = send(&self.client, Table::Sessions, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         let Some(item) = output.item else {
@@ -186,7 +186,7 @@ impl SessionStore {
         applied(
             Table::Sessions,
             &self.table,
-            send(Table::Sessions, &self.table, request.send()).await?,
+            send(&self.client, Table::Sessions, &self.table, request.send()).await?,
         )
     }
 
@@ -205,7 +205,7 @@ impl SessionStore {
             .expression_attribute_names("#f", attr::FAILURES)
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .return_values(ReturnValue::UpdatedNew);
-        let failures = match send(Table::Sessions, &self.table, request.send()).await? {
+        let failures = match send(&self.client, Table::Sessions, &self.table, request.send()).await? {
             Ok(output) => output
                 .attributes
                 .as_ref()
@@ -247,7 +247,7 @@ impl SessionStore {
             .delete_item()
             .table_name(&self.table)
             .key(attr::TOKEN_HASH, AttributeValue::S(session.token_hash.clone()));
-        send(Table::Sessions, &self.table, request.send())
+        send(&self.client, Table::Sessions, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         Ok(())

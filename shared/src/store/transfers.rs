@@ -196,7 +196,7 @@ impl TransferStore {
             .table_name(&self.table)
             .key(attr::OUT_BILL_NO, s(out_bill_no))
             .consistent_read(true);
-        let output = send(Table::Transfers, &self.table, request.send())
+        let output = send(&self.client, Table::Transfers, &self.table, request.send())
             .await?
             .map_err(|e| self.failed(e))?;
         output.item.as_ref().map(transfer_from_item).transpose()
@@ -230,7 +230,7 @@ impl TransferStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", attr::OUT_BILL_NO);
-        let result = send(Table::Transfers, &self.table, request.send()).await?;
+        let result = send(&self.client, Table::Transfers, &self.table, request.send()).await?;
         if applied(Table::Transfers, &self.table, result)? {
             return Ok(Created::New(Transfer {
                 out_bill_no: new.out_bill_no.clone(),
@@ -316,7 +316,7 @@ impl TransferStore {
             "#rank < :rank"
         };
         let request = request.update_expression(update).condition_expression(condition);
-        let result = send(Table::Transfers, &self.table, request.send()).await?;
+        let result = send(&self.client, Table::Transfers, &self.table, request.send()).await?;
         Ok(if applied(Table::Transfers, &self.table, result)? {
             Change::Changed
         } else {
@@ -346,7 +346,7 @@ impl TransferStore {
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":creating", s(CREATING));
-        let result = send(Table::Transfers, &self.table, request.send()).await?;
+        let result = send(&self.client, Table::Transfers, &self.table, request.send()).await?;
         Ok(if applied(Table::Transfers, &self.table, result)? {
             Change::Changed
         } else {

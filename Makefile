@@ -62,12 +62,13 @@ bench: venv build
 
 ## make soak: the ledger's model-based fault test at LEDGER_SCHEDULES (50,000) random schedules, release build,
 ## LEDGER_WORKERS (16) side by side on LEDGER_MOTOS (3) moto servers; schedules/s in target/bench/ledger.json
-## (BENCHMARKS.md at the next `make bench`)
+## and its own section of BENCHMARKS.md (dated, with its commit)
 soak: venv
 	mkdir -p target/bench
 	LEDGER_SCHEDULES=$${LEDGER_SCHEDULES:-50000} LEDGER_WORKERS=$${LEDGER_WORKERS:-16} LEDGER_MOTOS=$${LEDGER_MOTOS:-3} \
 		LEDGER_REPORT=$(CURDIR)/target/bench/ledger.json \
 		cargo test --release -p wxa-shared --test ledger -- --nocapture
+	python3 scripts/bench_report.py --ledger-only
 
 ## make bench-profiles: the release-profile size study (one arm64 build of login per variant,
 ## ~10 min each); its table joins BENCHMARKS.md at the next `make bench`

@@ -5,6 +5,8 @@ import datetime
 import glob
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,12 +225,15 @@ def fleet(lines):
     lines.append("")
 
 
-def ledger(lines):
+def ledger(lines, provenance=None):
     report = load("ledger.json")
     if not report:
         return
     n = report["schedules"]
-    lines += [f"## The ledger under faults: {n:,} random schedules (`make soak`: `LEDGER_SCHEDULES={n} cargo test --release -p wxa-shared --test ledger`)", "",
+    lines += [f"## The ledger under faults: {n:,} random schedules (`make soak`: `LEDGER_SCHEDULES={n} cargo test --release -p wxa-shared --test ledger`)", ""]
+    if provenance:
+        lines += [provenance, ""]
+    lines += [
               "Random schedules of orders, payments, closes, partial and full refunds and merchant transfers against the",
               "simulator, a fault injected at WeChat Pay calls, crashes between DynamoDB writes, notifications dropped,",
               "duplicated, delayed and reordered; after each, the ledger is checked against WeChat Pay's own",
@@ -337,7 +342,33 @@ def journey(lines):
     lines.append("")
 
 
+LEDGER_HEADING = "## The ledger under faults"
+
+
+def ledger_only():
+    """`make soak` alone: its section of BENCHMARKS.md replaced (or added) with its own date and
+    commit, the sections of the last `make bench` left as they are."""
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    section = []
+    ledger(section, f"Written by `make soak` on {datetime.date.today()} at commit `{commit}`, apart from the `make bench` run above.")
+    if not section:
+        sys.exit("bench_report: no target/bench/ledger.json (run make soak)")
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    start = text.find(LEDGER_HEADING)
+    if start < 0:
+        start = end = text.find("## Remote calls per warm request")
+    else:
+        following = text.find("\n## ", start + 1)
+        end = len(text) if following < 0 else following + 1
+    text = text[:start] + "\n".join(section) + "\n" + text[end:]
+    open(path, "w").write(text)
+    print("\n".join(section))
+
+
 def main():
+    if sys.argv[1:] == ["--ledger-only"]:
+        return ledger_only()
     lines = [
         "# Benchmarks",
         "",

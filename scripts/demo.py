@@ -330,6 +330,13 @@ def main():
     print(f"  stable_token calls: {tokens}, getticket calls: {tickets}")
     if tokens > 1 or tickets > 1 or (not before.get("stable_token") and tokens != 1):
         sys.exit("demo: the functions did not share one access token and one card ticket")
+    mode = http("GET", f"{SIM}/__sim/api-security")[1]
+    if mode["on"]:
+        # WeChat's API security mode (make dev turns it on): the APIs that support it were called
+        # signed and encrypted, and WeChat refused none of those calls.
+        print(f"  API security mode: {mode['verified']} calls signed, encrypted and verified; {mode['refused']} refused")
+        if mode["refused"] or not mode["verified"]:
+            sys.exit("demo: calls in API security mode were refused, or none was made in it")
     missed = sorted(template_routes() - VISITED)
     if missed:
         sys.exit(f"demo: template.yaml routes the demo never walked: {missed}")

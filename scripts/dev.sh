@@ -20,6 +20,9 @@ cd "$root"
 # (in plain mode without the key: with one, the receiver refuses plain pushes).
 : "${PUSH_TOKEN:=localDevPushToken}" "${PUSH_AES_KEY:=localDevEncodingAESKey0123456789abcdefghijk}"
 : "${PUSH_MODE:=safe}" "${PUSH_FORMAT:=xml}"
+# WeChat's API security mode (signed, encrypted server API calls): on as a console can turn it on;
+# API_SECURITY=off keeps every call plain.
+: "${API_SECURITY:=on}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 
@@ -75,6 +78,27 @@ python scripts/local_aws.py --endpoint "$AWS_ENDPOINT_URL" setup \
   --pay-secret-id "$PAY_SECRET_ID" --pay-sim "http://127.0.0.1:$SIM_PORT" --pay-dir .dev
 echo "    tables $SESSIONS_TABLE and $ORDERS_TABLE (from template.yaml), app secret $APP_SECRET_ID,"
 echo "    pay secret $PAY_SECRET_ID with a local merchant's keys"
+if [ "$API_SECURITY" = on ]; then
+  # The console (开发设置 → API 安全): the simulator makes the keys and enforces the mode; the
+  # operator downloads them and writes them into the app secret with `wxa secrets init app`.
+  keys=.dev/api-security; mkdir -p "$keys"; chmod 700 "$keys"
+  curl -sf -XPOST "http://127.0.0.1:$SIM_PORT/__sim/api-security" -H 'content-type: application/json' -d '{}' \
+    | "$venv/bin/python" -c '
+import json, sys
+doc, out = json.load(sys.stdin), sys.argv[1]
+open(f"{out}/aes_key", "w").write(doc["aes_key"])
+open(f"{out}/private_key.pem", "w").write(doc["private_key"])
+cert = doc["platform_certificates"][0]
+open(f"{out}/platform_cert.pem", "w").write(cert["certificate"])
+print(doc["aes_sn"], doc["private_key_sn"], cert["sn"])' "$keys" > "$keys/sns"
+  read -r aes_sn key_sn cert_sn < "$keys/sns"
+  WXA_APP_SECRET="$APP_SECRET" "$target/debug/wxa" secrets init app --secret-id "$APP_SECRET_ID" \
+    --endpoint-url "$AWS_ENDPOINT_URL" --region "$AWS_REGION" \
+    --api-aes-key-file "$keys/aes_key" --api-aes-sn "$aes_sn" \
+    --api-private-key "$keys/private_key.pem" --api-private-key-sn "$key_sn" \
+    --api-platform-cert "$cert_sn=$keys/platform_cert.pem" > /dev/null
+  echo "    API security mode on: the simulator enforces it, the app secret holds its keys (API_SECURITY=off for plain calls)"
+fi
 
 cat > .dev/functions.env <<ENV
 APP_ID=$APP_ID

@@ -3,6 +3,7 @@
 //! the parts it declares once per container and routes each request to it.
 
 pub mod api;
+pub mod api_security;
 pub mod at_init;
 pub mod cache;
 pub mod card;

@@ -1,8 +1,9 @@
 //! The app's secrets in Secrets Manager, read on first use and cached in memory.
 //!
 //! Two JSON secrets, each readable only by the functions that use it (IAM, per function):
-//! - the **app secret** ([`AppSecrets`], `APP_SECRET_ID`): `{"app_secret": "..."}`, what the
-//!   WeChat API needs (jscode2session, access tokens);
+//! - the **app secret** ([`AppSecrets`], `APP_SECRET_ID`): `{"app_secret": "...",
+//!   "api_security"?: {...}}`, what the WeChat API needs (jscode2session, access tokens, and the
+//!   API security mode's keys, [`crate::api_security`]);
 //! - the **push secret** ([`PushSecrets`], `PUSH_SECRET_ID`): `{"push_token", "push_aes_key"?}`,
 //!   the message push's Token and EncodingAESKey, read only by `wechat-push` (which never reads
 //!   the AppSecret);
@@ -23,15 +24,23 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::ApiError;
+use crate::api_security::{ApiSecurity, ApiSecurityDocument};
 use crate::redacted::Secret;
 
 /// The app secret: what the WeChat server API needs. Nothing else may be in it (the merchant's
 /// keys belong in the pay secret, which fewer functions may read).
-#[derive(Deserialize, PartialEq)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSecrets {
     /// The mini-program's AppSecret, used for jscode2session and access tokens.
     pub app_secret: Secret,
+    /// The API security mode's keys (console: 开发设置 → API 安全); with them the APIs that
+    /// support the mode are called in it ([`crate::api_security`]).
+    #[serde(default)]
+    pub api_security: Option<ApiSecurityDocument>,
+    /// The same keys, parsed (once per read of the secret).
+    #[serde(skip)]
+    pub api_security_keys: Option<ApiSecurity>,
     /// Where the message push's Token and EncodingAESKey were kept before they got a secret of
     /// their own ([`PushSecrets`]): still accepted, so that an app secret written then parses,
     /// and never used.
@@ -41,9 +50,22 @@ pub struct AppSecrets {
     pub legacy_push_aes_key: Option<Secret>,
 }
 
+impl PartialEq for AppSecrets {
+    fn eq(&self, other: &Self) -> bool {
+        self.app_secret == other.app_secret
+            && self.api_security == other.api_security
+            && self.legacy_push_token == other.legacy_push_token
+            && self.legacy_push_aes_key == other.legacy_push_aes_key
+    }
+}
+
 impl std::fmt::Debug for AppSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppSecrets { app_secret: *** }")
+        f.write_str("AppSecrets { app_secret: ***")?;
+        if let Some(keys) = &self.api_security_keys {
+            write!(f, ", api_security: {keys:?}")?;
+        }
+        f.write_str(" }")
     }
 }
 
@@ -78,7 +100,13 @@ pub trait SecretDocument: Sized + Send + Sync + 'static {
 
 impl SecretDocument for AppSecrets {
     fn parse(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| describe_json_error(&e))
+        let mut secrets: Self = serde_json::from_str(text).map_err(|e| describe_json_error(&e))?;
+        secrets.api_security_keys = secrets
+            .api_security
+            .as_ref()
+            .map(ApiSecurity::from_document)
+            .transpose()?;
+        Ok(secrets)
     }
 }
 

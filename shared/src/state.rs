@@ -51,10 +51,24 @@ impl Wechat {
     }
 
     /// A JSON API that takes the access token in its query, with the token cache's one retry
-    /// after a rejected token.
+    /// after a rejected token; in API security mode when the app secret holds its keys and the
+    /// API supports it.
     pub async fn call(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, TokenError> {
-        self.tokens()?
-            .with_token(|token: Secret| async move { self.client.post_with_token(path, &token, body).await })
+        let tokens = self.tokens()?;
+        let secrets = self.secrets.get().await?;
+        let security = secrets.api_security_keys.as_ref();
+        tokens
+            .with_token(|token: Secret| async move { self.client.post_with_token(path, &token, body, security).await })
+            .await
+    }
+
+    /// `getuserphonenumber` for a button code (in API security mode when configured).
+    pub async fn phone_number(&self, code: &str) -> Result<crate::wechat::PhoneInfo, TokenError> {
+        let tokens = self.tokens()?;
+        let secrets = self.secrets.get().await?;
+        let security = secrets.api_security_keys.as_ref();
+        tokens
+            .with_token(|token: Secret| async move { self.client.get_user_phone_number(&token, code, security).await })
             .await
     }
 

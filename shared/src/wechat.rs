@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::Sha256;
 
+use crate::api_security::{self, ApiSecurity};
 use crate::redacted::Secret;
 
 /// A WeChat API failure, classified by what the caller should do about it.
@@ -47,6 +48,15 @@ pub enum WechatError {
     HttpStatus(u16),
     #[error("WeChat answered with something unexpected: {0}")]
     BadResponse(String),
+    /// API security mode: WeChat refused our request's signature or encryption (40230–40240:
+    /// headers missing, a bad signature, keys not set in the console, a stale timestamp).
+    #[error(
+        "WeChat refused the API security mode request ({0}): check api_security in the app secret against the console"
+    )]
+    ApiSecurityRejected(i64),
+    /// API security mode: an answer that failed verification, never used.
+    #[error("WeChat's answer failed API security verification: {0}")]
+    Unverified(&'static str),
 }
 
 impl WechatError {
@@ -65,6 +75,7 @@ impl WechatError {
             41008 => Self::MissingParameter(errcode),
             40001 | 40014 | 42001 => Self::InvalidAccessToken(errcode),
             87009 => Self::InvalidSignature,
+            40230..=40240 => Self::ApiSecurityRejected(errcode),
             _ => Self::Other {
                 errcode,
                 errmsg: errmsg.to_owned(),
@@ -96,18 +107,23 @@ impl WechatError {
             Self::InvalidAppId(errcode)
             | Self::MissingParameter(errcode)
             | Self::InvalidAccessToken(errcode)
+            | Self::ApiSecurityRejected(errcode)
             | Self::Other { errcode, .. } => *errcode,
-            Self::Timeout | Self::Unreachable(_) | Self::HttpStatus(_) | Self::BadResponse(_) => return None,
+            Self::Timeout | Self::Unreachable(_) | Self::HttpStatus(_) | Self::BadResponse(_) | Self::Unverified(_) => {
+                return None;
+            }
         })
     }
 
     /// The `ErrCode` this failure is counted under in `WechatErrors`: the errcode, `http_<status>`,
-    /// `unreachable` (no answer: refused, reset or timed out) or `bad_response`.
+    /// `unreachable` (no answer: refused, reset or timed out), `bad_response` or `unverified`
+    /// (an answer that failed API security verification).
     pub fn metric_code(&self) -> String {
         match (self.errcode(), self) {
             (Some(errcode), _) => errcode.to_string(),
             (None, Self::HttpStatus(status)) => format!("http_{status}"),
             (None, Self::BadResponse(_)) => "bad_response".to_owned(),
+            (None, Self::Unverified(_)) => "unverified".to_owned(),
             (None, _) => "unreachable".to_owned(),
         }
     }
@@ -329,29 +345,68 @@ impl WechatClient {
     }
 
     /// A JSON API that takes the access token in the query (`wxa/sec/order/...`): the answer's
-    /// JSON, or its errcode as a [`WechatError`].
+    /// JSON, or its errcode as a [`WechatError`]. With `security` (the app's API security keys)
+    /// an API that supports the mode is called in it.
     pub async fn post_with_token(
         &self,
         path: &str,
         access_token: &Secret,
         body: &serde_json::Value,
+        security: Option<&ApiSecurity>,
     ) -> Result<serde_json::Value, WechatError> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .query(&[("access_token", access_token.expose())])
-            .json(body);
-        self.send(request).await
+        self.post_json(path, access_token, body, security).await
     }
 
     /// `wxa/business/getuserphonenumber`: the phone number for a button code (single use).
-    pub async fn get_user_phone_number(&self, access_token: &Secret, code: &str) -> Result<PhoneInfo, WechatError> {
-        let request = self
-            .http
-            .post(format!("{}/wxa/business/getuserphonenumber", self.base))
-            .query(&[("access_token", access_token.expose())])
-            .json(&serde_json::json!({ "code": code }));
-        self.send::<PhoneAnswer>(request).await.map(|a| a.phone_info)
+    pub async fn get_user_phone_number(
+        &self,
+        access_token: &Secret,
+        code: &str,
+        security: Option<&ApiSecurity>,
+    ) -> Result<PhoneInfo, WechatError> {
+        let body = serde_json::json!({ "code": code });
+        self.post_json::<PhoneAnswer>("/wxa/business/getuserphonenumber", access_token, &body, security)
+            .await
+            .map(|a| a.phone_info)
+    }
+
+    /// POSTs `body` to `path` with the access token in the query: in API security mode when
+    /// `security` is given and the API supports it (the answer verified, then decrypted, before
+    /// it is read), plain JSON otherwise.
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        access_token: &Secret,
+        body: &serde_json::Value,
+        security: Option<&ApiSecurity>,
+    ) -> Result<T, WechatError> {
+        let url = format!("{}{path}", self.base);
+        let request = self.http.post(&url).query(&[("access_token", access_token.expose())]);
+        let Some(keys) = security.filter(|_| api_security::supports(path)) else {
+            return self.send(request.json(body)).await;
+        };
+        let sealed = keys.seal(&url, &self.app_id, crate::clock::now_unix(), body);
+        let mut request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(sealed.body);
+        for (name, value) in sealed.headers {
+            request = request.header(name, value);
+        }
+        let (url, app_id) = (url.as_str(), self.app_id.as_str());
+        self.call(request, |response| async move {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.map_err(transport_error)?;
+            if !status.is_success() {
+                return Err(WechatError::HttpStatus(status.as_u16()));
+            }
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let plain = keys
+                .open(url, app_id, crate::clock::now_unix(), header, &bytes)
+                .map_err(|e| WechatError::Unverified(e.0))?;
+            decode_json(status, &plain)
+        })
+        .await
     }
 }
 
@@ -380,12 +435,17 @@ async fn read_json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T
     if !status.is_success() {
         return Err(WechatError::HttpStatus(status.as_u16()));
     }
-    let envelope: Envelope = serde_json::from_slice(&bytes)
+    decode_json(status, &bytes)
+}
+
+/// A WeChat JSON answer's errcode as a [`WechatError`], or the answer as `T`.
+fn decode_json<T: DeserializeOwned>(status: reqwest::StatusCode, bytes: &[u8]) -> Result<T, WechatError> {
+    let envelope: Envelope = serde_json::from_slice(bytes)
         .map_err(|_| WechatError::BadResponse(format!("HTTP {status} with a body that is not JSON")))?;
     if envelope.errcode != 0 {
         return Err(WechatError::from_errcode(envelope.errcode, &envelope.errmsg));
     }
-    serde_json::from_slice(&bytes).map_err(|e| WechatError::BadResponse(format!("unexpected JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| WechatError::BadResponse(format!("unexpected JSON: {e}")))
 }
 
 fn transport_error(e: reqwest::Error) -> WechatError {
@@ -421,6 +481,9 @@ mod tests {
             (40164, WechatError::IpNotWhitelisted),
             (40243, WechatError::AppSecretFrozen),
             (87009, WechatError::InvalidSignature),
+            (40230, WechatError::ApiSecurityRejected(40230)),
+            (40234, WechatError::ApiSecurityRejected(40234)),
+            (40240, WechatError::ApiSecurityRejected(40240)),
         ];
         for (code, expected) in table {
             assert_eq!(WechatError::from_errcode(code, "x"), expected, "errcode {code}");
@@ -444,6 +507,10 @@ mod tests {
         assert_eq!(WechatError::Timeout.metric_code(), "unreachable");
         assert_eq!(WechatError::Unreachable("reset".into()).metric_code(), "unreachable");
         assert_eq!(WechatError::BadResponse("x".into()).metric_code(), "bad_response");
+        assert_eq!(
+            WechatError::Unverified("the signature does not verify").metric_code(),
+            "unverified"
+        );
         assert_eq!(WechatError::HttpStatus(502).errcode(), None);
     }
 

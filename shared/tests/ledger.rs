@@ -1055,7 +1055,7 @@ async fn the_ledger_agrees_with_wechat_pay_under_every_fault() {
                 ran_here += 1;
                 // Progress on long runs (`make soak`): every 1,000th schedule started, and each
                 // broken seed as soon as it is found.
-                if i > 0 && i % 1000 == 0 {
+                if i > 0 && i.is_multiple_of(1000) {
                     let so_far = broken.load(std::sync::atomic::Ordering::Relaxed);
                     eprintln!(
                         "ledger model: {i} of {schedules} schedules started in {:.0} s, {so_far} broken",

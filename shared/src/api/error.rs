@@ -160,12 +160,12 @@ impl From<crate::wechat::WechatError> for ApiError {
                 "wechat_timeout",
                 "WeChat did not answer in time",
             ),
-            W::Unreachable(_) | W::HttpStatus(_) | W::BadResponse(_) => ApiError::new(
+            W::Unreachable(_) | W::HttpStatus(_) | W::BadResponse(_) | W::Unverified(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_unavailable",
                 "WeChat could not be reached or answered unexpectedly: try again later",
             ),
-            W::InvalidAppId(_) | W::InvalidAppSecret | W::AppSecretFrozen => operator(),
+            W::InvalidAppId(_) | W::InvalidAppSecret | W::AppSecretFrozen | W::ApiSecurityRejected(_) => operator(),
             W::IpNotWhitelisted => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_ip_not_whitelisted",

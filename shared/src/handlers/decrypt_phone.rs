@@ -12,7 +12,6 @@ use crate::api::request::{one_time_code, parse_json_body, present};
 use crate::api::response::json_response;
 use crate::config::Parts;
 use crate::function::{Answer, Entry, Function, Route};
-use crate::redacted::Secret;
 use crate::store::sessions::Session;
 use crate::token::TokenError;
 use crate::wechat::{PhoneInfo, WechatError};
@@ -69,11 +68,7 @@ pub async fn phone(state: &AppState, session: &Session, req: &Request) -> Answer
 }
 
 async fn by_code(state: &AppState, code: &str) -> Result<PhoneInfo, ApiError> {
-    let wechat = state.wechat()?;
-    let result = wechat
-        .tokens()?
-        .with_token(|token: Secret| async move { wechat.client.get_user_phone_number(&token, code).await })
-        .await;
+    let result = state.wechat()?.phone_number(code).await;
     result.map_err(|e| match e {
         TokenError::Wechat(WechatError::InvalidCode | WechatError::CodeUsed) => ApiError::bad_request(
             "invalid_phone_code",

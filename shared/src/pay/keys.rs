@@ -60,6 +60,14 @@ impl VerifyingKey {
         Self(der)
     }
 
+    /// Whether `signature` (raw bytes) is a valid signature of `message` under `algorithm`
+    /// (WeChat's API security mode signs with RSA-PSS).
+    pub fn verify_with(&self, algorithm: &'static signature::RsaParameters, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(algorithm, &self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
+
     /// Whether `signature_b64` is a valid RSA-SHA256 signature of `message`.
     pub fn verify(&self, message: &[u8], signature_b64: &str) -> bool {
         let Ok(signature) = STANDARD.decode(signature_b64.trim()) else {

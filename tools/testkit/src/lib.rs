@@ -585,6 +585,35 @@ impl Stack {
         response.json().await.unwrap_or(Value::Null)
     }
 
+    /// Turns WeChat's API security mode on as an operator would: the simulator plays the console
+    /// (new keys, the mode enforced) and the app secret gets its `api_security` document (with
+    /// `tune` applied first, to write a wrong or partial one). Call it before the state reads the
+    /// app secret (it is cached), or use a function's own state. Returns the console's document.
+    pub async fn enable_api_security_with(&self, tune: impl FnOnce(&mut Value)) -> Value {
+        let console = self.sim_post("/__sim/api-security", serde_json::json!({})).await;
+        let mut document = console.clone();
+        tune(&mut document);
+        self.write_app_secret(serde_json::json!({"app_secret": APP_SECRET, "api_security": document}))
+            .await;
+        console
+    }
+
+    /// [`Stack::enable_api_security_with`] the console's document as it is.
+    pub async fn enable_api_security(&self) -> Value {
+        self.enable_api_security_with(|_| {}).await
+    }
+
+    /// Writes `secret` as the app secret's new value.
+    pub async fn write_app_secret(&self, secret: Value) {
+        self.secretsmanager()
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("the app secret is written");
+    }
+
     /// Mints a `wx.login` code for `openid`, rotating its session key.
     pub async fn mint_code(&self, openid: &str) -> String {
         let answer = self

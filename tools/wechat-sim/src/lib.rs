@@ -8,6 +8,7 @@
 
 mod admin;
 mod api;
+pub mod api_security;
 pub mod crypto;
 mod ledger;
 mod links;
@@ -121,6 +122,15 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/time", post(admin::advance_time))
         .route("/__sim/app", post(admin::set_app_secret))
         .route("/__sim/invalidate-tokens", post(admin::invalidate_tokens))
+        .route(
+            "/__sim/api-security",
+            post(api_security::configure)
+                .get(api_security::counts)
+                .delete(api_security::turn_off),
+        )
+        .route("/__sim/api-security/rotate", post(api_security::rotate))
+        .route("/__sim/api-security/fault", post(api_security::add_fault))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), api_security::layer))
         .layer(axum::middleware::from_fn(pay_faults::aftermath))
         .with_state(state)
 }
@@ -157,7 +167,7 @@ impl SimServer {
         let acceptor = tls_acceptor(cert_chain_pem, key_pem)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let app = router(config);
+        let app = router(config).layer(axum::Extension(api_security::Scheme("https")));
         let task = tokio::spawn(async move {
             let _ = axum::serve(TlsListener::new(listener, acceptor), app).await;
         });

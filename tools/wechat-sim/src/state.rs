@@ -113,6 +113,7 @@ pub struct SimState {
     pub push: crate::push::PushState,
     pub subscribe: crate::messages::SubscribeState,
     pub security: crate::security::SecurityState,
+    pub api_security: crate::api_security::ApiSecurityState,
     pub links: crate::links::LinkState,
 }
 
@@ -144,6 +145,7 @@ impl SimState {
             push: Default::default(),
             subscribe: Default::default(),
             security: Default::default(),
+            api_security: Default::default(),
             links: Default::default(),
         }
     }

@@ -115,6 +115,8 @@ secrets! {
 file_secrets! {
     /// The mini-program's AppSecret (secrets init app).
     AppSecret: "app-secret", "WXA_APP_SECRET", "the app secret", true;
+    /// The API security mode's symmetric key (secrets init app).
+    ApiAesKey: "api-aes-key", "WXA_API_AES_KEY", "the API security symmetric key", false;
     /// The message-push Token (secrets init push).
     AppPushToken: "push-token", "WXA_PUSH_TOKEN", "the push Token", true;
     /// The message-push EncodingAESKey (secrets init push).

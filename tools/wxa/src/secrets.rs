@@ -22,7 +22,7 @@ use wxa_shared::secret_store::{AppSecrets, PushSecrets, SecretDocument};
 
 use crate::Failure;
 use crate::merchant::causes;
-use crate::secret_arg::{AppPushAesKey, AppPushToken, AppSecret, PayApiv2Key, PayApiv3Key, SecretFile};
+use crate::secret_arg::{ApiAesKey, AppPushAesKey, AppPushToken, AppSecret, PayApiv2Key, PayApiv3Key, SecretFile};
 
 /// An operator's machine may be far from the region: more than the functions' 1 s to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +45,7 @@ pub enum Secrets {
 /// exit 1 when AWS refuses the call.
 #[derive(Subcommand)]
 pub enum Init {
-    /// The app secret (APP_SECRET_ID): {"app_secret"}.
+    /// The app secret (APP_SECRET_ID): {"app_secret", "api_security"?}.
     App(InitApp),
     /// The push secret (PUSH_SECRET_ID): {"push_token", "push_aes_key"?}, read only by wechat-push.
     Push(InitPush),
@@ -77,6 +77,31 @@ pub struct InitApp {
     target: Target,
     #[command(flatten)]
     app_secret: SecretFile<AppSecret>,
+    /// The API security mode's keys (console: 开发设置 → API 安全), all of them or none: the
+    /// symmetric key comes from --api-aes-key-file or WXA_API_AES_KEY.
+    #[command(flatten)]
+    api_aes_key: SecretFile<ApiAesKey>,
+    /// the symmetric key's SN, as the console shows it
+    #[arg(long, value_name = "SN", help_heading = "API security mode")]
+    api_aes_sn: Option<String>,
+    /// the app's API private key (PEM file: PKCS#1 as the console downloads it, or PKCS#8)
+    #[arg(long, value_name = "FILE", help_heading = "API security mode")]
+    api_private_key: Option<PathBuf>,
+    /// the asymmetric key's SN, as the console shows it
+    #[arg(long, value_name = "SN", help_heading = "API security mode")]
+    api_private_key_sn: Option<String>,
+    /// WeChat's platform certificate (PEM file) with the SN the console shows for it; repeat it
+    /// while WeChat rotates its key
+    #[arg(long, value_name = "SN=FILE", value_parser = sn_and_file, help_heading = "API security mode")]
+    api_platform_cert: Vec<(String, PathBuf)>,
+}
+
+/// `SN=FILE`.
+fn sn_and_file(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((sn, file)) if !sn.is_empty() && !file.is_empty() => Ok((sn.to_owned(), PathBuf::from(file))),
+        _ => Err("give the certificate as SN=FILE (the SN the console shows, then the PEM file)".into()),
+    }
 }
 
 #[derive(Args)]
@@ -161,9 +186,50 @@ impl InitApp {
     fn document(&self) -> Result<String, String> {
         let mut document = Map::new();
         document.insert("app_secret".into(), self.app_secret.required()?.expose().into());
+        if let Some(api_security) = self.api_security()? {
+            document.insert("api_security".into(), api_security);
+        }
         let text = Value::Object(document).to_string();
         <AppSecrets as SecretDocument>::parse(&text)?;
         Ok(text)
+    }
+
+    /// The `api_security` document, when any of its flags is given (then all must be).
+    fn api_security(&self) -> Result<Option<Value>, String> {
+        let aes_key = self.api_aes_key.value()?;
+        let given = [
+            ("--api-aes-key-file (or WXA_API_AES_KEY)", aes_key.is_some()),
+            ("--api-aes-sn", self.api_aes_sn.is_some()),
+            ("--api-private-key", self.api_private_key.is_some()),
+            ("--api-private-key-sn", self.api_private_key_sn.is_some()),
+            ("--api-platform-cert", !self.api_platform_cert.is_empty()),
+        ];
+        if given.iter().all(|(_, given)| !given) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = given
+            .iter()
+            .filter(|(_, given)| !given)
+            .map(|(flag, _)| *flag)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the API security mode needs all of its keys: {} missing",
+                missing.join(", ")
+            ));
+        }
+        let certificates = self
+            .api_platform_cert
+            .iter()
+            .map(|(sn, file)| Ok(json!({"sn": sn, "certificate": read_pem(file)?})))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Some(json!({
+            "aes_key": aes_key.as_ref().map(|k| k.expose()),
+            "aes_sn": self.api_aes_sn,
+            "private_key": self.api_private_key.as_deref().map(read_pem).transpose()?,
+            "private_key_sn": self.api_private_key_sn,
+            "platform_certificates": certificates,
+        })))
     }
 }
 

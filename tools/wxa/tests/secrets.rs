@@ -10,8 +10,9 @@ use wxa_shared::pay::keys::VerifyingKey;
 use wxa_shared::secret_store::{AppSecrets, PushSecrets, SecretCache};
 
 /// Cleared for every run: an operator's exported secret or AWS set-up must not meet the test's.
-const CLEARED: [&str; 13] = [
+const CLEARED: [&str; 14] = [
     "WXA_APP_SECRET",
+    "WXA_API_AES_KEY",
     "WXA_PUSH_TOKEN",
     "WXA_PUSH_AES_KEY",
     "WXA_APIV3_KEY",
@@ -497,4 +498,57 @@ async fn aws_refusing_the_write_exits_1_with_its_reason() {
     let closed = format!("http://127.0.0.1:{}", testkit::free_port());
     let run = init_at(&closed, "app", "wxa-nowhere", &[], &env);
     run.refused(1, "wxa secrets init app: cannot create secret wxa-nowhere: ");
+}
+
+#[tokio::test]
+async fn init_app_with_the_api_security_keys_checks_them_as_the_functions_read_them() {
+    let id = testkit::unique("wxa-init-app-api");
+    let secret = "api-app-secret-0123456789abcdef";
+    let aes_key = "otUpngOjU+nVQaWJIC3D/yMLV17RKaP6t4Ot9tbnzLY=";
+    let key_file = scratch("api-aes-key", &format!("{aes_key}\n"));
+    let private_key = root("tools/wechat-sim/src/platform_key.pem");
+    let cert = format!("wx-sn-1={}", root("tools/wechat-sim/src/platform_cert.pem"));
+    let env = [("WXA_APP_SECRET", secret)];
+    let all = [
+        "--api-aes-key-file",
+        key_file.as_str(),
+        "--api-aes-sn",
+        "fa05fe1e5bcc79b81ad5ad4b58acf787",
+        "--api-private-key",
+        private_key.as_str(),
+        "--api-private-key-sn",
+        "97845f6ed842ea860df6fdf65941ff56",
+        "--api-platform-cert",
+        cert.as_str(),
+    ];
+    // One key short: refused, naming what is missing, nothing written.
+    let run = init("app", &id, &all[2..], &env);
+    run.refused(
+        2,
+        "the API security mode needs all of its keys: --api-aes-key-file (or WXA_API_AES_KEY) missing",
+    );
+    run.shows_none_of(&[secret]);
+    assert_eq!(current_version(&id).await, None);
+    // A symmetric key that is not AES256's 32 bytes: refused by the functions' own parser.
+    let short = scratch("api-aes-key-short", "c2hvcnQ=");
+    let mut args = all.to_vec();
+    args[1] = &short;
+    let run = init("app", &id, &args, &env);
+    run.refused(2, "api_security.aes_key is 5 bytes");
+    run.shows_none_of(&[secret, "c2hvcnQ="]);
+    // A certificate without its SN.
+    let mut args = all.to_vec();
+    let bare = root("tools/wechat-sim/src/platform_cert.pem");
+    args[9] = &bare;
+    init("app", &id, &args, &env).refused(2, "SN=FILE");
+    // All of them: written, and read back with the mode's keys parsed.
+    let run = init("app", &id, &all, &env);
+    run.written();
+    run.shows_none_of(&[secret, aes_key, "PRIVATE KEY"]);
+    let read = read_back::<AppSecrets>(&id).await;
+    assert_eq!(read.app_secret.expose(), secret);
+    assert!(read.api_security_keys.is_some());
+    let doc = read.api_security.as_ref().unwrap();
+    assert_eq!(doc.platform_certificates[0].sn, "wx-sn-1");
+    assert_eq!(doc.aes_key.expose(), aes_key, "one trailing newline dropped");
 }

@@ -564,12 +564,26 @@ impl Stack {
         AppState::from_clients(config, self.dynamodb.clone(), self.secretsmanager.clone(), &self.tls)
     }
 
+    /// The test's own DynamoDB client (set-up, reading back): see [`Stack::patient`].
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&self.sdk)
+        aws_sdk_dynamodb::Client::new(&self.patient())
     }
 
+    /// The test's own Secrets Manager client (set-up, reading back): see [`Stack::patient`].
     pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
-        aws_sdk_secretsmanager::Client::new(&self.sdk)
+        aws_sdk_secretsmanager::Client::new(&self.patient())
+    }
+
+    /// The SDK config of the test's own clients: a loaded moto is slow, not faulty, and a test's
+    /// set-up is not what it tests (a 50,000-schedule soak once died on a 5 s timeout writing a
+    /// secret while a build ran beside it). The state's clients keep production's timeouts.
+    fn patient(&self) -> SdkConfig {
+        let patient = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .operation_timeout(Duration::from_secs(60))
+            .build();
+        self.sdk.to_builder().timeout_config(patient).build()
     }
 
     /// POSTs JSON to a simulator admin endpoint and returns the JSON answer (or Null).

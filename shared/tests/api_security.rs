@@ -293,7 +293,7 @@ async fn answers_stay_verified_through_wechats_key_rotation() {
 }
 
 #[tokio::test]
-async fn keys_that_do_not_parse_are_a_misconfiguration_named_in_the_log() {
+async fn keys_that_do_not_parse_are_a_misconfiguration_answered_without_the_value() {
     let stack = Stack::start().await;
     let token = stack.log_in("o_alice").await;
     stack

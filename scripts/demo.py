@@ -312,6 +312,21 @@ def main():
     verdict = call("GET", "/content/check-media/{trace_id}", token=token, path=f"/content/check-media/{trace_id}")
     assert verdict["status"] == "done" and verdict["suggest"] == "risky", verdict
 
+    step("15i. Customer service: the user writes; WeChat pushes it; it is recorded; the back office replies")
+    written = sim("/__sim/customer-service/write", {"openid": OPENID, "msgtype": "text",
+                                                     "content": "Is my tea on its way?"})
+    push_answer(written)
+    conversation = merchant("get_conversation", openid=OPENID)
+    last = conversation["messages"][-1]
+    assert last["from"] == "user" and last["content"] == "Is my tea on its way?", conversation
+    print(f"  recorded; WeChat's window: {conversation['window']['left']} replies until {conversation['window']['until']}")
+    merchant("set_typing", openid=OPENID, typing=True)
+    merchant("send_customer_message", openid=OPENID, msgtype="text", text={"content": "Yes: SF1234567890."})
+    theirs = http("GET", f"{SIM}/__sim/customer-service/conversation?openid={OPENID}")[1]
+    reply = theirs["messages"][-1]
+    print(f"  the user's chat (WeChat's side) ends with: {json.dumps(reply, ensure_ascii=False)[:160]}")
+    assert reply["from"] == "app", theirs
+
     step("16. Without a token: 401")
     call("GET", "/session", expect=401, code="missing_token")
 

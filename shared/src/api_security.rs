@@ -48,6 +48,7 @@ pub const SUPPORTED_APIS: &[&str] = &[
     "/wxa/msg_sec_check",
     "/wxa/media_check_async",
     "/cgi-bin/message/subscribe/send",
+    "/cgi-bin/message/custom/send",
 ];
 
 /// Whether the call to `path` goes in the mode (when the keys are configured).

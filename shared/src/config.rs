@@ -130,6 +130,7 @@ impl Parts {
                 ("PUSH_SECRET_ID", true),
                 ("SECRET_CACHE_TTL_SECS", false),
                 ("PUSH_PLAIN_EFFECTS", false),
+                ("CUSTOMER_SERVICE_HANDOVER", false),
             ],
         );
         add(self.open_data, &[("WATERMARK_MAX_AGE_SECS", false)]);
@@ -256,6 +257,10 @@ pub struct Config {
     /// order settlement and shipping reminders, subscription grants (`PUSH_PLAIN_EFFECTS`,
     /// `false` by default: only safe mode's signed bodies may).
     pub push_plain_effects: bool,
+    /// Whether a user's customer-service message is answered `transfer_customer_service`,
+    /// handing it to the agents of WeChat's customer-service tool (`CUSTOMER_SERVICE_HANDOVER`:
+    /// `none` by default, the back office replies; `console`).
+    pub customer_service_handover: bool,
 }
 
 /// [`Config::token_lease`]: above a WeChat call's timeout with its retries' pauses, short enough
@@ -465,6 +470,15 @@ impl Config {
                     false
                 }
             };
+        let customer_service_handover = parts.push
+            && match lookup("CUSTOMER_SERVICE_HANDOVER").as_deref() {
+                None | Some("none") => false,
+                Some("console") => true,
+                Some(v) => {
+                    problems.push(format!("CUSTOMER_SERVICE_HANDOVER must be none or console, got {v:?}"));
+                    false
+                }
+            };
         if parts.pay && !parts.orders {
             problems.push("the pay part needs the orders part (a programming error)".to_owned());
         }
@@ -505,6 +519,7 @@ impl Config {
             caller_budget,
             media_url_hosts,
             push_plain_effects,
+            customer_service_handover,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),

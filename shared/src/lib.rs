@@ -9,6 +9,7 @@ pub mod cache;
 pub mod card;
 pub mod clock;
 pub mod config;
+pub mod customer_service;
 pub mod deadline;
 pub mod flat_xml;
 pub mod function;

@@ -266,6 +266,27 @@ impl PushKeys {
         verify_msg_signature(&self.token, timestamp, nonce, encrypt, msg_signature)?;
         decrypt(encrypt, &self.appid, &self.aes_key)
     }
+
+    /// A passive reply to an encrypted push, as WeChat takes one: the reply sealed (fresh random
+    /// bytes) in `Encrypt`, with its `MsgSignature` over `TimeStamp` and `Nonce`, in `format`.
+    pub fn seal_reply(&self, reply: &str, format: BodyFormat, timestamp: u64, nonce: &str) -> String {
+        let mut random16 = [0u8; 16];
+        getrandom::fill(&mut random16).expect("the OS random source is available");
+        let encrypt = seal(reply, &self.appid, &self.aes_key, &random16);
+        let timestamp = timestamp.to_string();
+        let signature = msg_signature(&self.token, &timestamp, nonce, &encrypt);
+        match format {
+            BodyFormat::Json => serde_json::json!({
+                "Encrypt": encrypt, "MsgSignature": signature, "TimeStamp": timestamp, "Nonce": nonce,
+            })
+            .to_string(),
+            // Base64, hex and digits: nothing to escape.
+            BodyFormat::Xml => format!(
+                "<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt><MsgSignature><![CDATA[{signature}]]></MsgSignature>\
+                 <TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
+            ),
+        }
+    }
 }
 
 /// Whether a push's `timestamp` (unix seconds, as in the query) is within `window_secs` of `now`
@@ -397,6 +418,30 @@ mod tests {
 
     fn debug<T>(result: Result<T, PushError>) -> Result<T, String> {
         result.map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn a_sealed_reply_opens_with_its_own_signature_in_both_formats() {
+        let v = &vectors("open")[0];
+        let keys = keys(v).unwrap();
+        for format in [BodyFormat::Xml, BodyFormat::Json] {
+            let sealed = keys.seal_reply(
+                "<xml><MsgType>transfer_customer_service</MsgType></xml>",
+                format,
+                1_700_000_000,
+                "123456",
+            );
+            let envelope = PushMessage::parse(&sealed).unwrap();
+            assert_eq!(envelope.format(), format);
+            let (ts, nonce) = (envelope.get("TimeStamp").unwrap(), envelope.get("Nonce").unwrap());
+            let signature = envelope.get("MsgSignature").unwrap();
+            let opened = keys.open(ts, nonce, signature, &sealed).unwrap();
+            assert_eq!(opened, "<xml><MsgType>transfer_customer_service</MsgType></xml>");
+            assert!(
+                keys.open(ts, "654321", signature, &sealed).is_err(),
+                "the nonce is signed"
+            );
+        }
     }
 
     #[test]

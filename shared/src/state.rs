@@ -72,6 +72,22 @@ impl Wechat {
             .await
     }
 
+    /// `media/upload` of a temporary image for customer-service replies.
+    pub async fn upload_temp_image(
+        &self,
+        image: &[u8],
+        content_type: &str,
+        filename: &str,
+    ) -> Result<crate::wechat::UploadedMedia, TokenError> {
+        self.tokens()?
+            .with_token(|token: Secret| async move {
+                self.client
+                    .upload_temp_image(&token, image.to_vec(), content_type, filename)
+                    .await
+            })
+            .await
+    }
+
     /// `wxa/resetusersessionkey` for `session`: a new key, signed for with the one it holds.
     pub async fn reset_session_key(&self, session: &Session) -> Result<Secret, TokenError> {
         self.tokens()?

@@ -160,6 +160,23 @@ pub struct PhoneInfo {
     pub country_code: String,
 }
 
+/// A temporary media WeChat holds.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct UploadedMedia {
+    pub media_id: String,
+    /// Unix seconds (WeChat writes a number; some of its answers a string of one).
+    #[serde(deserialize_with = "number_or_text")]
+    pub created_at: u64,
+}
+
+fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom("not a u64")),
+        serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        _ => Err(serde::de::Error::custom("neither a number nor a string")),
+    }
+}
+
 #[derive(Deserialize)]
 struct PhoneAnswer {
     phone_info: PhoneInfo,
@@ -342,6 +359,29 @@ impl WechatClient {
             }
         })
         .await
+    }
+
+    /// `cgi-bin/media/upload?type=image`: a temporary image (WeChat keeps it 3 days) for
+    /// customer-service replies, as `multipart/form-data` field `media`. Uploads are outside API
+    /// security mode (WeChat excludes them).
+    pub async fn upload_temp_image(
+        &self,
+        access_token: &Secret,
+        image: Vec<u8>,
+        content_type: &str,
+        filename: &str,
+    ) -> Result<UploadedMedia, WechatError> {
+        let part = reqwest::multipart::Part::bytes(image)
+            .file_name(filename.to_owned())
+            .mime_str(content_type)
+            .map_err(|e| WechatError::BadResponse(format!("an image type reqwest refuses: {e}")))?;
+        let form = reqwest::multipart::Form::new().part("media", part);
+        let request = self
+            .http
+            .post(format!("{}/cgi-bin/media/upload", self.base))
+            .query(&[("access_token", access_token.expose()), ("type", "image")])
+            .multipart(form);
+        self.send(request).await
     }
 
     /// A JSON API that takes the access token in the query (`wxa/sec/order/...`): the answer's

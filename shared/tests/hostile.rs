@@ -678,6 +678,9 @@ const COMMAND_REFUSALS: &[&str] = &[
     "transfer_not_found",
     "transfer_conflict",
     "transfer_not_cancellable",
+    "reply_window_closed",
+    "reply_limit_reached",
+    "typing_needs_recent_message",
 ];
 
 #[tokio::test]
@@ -707,6 +710,10 @@ async fn every_merchant_op_refuses_malformed_commands_with_a_clear_error() {
         json!({"op": "generate_scheme", "path": "pages/index/index"}),
         json!({"op": "generate_short_link", "page_url": "pages/index/index?a=1"}),
         json!({"op": "user_risk_rank", "openid": "o_alice", "scene": 0, "client_ip": "203.0.113.7"}),
+        json!({"op": "get_conversation", "openid": "o_alice"}),
+        json!({"op": "send_customer_message", "openid": "o_alice", "msgtype": "text", "text": {"content": "hi"}}),
+        json!({"op": "set_typing", "openid": "o_alice", "typing": true}),
+        json!({"op": "upload_temp_media", "content_base64": "iVBORw0KGgo="}),
     ];
     let ops: Vec<&str> = wxa_shared::handlers::merchant::FUNCTION
         .ops()

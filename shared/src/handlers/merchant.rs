@@ -7,7 +7,8 @@
 //! `get_shipping_state`, `notify_confirm_receive` (orders); `create_transfer`, `get_transfer`,
 //! `cancel_transfer` (merchant transfers to a user's wallet, `crate::transfer`); `send_subscribe_message`,
 //! `get_subscription`, `generate_url_link`, `generate_scheme`, `generate_short_link`, `user_risk_rank` (messages and
-//! links). Every change of state is a conditional write
+//! links); `get_conversation`, `send_customer_message`, `set_typing`, `upload_temp_media`
+//! (customer service, `customer_service`). Every change of state is a conditional write
 //! (see `store::orders`, `store::refunds`); the rules are `shop`'s, shared with the notifications,
 //! the mini-program's order page and the reconciler.
 
@@ -26,6 +27,9 @@ use crate::store::orders::{Created, NewOrder, PAID};
 use crate::token::TokenError;
 use crate::wechat::WechatError;
 use crate::{ApiError, AppState, op};
+
+mod customer_service;
+use customer_service::{get_conversation, send_customer_message, set_typing, upload_temp_media};
 
 pub const FUNCTION: Function = Function {
     name: "merchant",
@@ -60,6 +64,10 @@ pub const FUNCTION: Function = Function {
         op!(generate_scheme),
         op!(generate_short_link),
         op!(user_risk_rank),
+        op!(get_conversation),
+        op!(send_customer_message),
+        op!(set_typing),
+        op!(upload_temp_media),
     ]),
 };
 

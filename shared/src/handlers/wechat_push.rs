@@ -20,7 +20,11 @@
 //! - Effects: `subscribe_msg_popup_event` / `subscribe_msg_change_event` → the user's record per
 //!   template (an accepted popup grants one send; a template turned off has none left);
 //!   `wxa_media_check` → the stored media check by `trace_id`; `trade_manage_order_settlement` /
-//!   `trade_manage_remind_shipping` → the order; anything else logged and acknowledged.
+//!   `trade_manage_remind_shipping` → the order; a customer-service message (text, image,
+//!   mini-program card) or `user_enter_tempsession` → the user's conversation and WeChat's reply
+//!   window (`store::conversations`), answered `transfer_customer_service` (sealed when the push
+//!   was) for a user's message when `CUSTOMER_SERVICE_HANDOVER=console`; anything else logged
+//!   and acknowledged.
 
 use crate::at_init::AtInit;
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -30,8 +34,9 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::now_unix;
 use crate::config::Parts;
+use crate::customer_service;
 use crate::function::{Answer, Entry, Function, Route};
-use crate::push::{self, PushError, PushKeys, PushMessage, REPLAY_WINDOW_SECS};
+use crate::push::{self, BodyFormat, PushError, PushKeys, PushMessage, REPLAY_WINDOW_SECS};
 use crate::redacted::Secret;
 use crate::store::messages::Claim;
 use crate::store::orders::TradeEvent;
@@ -227,7 +232,8 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
         Claim::Mine => {}
         Claim::Done => {
             tracing::info!(event = message.get("Event"), "a push handled before: acknowledged");
-            return Ok(success());
+            // WeChat asks again when our answer was lost: a hand-over is answered again.
+            return Ok(answer(&message, keys.as_ref(), hands_over(state, &message)));
         }
         // Not acknowledged, so that WeChat asks again: the other delivery may yet fail.
         Claim::Busy => {
@@ -238,7 +244,7 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
             ));
         }
     }
-    if let Err(e) = apply(state, &message).await {
+    if let Err(e) = apply(state, &message, &key).await {
         // Given back, so that WeChat's retry is handled.
         if let Err(release) = messages.release_push(&key, &claim_id).await {
             tracing::error!(error = %release, "could not give back a push's claim");
@@ -246,7 +252,50 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
         return Err(e);
     }
     messages.finish_push(&key, &claim_id).await?;
-    Ok(success())
+    Ok(answer(&message, keys.as_ref(), hands_over(state, &message)))
+}
+
+/// Whether this push is a user's customer-service message that the operator hands to the
+/// console's agents (`CUSTOMER_SERVICE_HANDOVER=console`); never an event (WeChat would show the
+/// agents a message nobody wrote).
+fn hands_over(state: &AppState, message: &PushMessage) -> bool {
+    state.config.customer_service_handover
+        && customer_service::quota_of(message).is_some_and(|(_, user_message)| user_message)
+}
+
+/// `success`, or the passive reply `transfer_customer_service` in the push's own format, sealed
+/// when the push came encrypted (WeChat takes a plain reply to an encrypted push only in
+/// compatibility mode).
+fn answer(message: &PushMessage, keys: Option<&PushKeys>, hand_over: bool) -> Response<Body> {
+    if !hand_over {
+        return success();
+    }
+    let now = now_unix();
+    let reply = customer_service::transfer_reply(
+        message.format(),
+        message.from_user_name().unwrap_or_default(),
+        message.get("ToUserName").unwrap_or_default(),
+        now,
+    );
+    let (body, content_type) = match (keys, message.format()) {
+        (Some(keys), format) => (
+            keys.seal_reply(&reply, format, now, &crate::random::nonce()),
+            content_type_of(format),
+        ),
+        (None, format) => (reply, content_type_of(format)),
+    };
+    let mut response = text(StatusCode::OK, body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn content_type_of(format: BodyFormat) -> &'static str {
+    match format {
+        BodyFormat::Xml => "application/xml; charset=utf-8",
+        BodyFormat::Json => "application/json",
+    }
 }
 
 /// Whether applying the push changes what this server holds (see [`apply`]).
@@ -306,10 +355,32 @@ fn as_text(value: &Value) -> Option<String> {
     }
 }
 
-async fn apply(state: &AppState, message: &PushMessage) -> Result<(), ApiError> {
+async fn apply(state: &AppState, message: &PushMessage, key: &str) -> Result<(), ApiError> {
     let event = message.get("Event").unwrap_or_default();
     let openid = message.get("FromUserName").unwrap_or_default();
     let now = now_unix();
+    if let Some(grant) = customer_service::quota_of(message) {
+        if openid.is_empty() {
+            tracing::warn!("a customer-service message without FromUserName");
+            return Ok(());
+        }
+        let kept = customer_service::kept_of(message);
+        // WeChat's time, not ours: the window is counted from it.
+        let at = message.create_time().filter(|&t| t > 0).unwrap_or(now);
+        let conversations = state.messages()?.conversations();
+        conversations
+            .record_from_user(openid, key, &kept, grant, at, now)
+            .await?;
+        if hands_over(state, message) {
+            conversations.record_handover(openid, now).await?;
+        }
+        tracing::info!(
+            msgtype = kept["msgtype"].as_str(),
+            handed_over = hands_over(state, message),
+            "customer-service message recorded"
+        );
+        return Ok(());
+    }
     match event {
         "subscribe_msg_popup_event" | "subscribe_msg_change_event" => {
             let wrapper = if event == "subscribe_msg_popup_event" {

@@ -88,6 +88,11 @@ impl MessageStore {
         }
     }
 
+    /// The customer-service conversations kept in the same table.
+    pub fn conversations(&self) -> super::conversations::ConversationStore {
+        super::conversations::ConversationStore::new(self.client.clone(), &self.table)
+    }
+
     fn failed<E: ProvideErrorMetadata + std::fmt::Debug, R>(&self, e: SdkError<E, R>) -> StoreError {
         store_error(Table::Messages, &self.table, e)
     }

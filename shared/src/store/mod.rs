@@ -2,6 +2,7 @@
 //! TTL), and the one way their failures are classified and answered.
 
 pub mod budgets;
+pub mod conversations;
 pub mod messages;
 pub mod orders;
 pub mod refunds;

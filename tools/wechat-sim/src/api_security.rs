@@ -48,6 +48,7 @@ pub const SUPPORTED: &[&str] = &[
     "/wxa/msg_sec_check",
     "/wxa/media_check_async",
     "/cgi-bin/message/subscribe/send",
+    "/cgi-bin/message/custom/send",
 ];
 
 const WINDOW_SECS: u64 = 300;

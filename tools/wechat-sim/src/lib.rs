@@ -10,6 +10,7 @@ mod admin;
 mod api;
 pub mod api_security;
 pub mod crypto;
+mod customer_service;
 mod ledger;
 mod links;
 mod messages;
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub use state::{Fault, SimState};
@@ -85,6 +87,12 @@ pub fn router(config: SimConfig) -> Router {
             post(shipping::notify_confirm_receive),
         )
         .route("/cgi-bin/message/subscribe/send", post(messages::send))
+        .route("/cgi-bin/message/custom/send", post(customer_service::send))
+        .route("/cgi-bin/message/custom/typing", post(customer_service::typing))
+        .route(
+            "/cgi-bin/media/upload",
+            post(customer_service::upload).layer(DefaultBodyLimit::max(customer_service::UPLOAD_BODY_LIMIT)),
+        )
         .route("/wxa/msg_sec_check", post(security::msg_sec_check))
         .route("/wxa/media_check_async", post(security::media_check_async))
         .route("/wxa/getuserriskrank", post(security::getuserriskrank))
@@ -98,6 +106,12 @@ pub fn router(config: SimConfig) -> Router {
         .route("/__sim/subscribe/popup", post(messages::popup))
         .route("/__sim/subscribe/change", post(messages::change))
         .route("/__sim/subscribe/templates", post(messages::add_templates))
+        .route("/__sim/customer-service/write", post(customer_service::write))
+        .route(
+            "/__sim/customer-service/conversation",
+            get(customer_service::conversation),
+        )
+        .route("/__sim/customer-service/media/{media_id}", get(customer_service::media))
         .route("/__sim/media-check/deliver", post(security::deliver_now))
         .route("/__sim/risk", post(security::set_risk))
         .route("/__sim/links", post(links::configure))

@@ -249,15 +249,18 @@ pub struct Outgoing {
 
 /// Sends the requests concurrently, each up to `attempts` times until its answer is
 /// `acknowledged` (status and body); answers what each got last (`{status, body, attempts}`).
-pub async fn deliver_all(requests: Vec<Outgoing>, attempts: u32, acknowledged: fn(u16, &str) -> bool) -> Vec<Value> {
+pub async fn deliver_all<A>(requests: Vec<Outgoing>, attempts: u32, acknowledged: A) -> Vec<Value>
+where
+    A: Fn(u16, &str) -> bool + Clone + Send + Sync + 'static,
+{
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
     let mut tasks = tokio::task::JoinSet::new();
     for request in requests {
-        let client = client.clone();
-        tasks.spawn(async move { deliver(&client, &request, attempts, acknowledged).await });
+        let (client, acknowledged) = (client.clone(), acknowledged.clone());
+        tasks.spawn(async move { deliver(&client, &request, attempts, &acknowledged).await });
     }
     let mut deliveries = Vec::new();
     while let Some(result) = tasks.join_next().await {
@@ -272,7 +275,7 @@ async fn deliver(
     client: &reqwest::Client,
     outgoing: &Outgoing,
     attempts: u32,
-    acknowledged: fn(u16, &str) -> bool,
+    acknowledged: &impl Fn(u16, &str) -> bool,
 ) -> Value {
     let mut last = json!(null);
     for attempt in 1..=attempts {

@@ -3,9 +3,11 @@
 //! nonce) and, in safe or compat mode, encrypted with its EncodingAESKey (AES-256-CBC, IV the key's
 //! first 16 bytes, PKCS#7 over 32-byte blocks, `msg_signature` over the `Encrypt` too). Written here
 //! apart from the server's own code so that each checks the other. A push is retried until answered
-//! `success` or an empty body; tests also ask for forged, stale, replayed and duplicated ones.
+//! `success` or an empty body; tests also ask for forged, stale, replayed and duplicated ones. A
+//! user's customer-service message may also be answered with a passive reply that hands the
+//! conversation to the console's agents ([`ConversationPush`]).
 
-use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
+use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -87,6 +89,13 @@ pub struct PushState {
     sent: Vec<Sent>,
 }
 
+impl PushState {
+    /// Whether the developer has set a push URL.
+    pub fn configured(&self) -> bool {
+        self.config.is_some()
+    }
+}
+
 /// The mini program's original id (`gh_…`), the `ToUserName` of every push.
 pub fn original_id(app_id: &str) -> String {
     format!("gh_{}", &sorted_sha1(&[app_id])[..12])
@@ -117,6 +126,33 @@ pub fn encrypt(key: &[u8; 32], message: &str, app_id: &str, bad_padding: bool) -
     plain.resize(plain.len() + pad, if bad_padding { 0 } else { pad as u8 });
     let cipher = cbc::Encryptor::<aes::Aes256>::new_from_slices(key, &key[..16]).expect("32-byte key, 16-byte IV");
     STANDARD.encode(cipher.encrypt_padded_vec_mut::<NoPadding>(&plain))
+}
+
+/// The message of an `Encrypt` made as [`encrypt`] makes it, read as WeChat reads a passive reply:
+/// whole AES blocks, PKCS#7 pad bytes (1 to 32) all equal to their count, the length within the
+/// plaintext and the app id after the message exactly `app_id`'s.
+pub fn decrypt(key: &[u8; 32], encrypted: &str, app_id: &str) -> Option<String> {
+    let sealed = STANDARD.decode(encrypted.trim()).ok()?;
+    if sealed.is_empty() || sealed.len() % 16 != 0 {
+        return None;
+    }
+    let cipher = cbc::Decryptor::<aes::Aes256>::new_from_slices(key, &key[..16]).ok()?;
+    let plain = cipher.decrypt_padded_vec_mut::<NoPadding>(&sealed).ok()?;
+    let pad = usize::from(*plain.last()?);
+    if !(1..=32).contains(&pad)
+        || pad > plain.len()
+        || plain[plain.len() - pad..].iter().any(|b| usize::from(*b) != pad)
+    {
+        return None;
+    }
+    let plain = &plain[..plain.len() - pad];
+    let len = u32::from_be_bytes(plain.get(16..20)?.try_into().ok()?) as usize;
+    let end = 20usize.checked_add(len)?;
+    let message = plain.get(20..end)?;
+    if &plain[end..] != app_id.as_bytes() {
+        return None;
+    }
+    String::from_utf8(message.to_vec()).ok()
 }
 
 /// The message as WeChat writes it: `<xml>` with text in CDATA, numbers bare, objects nested and
@@ -157,6 +193,57 @@ fn xml_element(out: &mut String, name: &str, value: &Value) {
         other => out.push_str(&other.to_string()),
     }
     out.push_str(&format!("</{name}>"));
+}
+
+/// The fields of a flat `<xml>` message (a passive reply), as text: each element's text and CDATA
+/// sections joined, the five predefined entities read. `None` for anything else (nested elements,
+/// unclosed tags, text outside elements).
+pub fn parse_xml(body: &str) -> Option<Map<String, Value>> {
+    let mut rest = body.trim();
+    if let Some(prolog) = rest.strip_prefix("<?xml") {
+        rest = prolog.split_once("?>")?.1.trim_start();
+    }
+    let mut rest = rest.strip_prefix("<xml>")?.strip_suffix("</xml>")?;
+    let mut fields = Map::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return Some(fields);
+        }
+        let (name, mut inner) = rest.strip_prefix('<')?.split_once('>')?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return None;
+        }
+        let close = format!("</{name}>");
+        let mut text = String::new();
+        loop {
+            if let Some(cdata) = inner.strip_prefix("<![CDATA[") {
+                let (part, after) = cdata.split_once("]]>")?;
+                text.push_str(part);
+                inner = after;
+            } else if let Some(after) = inner.strip_prefix(close.as_str()) {
+                inner = after;
+                break;
+            } else {
+                let end = inner.find('<')?;
+                if end == 0 {
+                    return None;
+                }
+                text.push_str(&unescape(&inner[..end]));
+                inner = &inner[end..];
+            }
+        }
+        fields.insert(name.to_owned(), Value::String(text));
+        rest = inner;
+    }
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 /// An event's common fields (`ToUserName` and `CreateTime` are added when it is sent).
@@ -294,9 +381,15 @@ fn acknowledged(status: u16, body: &str) -> bool {
     (200..300).contains(&status) && matches!(body.trim(), "" | "success")
 }
 
-/// Records a push, sends its requests (retried while unacknowledged if `retry`), records and
+/// Records a push, sends its requests (retried while not `acknowledged` if `retry`), records and
 /// answers `{push_id, deliveries}`.
-async fn dispatch(state: &Shared, message: &Map<String, Value>, requests: Vec<Outgoing>, retry: bool) -> Value {
+async fn dispatch(
+    state: &Shared,
+    message: &Map<String, Value>,
+    requests: Vec<Outgoing>,
+    retry: bool,
+    acknowledged: impl Fn(u16, &str) -> bool + Clone + Send + Sync + 'static,
+) -> Value {
     let push_id = random_text(16);
     state.lock().unwrap().push.sent.push(Sent {
         push_id: push_id.clone(),
@@ -325,7 +418,115 @@ pub async fn push(state: &Shared, make: impl FnOnce(Format) -> Map<String, Value
     let prepared = Prepared::of(state)?;
     let message = prepared.complete(make(prepared.config.format));
     let request = prepared.request(&message, prepared.now, None);
-    Some(dispatch(state, &message, vec![request], true).await)
+    Some(dispatch(state, &message, vec![request], true, acknowledged).await)
+}
+
+/// A field of a message read from XML (text) or JSON (text or a number), as text.
+fn text_field(message: &Map<String, Value>, name: &str) -> Option<String> {
+    match message.get(name)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// What tells a passive reply to a push to one user from anything else.
+#[derive(Clone)]
+struct ReplyCheck {
+    config: PushConfig,
+    app_id: String,
+    openid: String,
+}
+
+impl ReplyCheck {
+    /// Whether `body` is a `transfer_customer_service` passive reply as WeChat takes one: in the
+    /// console's format, from the app's original id to the user with a numeric `CreateTime`; in
+    /// plain mode as is, in safe mode encrypted (`{Encrypt, MsgSignature, TimeStamp, Nonce}`,
+    /// `MsgSignature` the sorted sha1 of the token, `TimeStamp`, `Nonce` and `Encrypt`), in compat
+    /// mode either.
+    fn is_transfer(&self, body: &str) -> bool {
+        let config = &self.config;
+        let parse = |text: &str| match config.format {
+            Format::Xml => parse_xml(text),
+            Format::Json => serde_json::from_str::<Value>(text.trim())
+                .ok()
+                .and_then(|v| v.as_object().cloned()),
+        };
+        let Some(outer) = parse(body) else {
+            return false;
+        };
+        let reply = if outer.contains_key("Encrypt") {
+            let Some(key) = aes_key(&config.encoding_aes_key).filter(|_| config.mode != Mode::Plain) else {
+                return false;
+            };
+            let field = |name: &str| text_field(&outer, name).unwrap_or_default();
+            let (encrypted, timestamp, nonce) = (field("Encrypt"), field("TimeStamp"), field("Nonce"));
+            if field("MsgSignature") != sorted_sha1(&[&config.token, &timestamp, &nonce, &encrypted]) {
+                return false;
+            }
+            match decrypt(&key, &encrypted, &self.app_id).and_then(|inner| parse(&inner)) {
+                Some(inner) => inner,
+                None => return false,
+            }
+        } else if config.mode == Mode::Safe {
+            return false;
+        } else {
+            outer
+        };
+        let field = |name: &str| text_field(&reply, name);
+        field("MsgType").as_deref() == Some("transfer_customer_service")
+            && field("ToUserName").as_deref() == Some(self.openid.as_str())
+            && field("FromUserName") == Some(original_id(&self.app_id))
+            && field("CreateTime").is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+/// A push of a user's customer-service message (or their `user_enter_tempsession` event), made
+/// before it is sent so that its caller can record it (with its `MsgId`) first. Besides `success`
+/// the developer's server may answer it with a `transfer_customer_service` passive reply, which
+/// WeChat takes as an acknowledgement too; any other answer is retried.
+pub struct ConversationPush {
+    prepared: Prepared,
+    message: Map<String, Value>,
+    check: ReplyCheck,
+}
+
+impl ConversationPush {
+    /// The push of `message` from `openid`, completed; `None` when no push URL is configured.
+    pub fn new(state: &Shared, openid: &str, message: Map<String, Value>) -> Option<Self> {
+        let prepared = Prepared::of(state)?;
+        let message = prepared.complete(message);
+        let check = ReplyCheck {
+            config: prepared.config.clone(),
+            app_id: prepared.app_id.clone(),
+            openid: openid.to_owned(),
+        };
+        Some(Self {
+            prepared,
+            message,
+            check,
+        })
+    }
+
+    pub fn message(&self) -> &Map<String, Value> {
+        &self.message
+    }
+
+    /// Sends it, retried until acknowledged; answers `{push_id, message, deliveries}` and whether
+    /// the developer's server answered with a transfer to the agents.
+    pub async fn send(self, state: &Shared) -> (Value, bool) {
+        let request = self.prepared.request(&self.message, self.prepared.now, None);
+        let check = self.check.clone();
+        let taken = move |status: u16, body: &str| {
+            acknowledged(status, body) || ((200..300).contains(&status) && check.is_transfer(body))
+        };
+        let record = dispatch(state, &self.message, vec![request], true, taken).await;
+        let transferred = record["deliveries"].as_array().into_iter().flatten().any(|d| {
+            let status = d["status"].as_u64().unwrap_or(0);
+            (200..300).contains(&status) && self.check.is_transfer(d["body"].as_str().unwrap_or_default())
+        });
+        (record, transferred)
+    }
 }
 
 /// `POST /__sim/push/config {"url", "token", "encoding_aes_key", "mode", "format"}`: what the
@@ -402,7 +603,7 @@ pub async fn send(State(state): State<Shared>, Json(body): Json<SendBody>) -> Re
             Some(_) => return admin_error(StatusCode::BAD_REQUEST, "a swapped body needs plain mode"),
             None => message,
         };
-        return Json(dispatch(&state, &message, requests, false).await).into_response();
+        return Json(dispatch(&state, &message, requests, false, acknowledged).await).into_response();
     }
     let Some(message) = body.message else {
         return admin_error(StatusCode::BAD_REQUEST, "give a message (or replay_of)");
@@ -420,7 +621,7 @@ pub async fn send(State(state): State<Shared>, Json(body): Json<SendBody>) -> Re
         .map(|_| prepared.request(&message, timestamp, body.tamper))
         .collect();
     let genuine = body.tamper.is_none() && body.timestamp_offset_secs == 0;
-    Json(dispatch(&state, &message, requests, genuine).await).into_response()
+    Json(dispatch(&state, &message, requests, genuine, acknowledged).await).into_response()
 }
 
 /// `GET /__sim/push/sent`: every push made so far, with what each delivery got.
@@ -495,6 +696,58 @@ mod tests {
             "<xml><A><![CDATA[x]]]]><![CDATA[>y]]></A><B>7</B><C><List><T><![CDATA[1]]></T></List>\
              <List><T><![CDATA[2]]></T></List></C></xml>"
         );
+    }
+
+    #[test]
+    fn decrypt_reads_what_encrypt_writes_and_refuses_the_rest() {
+        let key = [9u8; 32];
+        for message in ["", "x", "<xml><A>中文</A></xml>", &"m".repeat(100)] {
+            assert_eq!(
+                decrypt(&key, &encrypt(&key, message, "wx1", false), "wx1").as_deref(),
+                Some(message)
+            );
+        }
+        let sealed = encrypt(&key, "hello", "wx1", false);
+        assert_eq!(decrypt(&key, &sealed, "wx2"), None, "another app id");
+        assert_eq!(decrypt(&[8u8; 32], &sealed, "wx1"), None, "another key");
+        assert_eq!(
+            decrypt(&key, &encrypt(&key, "hello", "wx1", true), "wx1"),
+            None,
+            "bad padding"
+        );
+        assert_eq!(decrypt(&key, "not base64!", "wx1"), None);
+        assert_eq!(
+            decrypt(&key, &STANDARD.encode([1u8; 20]), "wx1"),
+            None,
+            "not whole blocks"
+        );
+    }
+
+    #[test]
+    fn flat_xml_is_read_with_or_without_cdata() {
+        let read = parse_xml(
+            "<?xml version=\"1.0\"?>\n<xml>\n <A><![CDATA[x]]]]><![CDATA[>y]]></A>\n <B>7</B><C>a &amp; &lt;b&gt;</C><D></D></xml>",
+        );
+        assert_eq!(
+            read.map(Value::Object),
+            Some(json!({"A": "x]]>y", "B": "7", "C": "a & <b>", "D": ""}))
+        );
+        let rendered = render(Format::Xml, json!({"T": "o1", "N": 5}).as_object().unwrap());
+        assert_eq!(
+            parse_xml(&rendered).map(Value::Object),
+            Some(json!({"T": "o1", "N": "5"}))
+        );
+        for bad in [
+            "",
+            "success",
+            "<xml><A>1</A>",
+            "<xml><A><B>1</B></A></xml>",
+            "<xml><A>1</B></xml>",
+            "<xml>text</xml>",
+            "<xml><A/></xml>",
+        ] {
+            assert_eq!(parse_xml(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ EVERYTHING = {
     "Stage": "dev",
     "SafeDeploys": "true",
     "DeploymentType": "Linear10PercentEvery1Minute",
+    "CustomerServiceHandover": "console",
+    "CustomerServiceAutoReply": "您好，客服将尽快回复。",
 }
 COMBINATIONS = {"every option off": MINIMAL, "a domain alone": {**MINIMAL, **DOMAIN}, "every option on": EVERYTHING}
 

@@ -60,6 +60,10 @@ pub struct Parts {
     pub budget: bool,
     /// Asynchronous media checks, of URLs on the hosts the operator lists (`MEDIA_URL_HOSTS`).
     pub media_check: bool,
+    /// An automatic customer-service reply, when the operator sets one
+    /// (`CUSTOMER_SERVICE_AUTO_REPLY`): with it the function also has `wechat` and
+    /// `access_token` (the reply is a WeChat API call), without it neither.
+    pub auto_reply: bool,
 }
 
 impl Parts {
@@ -79,6 +83,7 @@ impl Parts {
         push: false,
         budget: false,
         media_check: false,
+        auto_reply: false,
     };
 
     /// Every part (tests build one state that serves every function).
@@ -98,6 +103,7 @@ impl Parts {
         push: true,
         budget: true,
         media_check: true,
+        auto_reply: true,
     };
 
     /// Every setting these parts read: `(name, required)`.
@@ -153,6 +159,19 @@ impl Parts {
             &[("CALLER_BUDGET_PER_MINUTE", false), ("CALLER_BUDGET_BURST", false)],
         );
         add(self.media_check, &[("MEDIA_URL_HOSTS", false)]);
+        // Optional all: they are read only once CUSTOMER_SERVICE_AUTO_REPLY is set (and then
+        // the parts they belong to make them required).
+        add(
+            self.auto_reply,
+            &[
+                ("CUSTOMER_SERVICE_AUTO_REPLY", false),
+                ("APP_SECRET_ID", false),
+                ("WECHAT_API_BASE", false),
+                ("WECHAT_TIMEOUT_MS", false),
+                ("SECRET_CACHE_TTL_SECS", false),
+                ("TOKENS_TABLE", false),
+            ],
+        );
         add(
             self.pay_orders,
             &[
@@ -261,6 +280,9 @@ pub struct Config {
     /// handing it to the agents of WeChat's customer-service tool (`CUSTOMER_SERVICE_HANDOVER`:
     /// `none` by default, the back office replies; `console`).
     pub customer_service_handover: bool,
+    /// The text sent to a user who opens a conversation (`CUSTOMER_SERVICE_AUTO_REPLY`, at most
+    /// 2048 bytes; unset: none).
+    pub customer_service_auto_reply: Option<String>,
 }
 
 /// [`Config::token_lease`]: above a WeChat call's timeout with its retries' pauses, short enough
@@ -282,7 +304,23 @@ impl Config {
     /// Reads the settings of `parts` through `lookup` (and no other), reporting every missing or
     /// malformed one at once so that an operator fixes the deployment in one go.
     pub fn from_lookup(parts: Parts, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An automatic reply is a WeChat API call: the operator's opt-in brings the parts it needs.
+        let auto_reply_text = parts
+            .auto_reply
+            .then(|| lookup("CUSTOMER_SERVICE_AUTO_REPLY"))
+            .flatten()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
         let wanted = parts.settings();
+        let parts = if auto_reply_text.is_some() {
+            Parts {
+                wechat: true,
+                access_token: true,
+                ..parts
+            }
+        } else {
+            parts
+        };
         let lookup = |name: &str| {
             debug_assert!(
                 wanted.iter().any(|(n, _)| *n == name),
@@ -479,6 +517,12 @@ impl Config {
                     false
                 }
             };
+        if auto_reply_text
+            .as_ref()
+            .is_some_and(|t| t.len() > crate::customer_service::MAX_REPLY_TEXT_BYTES)
+        {
+            problems.push("CUSTOMER_SERVICE_AUTO_REPLY must be at most 2048 bytes".to_owned());
+        }
         if parts.pay && !parts.orders {
             problems.push("the pay part needs the orders part (a programming error)".to_owned());
         }
@@ -520,6 +564,7 @@ impl Config {
             media_url_hosts,
             push_plain_effects,
             customer_service_handover,
+            customer_service_auto_reply: auto_reply_text,
             pay_orders: parts.pay_orders.then(|| PayOrderSettings {
                 api_base: wechatpay_api_base,
                 notify_url: notify_url.unwrap_or_default(),

@@ -53,6 +53,18 @@ fn resource_names(resource: &Value) -> Vec<String> {
 fn grants(function: &Value) -> BTreeMap<String, BTreeSet<String>> {
     let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for policy in function["Properties"]["Policies"].as_array().into_iter().flatten() {
+        // A policy under a condition (`!If [Cond, policy, AWS::NoValue]`): what it grants when on.
+        let policy = match policy.get("Fn::If") {
+            Some(branches) => {
+                assert_eq!(
+                    branches[2],
+                    serde_json::json!({"Ref": "AWS::NoValue"}),
+                    "nothing when off"
+                );
+                &branches[1]
+            }
+            None => policy,
+        };
         for statement in policy["Statement"].as_array().expect("inline statements only") {
             assert_eq!(statement["Effect"], "Allow");
             let actions: Vec<String> = match &statement["Action"] {
@@ -115,7 +127,8 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
             .map(|(r, _)| r.as_str())
             .collect();
         let mut expected = BTreeSet::new();
-        if parts.wechat {
+        // An automatic reply, when the operator sets one, is a WeChat call (see Parts::auto_reply).
+        if parts.wechat || parts.auto_reply {
             expected.insert("AppSecretArn");
         }
         if parts.push {
@@ -139,7 +152,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "RefundsTable" => parts.refunds,
                 "TransfersTable" => parts.transfers,
                 "MessagesTable" => parts.messages,
-                "TokensTable" => parts.access_token,
+                "TokensTable" => parts.access_token || parts.auto_reply,
                 "AppSecretArn" | "PaySecretArn" | "PushSecretArn" => true,
                 other => panic!("{name}: a grant on {other}"),
             };
@@ -151,7 +164,7 @@ fn each_function_may_read_only_the_secrets_and_tables_it_uses() {
                 "{name} declares sessions but may not read them"
             );
         }
-        if parts.access_token {
+        if parts.access_token || parts.auto_reply {
             let actions = grants.get("TokensTable").cloned().unwrap_or_default();
             let expected: BTreeSet<String> = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
                 .map(String::from)

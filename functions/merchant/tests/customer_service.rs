@@ -299,3 +299,52 @@ async fn replies_go_in_api_security_mode_when_it_is_on() {
     );
     assert_eq!(after["refused"], before["refused"]);
 }
+
+#[tokio::test]
+async fn the_operators_automatic_reply_greets_each_new_conversation_once() {
+    let stack = Stack::start().await;
+    let greeting = "您好，客服将尽快回复。";
+    stack
+        .enable_push_with("safe", "json", &[("CUSTOMER_SERVICE_AUTO_REPLY", greeting)])
+        .await;
+    // Entering opens the conversation: greeted.
+    write(&stack, "o_ivan", None).await;
+    // Writing within the open window: not greeted again; a repeat of a push neither.
+    write(&stack, "o_ivan", Some("hello")).await;
+    let message = json!({"FromUserName": "o_ivan", "MsgType": "text", "Content": "again", "MsgId": 11_u64});
+    stack
+        .sim_post("/__sim/push/send", json!({"message": message, "copies": 3}))
+        .await;
+    let theirs = sim_conversation(&stack, "o_ivan").await;
+    let replies: Vec<&Value> = theirs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["from"] == "app")
+        .collect();
+    assert_eq!(replies.len(), 1, "{theirs}");
+    assert_eq!(replies[0]["content"], greeting);
+    let recorded = conversation(&stack, "o_ivan").await;
+    let ours: Vec<&Value> = recorded["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["from"] == "app")
+        .collect();
+    assert_eq!((ours.len(), ours[0]["auto"].as_bool()), (1, Some(true)), "{recorded}");
+    // One of entering's 2 replies used, then the message's 5 (not cumulative): 5 left.
+    assert_eq!(recorded["window"]["left"], 5);
+}
+
+#[tokio::test]
+async fn without_an_automatic_reply_the_push_receiver_has_no_wechat_api() {
+    let stack = Stack::start().await;
+    let state = stack.state_for(&wxa_shared::handlers::wechat_push::FUNCTION);
+    assert!(state.wechat().is_err(), "no AppSecret, no token: a push secret only");
+    assert!(state.config.app_secret_id.is_none(), "the AppSecret is not even named");
+    let state = stack.state_with(
+        &wxa_shared::handlers::wechat_push::FUNCTION,
+        &[("CUSTOMER_SERVICE_AUTO_REPLY", "hi")],
+    );
+    assert!(state.wechat().is_ok());
+}

@@ -48,6 +48,7 @@ pub const FUNCTION: Function = Function {
         push: true,
         messages: true,
         orders: true,
+        auto_reply: true,
         ..Parts::NONE
     },
     // Every push is verified with the push secret's token.
@@ -255,6 +256,36 @@ async fn receive(state: &AppState, req: &Request) -> Answer {
     Ok(answer(&message, keys.as_ref(), hands_over(state, &message)))
 }
 
+/// The operator's automatic reply to a user who opens a conversation, sent once (a repeat of
+/// the push finds the message kept and sends nothing). Its failure is logged, never the push's:
+/// the message is recorded, and the back office can still answer.
+async fn auto_reply(state: &AppState, openid: &str, text: &str) {
+    let body = serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
+    let sent = match state.wechat() {
+        Ok(wechat) => wechat
+            .call("/cgi-bin/message/custom/send", &body)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let kept = serde_json::json!({ "msgtype": "text", "content": text, "auto": true });
+    let recorded = match (&sent, state.messages()) {
+        (Ok(_), Ok(messages)) => messages
+            .conversations()
+            .record_reply(openid, &kept, now_unix())
+            .await
+            .map(drop)
+            .map_err(ApiError::from),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(_), _) => Ok(()),
+    };
+    match (sent, recorded) {
+        (Ok(_), Ok(())) => tracing::info!("automatic customer-service reply sent"),
+        (Ok(_), Err(e)) => tracing::warn!(error = %e, detail = e.detail(), "automatic reply sent but not recorded"),
+        (Err(e), _) => tracing::warn!(error = %e, detail = e.detail(), "automatic customer-service reply not sent"),
+    }
+}
+
 /// Whether this push is a user's customer-service message that the operator hands to the
 /// console's agents (`CUSTOMER_SERVICE_HANDOVER=console`); never an event (WeChat would show the
 /// agents a message nobody wrote).
@@ -368,11 +399,16 @@ async fn apply(state: &AppState, message: &PushMessage, key: &str) -> Result<(),
         // WeChat's time, not ours: the window is counted from it.
         let at = message.create_time().filter(|&t| t > 0).unwrap_or(now);
         let conversations = state.messages()?.conversations();
-        conversations
+        let recorded = conversations
             .record_from_user(openid, key, &kept, grant, at, now)
             .await?;
         if hands_over(state, message) {
             conversations.record_handover(openid, now).await?;
+        }
+        if recorded.opened
+            && let Some(text) = &state.config.customer_service_auto_reply
+        {
+            auto_reply(state, openid, text).await;
         }
         tracing::info!(
             msgtype = kept["msgtype"].as_str(),

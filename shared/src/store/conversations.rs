@@ -5,6 +5,7 @@
 //! `version` did not move meanwhile (two deliveries, a push and a reply at once: each applied
 //! once, none lost); a push's message is kept once, by its key, whatever WeChat repeats.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -76,6 +77,15 @@ impl Conversation {
     fn holds(&self, key: &str) -> bool {
         self.messages.iter().any(|m| m["key"] == key)
     }
+}
+
+/// What recording a user's message did.
+#[derive(Debug)]
+pub struct FromUser {
+    pub conversation: Conversation,
+    /// It opened WeChat's reply window (none was open): a conversation begins. False for a
+    /// message kept before (WeChat's repeat).
+    pub opened: bool,
 }
 
 #[derive(Clone)]
@@ -228,22 +238,30 @@ impl ConversationStore {
         (quota, user_message): (Quota, bool),
         at: u64,
         now: u64,
-    ) -> Result<Conversation, StoreError> {
-        self.change(openid, now, |c| {
-            if c.holds(key) {
-                return false;
-            }
-            let mut message = kept.clone();
-            message["from"] = json!("user");
-            message["at"] = json!(at);
-            message["key"] = json!(key);
-            c.push_message(message);
-            c.window = c.window.after(quota, at);
-            c.last_user_at = Some(c.last_user_at.unwrap_or(0).max(at));
-            c.awaiting_reply |= user_message;
-            true
+    ) -> Result<FromUser, StoreError> {
+        let opened = std::sync::atomic::AtomicBool::new(false);
+        let conversation = self
+            .change(openid, now, |c| {
+                opened.store(false, Relaxed);
+                if c.holds(key) {
+                    return false;
+                }
+                opened.store(!c.window.is_open(at), Relaxed);
+                let mut message = kept.clone();
+                message["from"] = json!("user");
+                message["at"] = json!(at);
+                message["key"] = json!(key);
+                c.push_message(message);
+                c.window = c.window.after(quota, at);
+                c.last_user_at = Some(c.last_user_at.unwrap_or(0).max(at));
+                c.awaiting_reply |= user_message;
+                true
+            })
+            .await?;
+        Ok(FromUser {
+            conversation,
+            opened: opened.load(Relaxed),
         })
-        .await
     }
 
     /// A reply WeChat accepted: kept, one fewer left in the window.

@@ -106,6 +106,20 @@ impl Parts {
         auto_reply: true,
     };
 
+    /// These parts as `config` (read for them) puts them to work: an automatic reply, when the
+    /// operator set one, brings `wechat` and `access_token`.
+    pub fn in_effect(self, config: &Config) -> Self {
+        if self.auto_reply && config.customer_service_auto_reply.is_some() {
+            Self {
+                wechat: true,
+                access_token: true,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
     /// Every setting these parts read: `(name, required)`.
     pub fn settings(&self) -> Vec<(&'static str, bool)> {
         let mut names = vec![("APP_ID", true), ("TLS_ROOTS", false), ("CONNECT_AT_INIT", false)];

@@ -160,6 +160,7 @@ impl Function {
         context: &lambda_http::Context,
     ) -> serde_json::Value {
         let work = self.invoke_within(state, event, context);
+        let work = crate::state::as_declared(self.parts.in_effect(&state.config), work);
         crate::metrics::scope(self.name, &context.request_id, work).await
     }
 
@@ -209,6 +210,7 @@ impl Function {
     pub async fn handle(&self, state: &AppState, req: Request) -> Response<Body> {
         let request_id = request_id(&req);
         let answer = self.answer(state, req, &request_id);
+        let answer = crate::state::as_declared(self.parts.in_effect(&state.config), answer);
         crate::metrics::scope(self.name, &request_id, answer).await
     }
 

@@ -35,7 +35,8 @@ pub struct Wechat {
 impl Wechat {
     /// The access token and card ticket (part `access_token`).
     pub fn tokens(&self) -> Result<&AccessTokenCache, TokenError> {
-        self.tokens.as_ref().ok_or(TokenError::Undeclared)
+        let declared = DECLARED.try_with(|p| p.access_token).unwrap_or(true);
+        self.tokens.as_ref().filter(|_| declared).ok_or(TokenError::Undeclared)
     }
 
     /// `wxa/checksession` for `session` with the access token: whether its key is still the
@@ -116,18 +117,15 @@ pub struct Payments {
 impl Payments {
     /// The client that talks to WeChat Pay, and where it says notifications go.
     pub fn client(&self) -> Result<(&PayClient, &PayOrderSettings), ApiError> {
-        self.client
-            .as_ref()
-            .map(|(c, s)| (c, s))
-            .ok_or_else(|| undeclared("pay_orders"))
+        part(self.client.as_ref(), "pay_orders", |p| p.pay_orders).map(|(c, s)| (c, s))
     }
 
     pub fn refunds(&self) -> Result<&RefundStore, ApiError> {
-        self.refunds.as_ref().ok_or_else(|| undeclared("refunds"))
+        part(self.refunds.as_ref(), "refunds", |p| p.refunds)
     }
 
     pub fn transfers(&self) -> Result<&TransferStore, ApiError> {
-        self.transfers.as_ref().ok_or_else(|| undeclared("transfers"))
+        part(self.transfers.as_ref(), "transfers", |p| p.transfers)
     }
 }
 
@@ -155,6 +153,25 @@ const QRCODE_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// function's own tests catch.
 fn undeclared(part: &str) -> ApiError {
     ApiError::misconfigured(format!("this function does not declare the part {part}"))
+}
+
+tokio::task_local! {
+    /// The parts the function being run declares (set by `Function::handle` / `invoke`).
+    static DECLARED: Parts;
+}
+
+/// Runs `work` as the function that declares `parts`: a part it did not declare is refused
+/// even by a state that holds it (a test's state serves every function), so a forgotten part
+/// fails the function's tests as it would fail in production, where the state has only those.
+pub async fn as_declared<T>(parts: Parts, work: impl Future<Output = T>) -> T {
+    DECLARED.scope(parts, work).await
+}
+
+/// `value` if the running function declared its part (`declares`); outside a function's run
+/// (a test reading back) every part the state holds is there.
+fn part<'a, T>(value: Option<&'a T>, name: &str, declares: fn(&Parts) -> bool) -> Result<&'a T, ApiError> {
+    let declared = DECLARED.try_with(declares).unwrap_or(true);
+    value.filter(|_| declared).ok_or_else(|| undeclared(name))
 }
 
 impl AppState {
@@ -292,36 +309,36 @@ impl AppState {
     }
 
     pub fn sessions(&self) -> Result<&SessionStore, ApiError> {
-        self.sessions.as_ref().ok_or_else(|| undeclared("sessions"))
+        part(self.sessions.as_ref(), "sessions", |p| p.sessions)
     }
 
     pub fn wechat(&self) -> Result<&Wechat, ApiError> {
-        self.wechat.as_ref().ok_or_else(|| undeclared("wechat"))
+        part(self.wechat.as_ref(), "wechat", |p| p.wechat)
     }
 
     /// The orders table (also `pay()?.orders` where the function pays).
     pub fn orders(&self) -> Result<&OrderStore, ApiError> {
-        self.orders.as_ref().ok_or_else(|| undeclared("orders"))
+        part(self.orders.as_ref(), "orders", |p| p.orders)
     }
 
     pub fn messages(&self) -> Result<&MessageStore, ApiError> {
-        self.messages.as_ref().ok_or_else(|| undeclared("messages"))
+        part(self.messages.as_ref(), "messages", |p| p.messages)
     }
 
     /// The push secret (the message push's token and EncodingAESKey).
     pub fn push_secrets(&self) -> Result<&SecretCache<PushSecrets>, ApiError> {
-        self.push.as_ref().ok_or_else(|| undeclared("push"))
+        part(self.push.as_ref(), "push", |p| p.push)
     }
 
     pub fn pay(&self) -> Result<&Payments, ApiError> {
-        self.pay.as_ref().ok_or_else(|| undeclared("pay"))
+        part(self.pay.as_ref(), "pay", |p| p.pay)
     }
 
     /// Spends one call of `openid`'s budget on `route` (a route that spends app-wide WeChat
     /// quotas or money for its caller), before that call: `429 too_many_requests` with
     /// `Retry-After` when it is spent.
     pub async fn spend_budget(&self, route: &str, openid: &str) -> Result<(), ApiError> {
-        let (store, budget) = self.budgets.as_ref().ok_or_else(|| undeclared("budget"))?;
+        let (store, budget) = part(self.budgets.as_ref(), "budget", |p| p.budget)?;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);

@@ -311,3 +311,33 @@ async fn answers_signed_under_either_key_of_a_switch_are_verified_by_the_serial_
     );
     assert!(!stack.order("T_SWITCH_00009").await.contains_key("prepay_id"));
 }
+
+/// A function that forgets to declare a part its handler uses fails its tests, even against the
+/// test stack's state (which holds every part), as it would fail in production: the state
+/// refuses a part the running function did not declare.
+#[tokio::test]
+async fn a_function_that_forgets_a_part_it_uses_fails_here_not_in_production() {
+    let (stack, _keys, token) = ready(PayApi::V3, SignType::HmacSha256).await;
+    let forgetful = wxa_shared::function::Function {
+        name: "pay-sign",
+        parts: wxa_shared::config::Parts {
+            pay: false,
+            pay_orders: false,
+            ..pay_sign::FUNCTION.parts
+        },
+        ..pay_sign::FUNCTION
+    };
+    let (status, body) = read(
+        &forgetful
+            .handle(&stack.state, authed_event("pay-sign.json", &token, None))
+            .await,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("server_misconfigured")),
+        "{body}"
+    );
+    // The same request, the same state: the function as declared pays.
+    let (status, body) = sign(&stack, &token, None).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -1,7 +1,8 @@
 //! An in-process stand-in for `cargo lambda watch`'s Lambda Invoke endpoint
 //! (`POST /2015-03-31/functions/{name}/invocations`): the event is parsed as the Lambda runtime
-//! parses it, the function of that name ([`FUNCTIONS`]) answers it with a [`Stack`]'s state, and
-//! the answer goes back as the runtime would send it: for an HTTP function the API Gateway
+//! parses it, the function of that name ([`FUNCTIONS`]) answers it with its own state (as its
+//! container builds it: [`crate::Stack::state_for`]), and the answer goes back as the runtime
+//! would send it: for an HTTP function the API Gateway
 //! payload 2.0 response, for an invoked (ops) or scheduled one its JSON answer as it is. So the
 //! real gateway (tools/gateway) can run in front of the real handlers without building a binary,
 //! and the AWS SDK's `Invoke` (`wxa merchant`) can reach the merchant function.
@@ -45,7 +46,8 @@ pub struct InvokeApi {
 }
 
 struct Served {
-    state: Arc<AppState>,
+    /// Each function's own state, as its container builds it (only the parts it declares).
+    states: std::collections::HashMap<&'static str, Arc<AppState>>,
     http: reqwest::Client,
     sim_base: String,
     /// Each invocation's deadline from its start: template.yaml's `Timeout`, as deployed.
@@ -62,7 +64,10 @@ impl InvokeApi {
             .as_u64()
             .expect("template.yaml has a global Timeout");
         let served = Arc::new(Served {
-            state: stack.state.clone(),
+            states: FUNCTIONS
+                .iter()
+                .map(|function| (function.name, Arc::new(stack.state_for(function))))
+                .collect(),
             http: stack.http.clone(),
             sim_base: stack.sim.base_url(),
             timeout: Duration::from_secs(timeout),
@@ -118,10 +123,10 @@ async fn invoke(
     }
     let context = crate::invocation_context(served.timeout, &request_id);
     let invoked = match function.entry {
-        Entry::Routes(_) => http_event(function, &served.state, &payload, context).await,
+        Entry::Routes(_) => http_event(function, &served.states[function.name], &payload, context).await,
         // lambda_runtime hands these functions the event's JSON itself, not an HTTP request.
         Entry::Ops(_) | Entry::Scheduled(_) => match serde_json::from_slice(&payload) {
-            Ok(event) => Ok(function.invoke(&served.state, event, &context).await),
+            Ok(event) => Ok(function.invoke(&served.states[function.name], event, &context).await),
             Err(e) => Err(("Runtime.UnmarshalError", e.to_string())),
         },
     };
@@ -184,7 +189,7 @@ async fn token(State(served): State<Arc<Served>>) -> (StatusCode, String) {
     // may read back, and no case sees another's revoked or logged-out session.
     served.users.fetch_add(1, Ordering::Relaxed);
     let user = json!({ "openid": "o_test_client" });
-    match crate::log_in(&served.state, &served.http, &served.sim_base, user).await {
+    match crate::log_in(&served.states["login"], &served.http, &served.sim_base, user).await {
         Ok(token) => (StatusCode::OK, json!({ "token": token }).to_string()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": e }).to_string()),
     }

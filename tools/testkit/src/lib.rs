@@ -383,7 +383,9 @@ fn operation_name(cfg: &ConfigBag) -> String {
 pub struct Stack {
     pub sim: SimServer,
     /// Every part, so that one state serves every function; shared with the HTTP server that
-    /// serves `pay-notify` at the configured `PAY_NOTIFY_URL`. [`Stack::state_for`] builds a
+    /// serves `pay-notify` at the configured `PAY_NOTIFY_URL`. A handler run through
+    /// `Function::handle` / `invoke` may still use only the parts its function declares
+    /// (`wxa_shared::state::as_declared`), as in production. [`Stack::state_for`] builds a
     /// function's own.
     pub state: Arc<AppState>,
     pub orders_table: String,

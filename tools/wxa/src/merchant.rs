@@ -100,6 +100,92 @@ enum Op {
     GenerateShortLink(ShortLink),
     /// WeChat's risk rank of a user (0 to 4; higher is riskier).
     UserRiskRank(UserRiskRank),
+    /// A user's customer-service conversation: their messages and ours, WeChat's reply window.
+    GetConversation(ByOpenid),
+    /// Reply to a user who wrote to the customer service (within WeChat's window): exactly one of
+    /// --text, --image, --link, --miniprogrampage.
+    SendCustomerMessage(SendCustomerMessage),
+    /// Show the user "typing…" (within 30 s of their message), or stop (--typing false).
+    SetTyping(SetTyping),
+    /// Upload an image (PNG, JPEG or GIF, at most 2 MiB) for replies; WeChat keeps it 3 days.
+    UploadTempMedia(UploadTempMedia),
+}
+
+#[derive(Args, Serialize)]
+struct ByOpenid {
+    /// the user's openid
+    #[arg(long, value_name = "OPENID")]
+    openid: String,
+}
+
+#[derive(Args)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("reply").required(true).multiple(false))]
+struct SendCustomerMessage {
+    /// the user's openid
+    #[arg(long, value_name = "OPENID")]
+    openid: String,
+    /// a text reply
+    #[arg(long, group = "reply", value_name = "TEXT")]
+    text: Option<String>,
+    /// an image reply: a media_id from upload-temp-media
+    #[arg(long, group = "reply", value_name = "MEDIA_ID")]
+    image: Option<String>,
+    /// a link card: {"title", "description", "url", "thumb_url"}, or @FILE holding it
+    #[arg(long, group = "reply", value_name = "JSON|@FILE", value_parser = json_object)]
+    link: Option<Value>,
+    /// a mini-program card: {"title", "pagepath", "thumb_media_id"}, or @FILE holding it
+    #[arg(long, group = "reply", value_name = "JSON|@FILE", value_parser = json_object)]
+    miniprogrampage: Option<Value>,
+}
+
+/// As the function reads it: WeChat's shape, `{openid, msgtype, <msgtype>: {...}}`.
+impl Serialize for SendCustomerMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (msgtype, content) = match (&self.text, &self.image, &self.link, &self.miniprogrampage) {
+            (Some(text), ..) => ("text", serde_json::json!({ "content": text })),
+            (_, Some(media_id), ..) => ("image", serde_json::json!({ "media_id": media_id })),
+            (_, _, Some(link), _) => ("link", link.clone()),
+            (_, _, _, Some(page)) => ("miniprogrampage", page.clone()),
+            // clap requires one of them.
+            _ => {
+                return Err(serde::ser::Error::custom(
+                    "one of --text, --image, --link, --miniprogrampage",
+                ));
+            }
+        };
+        let mut command = serde_json::json!({ "openid": self.openid, "msgtype": msgtype });
+        command[msgtype] = content;
+        command.as_object().expect("an object").serialize(serializer)
+    }
+}
+
+#[derive(Args, Serialize)]
+struct SetTyping {
+    /// the user's openid
+    #[arg(long, value_name = "OPENID")]
+    openid: String,
+    /// true shows "typing…", false stops it
+    #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+    typing: bool,
+}
+
+#[derive(Args, Serialize)]
+struct UploadTempMedia {
+    /// the image file (PNG, JPEG or GIF, at most 2 MiB)
+    #[arg(long = "file", value_name = "FILE", value_parser = file_base64)]
+    content_base64: String,
+    /// the name WeChat is told [default: image.<its type>]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+}
+
+/// A file's bytes as base64, the way a Lambda payload (JSON) carries them.
+fn file_base64(path: &str) -> Result<String, String> {
+    use base64::Engine;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[derive(Args, Serialize)]
@@ -528,6 +614,43 @@ mod tests {
             .filter(|name| name != "raw")
             .collect();
         assert_eq!(subcommands, ops);
+    }
+
+    #[test]
+    fn customer_service_flags_become_the_commands_fields() {
+        assert_eq!(
+            command(&["send-customer-message", "--openid", "o_x", "--text", "hello"]),
+            json!({"op": "send_customer_message", "openid": "o_x", "msgtype": "text", "text": {"content": "hello"}})
+        );
+        assert_eq!(
+            command(&["send-customer-message", "--openid", "o_x", "--image", "m1"]),
+            json!({"op": "send_customer_message", "openid": "o_x", "msgtype": "image", "image": {"media_id": "m1"}})
+        );
+        assert!(
+            Cli::try_parse_from([
+                "merchant",
+                "send-customer-message",
+                "--openid",
+                "o_x",
+                "--text",
+                "a",
+                "--image",
+                "m"
+            ])
+            .is_err(),
+            "one reply at a time"
+        );
+        assert_eq!(
+            command(&["set-typing", "--openid", "o_x", "--typing", "false"]),
+            json!({"op": "set_typing", "openid": "o_x", "typing": false})
+        );
+        let dir = std::env::temp_dir().join(format!("wxa-upload-{}", std::process::id()));
+        std::fs::write(&dir, b"GIF89a").unwrap();
+        assert_eq!(
+            command(&["upload-temp-media", "--file", dir.to_str().unwrap()]),
+            json!({"op": "upload_temp_media", "content_base64": "R0lGODlh"})
+        );
+        std::fs::remove_file(dir).unwrap();
     }
 
     #[test]

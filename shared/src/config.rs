@@ -109,7 +109,11 @@ impl Parts {
     /// These parts as `config` (read for them) puts them to work: an automatic reply, when the
     /// operator set one, brings `wechat` and `access_token`.
     pub fn in_effect(self, config: &Config) -> Self {
-        if self.auto_reply && config.customer_service_auto_reply.is_some() {
+        self.with_auto_reply(config.customer_service_auto_reply.is_some())
+    }
+
+    fn with_auto_reply(self, set: bool) -> Self {
+        if self.auto_reply && set {
             Self {
                 wechat: true,
                 access_token: true,
@@ -326,15 +330,7 @@ impl Config {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
         let wanted = parts.settings();
-        let parts = if auto_reply_text.is_some() {
-            Parts {
-                wechat: true,
-                access_token: true,
-                ..parts
-            }
-        } else {
-            parts
-        };
+        let parts = parts.with_auto_reply(auto_reply_text.is_some());
         let lookup = |name: &str| {
             debug_assert!(
                 wanted.iter().any(|(n, _)| *n == name),

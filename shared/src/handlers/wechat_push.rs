@@ -308,17 +308,15 @@ fn answer(message: &PushMessage, keys: Option<&PushKeys>, hand_over: bool) -> Re
         message.get("ToUserName").unwrap_or_default(),
         now,
     );
-    let (body, content_type) = match (keys, message.format()) {
-        (Some(keys), format) => (
-            keys.seal_reply(&reply, format, now, &crate::random::nonce()),
-            content_type_of(format),
-        ),
-        (None, format) => (reply, content_type_of(format)),
+    let body = match keys {
+        Some(keys) => keys.seal_reply(&reply, message.format(), now, &crate::random::nonce()),
+        None => reply,
     };
     let mut response = text(StatusCode::OK, body);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type_of(message.format())),
+    );
     response
 }
 
@@ -398,13 +396,12 @@ async fn apply(state: &AppState, message: &PushMessage, key: &str) -> Result<(),
         let kept = customer_service::kept_of(message);
         // WeChat's time, not ours: the window is counted from it.
         let at = message.create_time().filter(|&t| t > 0).unwrap_or(now);
-        let conversations = state.messages()?.conversations();
-        let recorded = conversations
-            .record_from_user(openid, key, &kept, grant, at, now)
+        let hand_over = hands_over(state, message);
+        let recorded = state
+            .messages()?
+            .conversations()
+            .record_from_user(openid, key, &kept, grant, at, now, hand_over)
             .await?;
-        if hands_over(state, message) {
-            conversations.record_handover(openid, now).await?;
-        }
         if recorded.opened
             && let Some(text) = &state.config.customer_service_auto_reply
         {
@@ -412,7 +409,7 @@ async fn apply(state: &AppState, message: &PushMessage, key: &str) -> Result<(),
         }
         tracing::info!(
             msgtype = kept["msgtype"].as_str(),
-            handed_over = hands_over(state, message),
+            handed_over = hand_over,
             "customer-service message recorded"
         );
         return Ok(());

@@ -229,7 +229,9 @@ impl ConversationStore {
 
     /// A user's message or their entering the chat (`kept`, WeChat's push `key`), at `at`: kept
     /// once, and the reply window opened as `quota` says. `user_message`: the user waits for an
-    /// answer (entering alone does not).
+    /// answer (entering alone does not); `hand_over`: it goes to the console's agents, who answer
+    /// it (in the same write).
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_from_user(
         &self,
         openid: &str,
@@ -238,6 +240,7 @@ impl ConversationStore {
         (quota, user_message): (Quota, bool),
         at: u64,
         now: u64,
+        hand_over: bool,
     ) -> Result<FromUser, StoreError> {
         let opened = std::sync::atomic::AtomicBool::new(false);
         let conversation = self
@@ -255,6 +258,10 @@ impl ConversationStore {
                 c.window = c.window.after(quota, at);
                 c.last_user_at = Some(c.last_user_at.unwrap_or(0).max(at));
                 c.awaiting_reply |= user_message;
+                if hand_over {
+                    c.handed_over_at = Some(now);
+                    c.awaiting_reply = false;
+                }
                 true
             })
             .await?;
@@ -289,17 +296,6 @@ impl ConversationStore {
                 c.window.until = c.window.until.min(now);
             }
             c.window != before
-        })
-        .await
-        .map(drop)
-    }
-
-    /// A message handed to the console's agents at `at`.
-    pub async fn record_handover(&self, openid: &str, at: u64) -> Result<(), StoreError> {
-        self.change(openid, at, |c| {
-            c.handed_over_at = Some(at);
-            c.awaiting_reply = false;
-            true
         })
         .await
         .map(drop)
